@@ -1,0 +1,457 @@
+"""The firm configuration: one YAML file, validated, with errors that name file, field and reason.
+
+The file path comes from ``DISPATCH_FIRM_CONFIG``; without it the packaged demo firm is used.
+Secrets never live in this file: connectors name the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEMO_FIRM_PATH = Path(__file__).parent / "data" / "demo_firm.yaml"
+CONFIG_ENV = "DISPATCH_FIRM_CONFIG"
+
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+"""Ids end up in workflow ids and search attributes: keep them short and boring."""
+
+
+class Tier(StrEnum):
+    """Seniority, lowest first. Order matters: "lowest sufficient tier" ranks by it."""
+
+    STAFF = "staff"
+    SENIOR = "senior"
+    MANAGER = "manager"
+    PARTNER = "partner"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_ORDER.index(self)
+
+
+_TIER_ORDER = [Tier.STAFF, Tier.SENIOR, Tier.MANAGER, Tier.PARTNER]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Absence(_Strict):
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+    reason: str = "absence"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Absence:
+        if self.end < self.start:
+            raise ValueError(f"'to' ({self.end}) is before 'from' ({self.start})")
+        return self
+
+
+class StaffMember(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: Annotated[str, Field(min_length=1)]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    tier: Tier
+    skills: list[str] = Field(default_factory=list)
+    weekly_capacity_hours: Annotated[float, Field(gt=0, le=80)] | None = None
+    """Overrides the time tracker's figure when set (e.g. a part-timer the tracker gets wrong)."""
+    slack_id: str | None = None
+    manager: str | None = None
+    team: str | None = None
+    absences: list[Absence] = Field(default_factory=list)
+    active: bool = True
+
+    def absent_on(self, day: date) -> bool:
+        return any(a.start <= day <= a.end for a in self.absences)
+
+
+class ServiceType(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    required_skills: list[str] = Field(default_factory=list)
+    preferred_skills: list[str] = Field(default_factory=list)
+    """Specialisations that make someone a better fit without being required."""
+    default_estimated_hours: Annotated[float, Field(gt=0, le=2000)]
+    preparer_tier: Tier = Tier.STAFF
+    reviewer_tier: Tier | None = None
+    review_fraction: Annotated[float, Field(gt=0, le=1)] = 0.35
+    """Reviewer hours as a share of the preparer's estimate (review is ~30-40% of prep)."""
+    lead_days: Annotated[int, Field(ge=0, le=365)] = 10
+    documents_needed: list[str] = Field(default_factory=list)
+    pm_work_types: list[str] = Field(default_factory=list)
+    """PM-system work types (e.g. Karbon ``WorkType``) that map to this service type."""
+
+
+class Weights(_Strict):
+    """Ranking weights. The defaults keep the seed's order: history, specialisation, hours, tier."""
+
+    client_history: Annotated[float, Field(ge=0)] = 1000.0
+    specialization: Annotated[float, Field(ge=0)] = 100.0
+    available_hours: Annotated[float, Field(ge=0)] = 10.0
+    lowest_tier: Annotated[float, Field(ge=0)] = 1.0
+
+
+class Policy(_Strict):
+    weights: Weights = Field(default_factory=Weights)
+    preparer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 1.0
+    reviewer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Reviewers are booked to a lower ceiling so reviews don't queue behind their own prep."""
+    snapshot_ttl_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    """How long a time-tracker capacity snapshot is reused before the dispatcher reads it again."""
+    partner_candidates_shown: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+class Escalation(_Strict):
+    managing_partner: str
+    team_managers: dict[str, str] = Field(default_factory=dict)
+    partners: list[str] = Field(default_factory=list)
+    """Partners allowed to decide on ``NeedsPartnerReview`` items (the managing partner always is)."""
+
+
+class ClientRecord(_Strict):
+    id: str
+    name: str | None = None
+    email: str | None = None
+    history: list[str] = Field(default_factory=list)
+    """Staff ids who served this client before, most recent first."""
+
+
+class FirmInfo(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    time_zone: str = "America/New_York"
+    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"]
+    )
+    holidays: list[date] = Field(default_factory=list)
+    upload_url_template: str = "https://portal.example.com/upload/{client_id}"
+    workday_start_hour: Annotated[int, Field(ge=0, le=23)] = 9
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown IANA time zone {value!r}") from err
+        return value
+
+    @property
+    def workday_numbers(self) -> list[int]:
+        """ISO weekday numbers minus one (Monday = 0), as ``date.weekday()`` returns."""
+        names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        return sorted(names.index(d) for d in self.workdays)
+
+
+# --- connectors ---------------------------------------------------------------------------
+
+
+class KarbonConnector(_Strict):
+    kind: Literal["karbon"]
+    base_url: str = "https://api.karbonhq.com"
+    bearer_token_env: str = "KARBON_BEARER_TOKEN"
+    access_key_env: str = "KARBON_ACCESS_KEY"
+    webhook_signing_key_env: str = "KARBON_WEBHOOK_SIGNING_KEY"
+    app_url: str = "https://app2.karbonhq.com"
+    assigned_primary_status: str = "ReadyToStart"
+    assigned_secondary_status: str | None = "Assigned"
+    """Karbon has no built-in "Assigned" status: map it to a tenant secondary status."""
+
+
+class RelayConnector(_Strict):
+    """A PM system with no usable API (TaxDome, Canopy): engagements arrive through a relay."""
+
+    kind: Literal["relay"]
+    system_name: str = "your practice management system"
+
+
+PmConnector = Annotated[KarbonConnector | RelayConnector, Field(discriminator="kind")]
+
+
+class HarvestConnector(_Strict):
+    kind: Literal["harvest"]
+    base_url: str = "https://api.harvestapp.com"
+    access_token_env: str = "HARVEST_ACCESS_TOKEN"
+    account_id_env: str = "HARVEST_ACCOUNT_ID"
+    user_agent: str = "Engagement Dispatch (ops@example.com)"
+
+
+class ConfigOnlyTracker(_Strict):
+    """No time tracker: capacity comes from ``weekly_capacity_hours`` and nothing is logged."""
+
+    kind: Literal["config"]
+
+
+TimeTrackerConnector = Annotated[
+    HarvestConnector | ConfigOnlyTracker, Field(discriminator="kind")
+]
+
+
+class SlackConnector(_Strict):
+    kind: Literal["slack"]
+    base_url: str = "https://slack.com/api/"
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+
+
+class NoChat(_Strict):
+    kind: Literal["none"]
+
+
+ChatConnector = Annotated[SlackConnector | NoChat, Field(discriminator="kind")]
+
+
+class GoogleCalendarConnector(_Strict):
+    kind: Literal["google"]
+    api_endpoint: str = "https://www.googleapis.com/calendar/v3/"
+    credentials_file_env: str = "GOOGLE_APPLICATION_CREDENTIALS"
+    """Service-account key with domain-wide delegation; unset means no auth (sandbox only)."""
+    calendar_id: str = "primary"
+
+
+class NoCalendar(_Strict):
+    kind: Literal["none"]
+
+
+CalendarConnector = Annotated[GoogleCalendarConnector | NoCalendar, Field(discriminator="kind")]
+
+
+class SendGridConnector(_Strict):
+    kind: Literal["sendgrid"]
+    base_url: str = "https://api.sendgrid.com"
+    api_key_env: str = "SENDGRID_API_KEY"
+    from_email: str
+    from_name: str | None = None
+    reply_to_assignee: bool = True
+
+
+class NoEmail(_Strict):
+    kind: Literal["none"]
+
+
+EmailConnector = Annotated[SendGridConnector | NoEmail, Field(discriminator="kind")]
+
+
+class WebhookCrm(_Strict):
+    """A generic signed webhook: one JSON record per assignment event."""
+
+    kind: Literal["webhook"]
+    url: str
+    secret_env: str = "CRM_WEBHOOK_SECRET"
+
+
+class NoCrm(_Strict):
+    kind: Literal["none"]
+
+
+CrmConnector = Annotated[WebhookCrm | NoCrm, Field(discriminator="kind")]
+
+
+class Connectors(_Strict):
+    pm: PmConnector
+    time_tracker: TimeTrackerConnector = Field(default_factory=lambda: ConfigOnlyTracker(kind="config"))
+    chat: ChatConnector = Field(default_factory=lambda: NoChat(kind="none"))
+    calendar: CalendarConnector = Field(default_factory=lambda: NoCalendar(kind="none"))
+    email: EmailConnector = Field(default_factory=lambda: NoEmail(kind="none"))
+    crm: CrmConnector = Field(default_factory=lambda: NoCrm(kind="none"))
+
+
+class FirmConfig(_Strict):
+    firm: FirmInfo
+    staff: list[StaffMember]
+    service_types: list[ServiceType]
+    escalation: Escalation
+    policy: Policy = Field(default_factory=Policy)
+    clients: list[ClientRecord] = Field(default_factory=list)
+    connectors: Connectors
+
+    @model_validator(mode="after")
+    def _references(self) -> FirmConfig:
+        staff_ids = [s.id for s in self.staff]
+        _no_duplicates("staff", staff_ids)
+        _no_duplicates("staff (email)", [s.email.lower() for s in self.staff])
+        _no_duplicates("service_types", [t.id for t in self.service_types])
+        known = set(staff_ids)
+        for member in self.staff:
+            if member.manager is not None and member.manager not in known:
+                raise ValueError(f"staff {member.id!r}: manager {member.manager!r} is not a staff id")
+        by_id = {s.id: s for s in self.staff}
+        mp = self.escalation.managing_partner
+        if mp not in known:
+            raise ValueError(f"escalation.managing_partner: {mp!r} is not a staff id")
+        if by_id[mp].tier is not Tier.PARTNER:
+            raise ValueError(f"escalation.managing_partner: {mp!r} has tier {by_id[mp].tier}, not partner")
+        for pid in self.escalation.partners:
+            if pid not in known or by_id[pid].tier is not Tier.PARTNER:
+                raise ValueError(f"escalation.partners: {pid!r} is not a partner on the staff list")
+        for team, manager in self.escalation.team_managers.items():
+            if manager not in known:
+                raise ValueError(f"escalation.team_managers.{team}: {manager!r} is not a staff id")
+        work_types: dict[str, str] = {}
+        for st in self.service_types:
+            if st.reviewer_tier is not None and st.reviewer_tier.rank < st.preparer_tier.rank:
+                raise ValueError(
+                    f"service_types {st.id!r}: reviewer_tier {st.reviewer_tier} is below "
+                    f"preparer_tier {st.preparer_tier}"
+                )
+            for wt in st.pm_work_types:
+                if wt.casefold() in work_types:
+                    raise ValueError(
+                        f"service_types {st.id!r}: pm_work_type {wt!r} is already mapped to "
+                        f"{work_types[wt.casefold()]!r}"
+                    )
+                work_types[wt.casefold()] = st.id
+        return self
+
+    # --- lookups used across the app ---------------------------------------------------
+
+    def staff_by_id(self, staff_id: str) -> StaffMember:
+        for member in self.staff:
+            if member.id == staff_id:
+                return member
+        raise KeyError(staff_id)
+
+    def service_type(self, service_type_id: str) -> ServiceType | None:
+        return next((t for t in self.service_types if t.id == service_type_id), None)
+
+    def service_type_for_work_type(self, work_type: str | None) -> ServiceType | None:
+        if not work_type:
+            return None
+        wanted = work_type.casefold()
+        for st in self.service_types:
+            if wanted == st.id or wanted in (w.casefold() for w in st.pm_work_types):
+                return st
+        return None
+
+    def client(self, client_id: str) -> ClientRecord | None:
+        return next((c for c in self.clients if c.id == client_id), None)
+
+    def manager_of(self, staff_id: str) -> StaffMember:
+        """The person a stalled engagement escalates to: direct manager, team manager, partner."""
+        member = self.staff_by_id(staff_id)
+        if member.manager:
+            return self.staff_by_id(member.manager)
+        if member.team and member.team in self.escalation.team_managers:
+            return self.staff_by_id(self.escalation.team_managers[member.team])
+        return self.managing_partner
+
+    @property
+    def managing_partner(self) -> StaffMember:
+        return self.staff_by_id(self.escalation.managing_partner)
+
+    @property
+    def deciding_partners(self) -> list[str]:
+        ids = [self.escalation.managing_partner, *self.escalation.partners]
+        return list(dict.fromkeys(ids))
+
+
+def _no_duplicates(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what}: duplicate id {value!r}")
+        seen.add(value)
+
+
+class FirmConfigError(Exception):
+    """The firm configuration is unusable. The message names the file, the field and the reason."""
+
+
+def _field_path(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Turn pydantic's loc into ``staff[3] (id=bob).tier`` so the operator finds the line."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and 0 <= item < len(node):
+                node = node[item]
+                if isinstance(node, dict) and "id" in node:
+                    label += f" (id={node['id']})"
+            else:
+                node = None
+            parts.append(label)
+        else:
+            # Discriminated unions add the tag as a loc element; it is not a field.
+            if isinstance(node, dict) and item not in node and item in _CONNECTOR_KINDS:
+                continue
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+_CONNECTOR_KINDS = {"karbon", "relay", "harvest", "config", "slack", "none", "google",
+                    "sendgrid", "webhook"}
+
+
+def parse_firm_config(raw: Any, source: str = "<firm config>") -> FirmConfig:
+    if not isinstance(raw, dict):
+        raise FirmConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return FirmConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            path = _field_path(tuple(e["loc"]), raw)
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {path}: {msg}")
+        raise FirmConfigError("\n".join(lines)) from None
+
+
+def load_firm_config(path: str | os.PathLike[str] | None = None) -> FirmConfig:
+    """Load and validate the firm file (``DISPATCH_FIRM_CONFIG`` or the demo firm)."""
+    chosen = Path(path) if path is not None else Path(os.environ.get(CONFIG_ENV) or DEMO_FIRM_PATH)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except OSError as err:
+        raise FirmConfigError(f"{chosen}: cannot read the firm config: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = ""
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        raise FirmConfigError(f"{chosen}: not valid YAML{where}: {err}") from None
+    return parse_firm_config(raw, str(chosen))
+
+
+def secret(env_name: str, *, required: bool = True) -> str | None:
+    """Read a secret from the environment; the error names the variable, never a value."""
+    value = os.environ.get(env_name)
+    if not value and required:
+        raise FirmConfigError(f"environment variable {env_name} is not set (a connector needs it)")
+    return value or None
+
+
+WORKFLOW_ID_SAFE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def rebase_connectors(config: FirmConfig, old_base: str, new_base: str) -> FirmConfig:
+    """The same firm with every connector URL under ``old_base`` moved to ``new_base``.
+
+    Used to point the demo firm at a sandbox on another port (tests, ``--sandbox-url``).
+    """
+    data = config.connectors.model_dump(mode="json")
+
+    def move(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: move(v) for k, v in node.items()}
+        if isinstance(node, str) and node.startswith(old_base):
+            return new_base + node[len(old_base):]
+        return node
+
+    connectors = Connectors.model_validate(move(data))
+    return config.model_copy(update={"connectors": connectors})

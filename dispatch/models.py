@@ -1,0 +1,526 @@
+"""Every payload that crosses a Temporal boundary: one pydantic model per input and output.
+
+Workflows import this module through ``imports_passed_through`` so it is loaded once per worker,
+not once per workflow run. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.config import Absence, Policy, ServiceType, StaffMember, Tier
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DispatchStatus(StrEnum):
+    RECEIVED = "Received"
+    ASSIGNED = "Assigned"
+    ACCEPTED = "Accepted"
+    IN_PROGRESS = "InProgress"
+    READY_FOR_REVIEW = "ReadyForReview"
+    IN_REVIEW = "InReview"
+    COMPLETED = "Completed"
+    NEEDS_PARTNER_REVIEW = "NeedsPartnerReview"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_closed(self) -> bool:
+        return self in (DispatchStatus.COMPLETED, DispatchStatus.CANCELLED)
+
+
+class Role(StrEnum):
+    PREPARER = "preparer"
+    REVIEWER = "reviewer"
+
+
+# --- the engagement itself -------------------------------------------------------------------
+
+
+class EngagementDetails(Model):
+    """What the firm knows about one engagement, whichever PM system it came from."""
+
+    source: str
+    external_id: str
+    title: str
+    client_id: str
+    client_name: str
+    client_email: str | None = None
+    client_contact_name: str | None = None
+    service_type: str
+    due_date: date
+    start_date: date | None = None
+    estimated_hours: float = Field(gt=0)
+    required_skills: list[str] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
+    documents_needed: list[str] = Field(default_factory=list)
+    scope_summary: str = ""
+    pm_url: str | None = None
+    pm_work_type: str | None = None
+    pm_assignee_email: str | None = None
+    pm_status: str | None = None
+
+
+class EngagementInput(Model):
+    firm_id: str
+    source: str
+    external_id: str
+    details: EngagementDetails | None = None
+    """Present when the webhook carried the whole engagement; otherwise loaded from the PM."""
+    received_at: datetime | None = None
+    state: EngagementState | None = None
+    """Carried across continue-as-new."""
+
+
+class StaffRef(Model):
+    """The public face of a staff member inside workflow state and notifications."""
+
+    id: str
+    name: str
+    email: str
+    tier: Tier
+    slack_id: str | None = None
+    manager_id: str | None = None
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+class BlockReason(StrEnum):
+    SKILL = "skill"
+    TIER = "tier"
+    CAPACITY = "capacity"
+    ABSENT = "absent"
+    DECLINED = "declined"
+    OTHER_ROLE = "other_role"
+    INACTIVE = "inactive"
+
+
+class CandidateScore(Model):
+    staff_id: str
+    name: str
+    tier: Tier
+    eligible: bool
+    blocked: list[BlockReason] = Field(default_factory=list)
+    why_blocked: str | None = None
+    available_hours: float
+    scores: dict[str, float] = Field(default_factory=dict)
+    """Per-criterion scores in [0, 1]: client_history, specialization, available_hours, lowest_tier."""
+    total: float | None = None
+
+
+class Decision(Model):
+    role: Role
+    outcome: Literal["assigned", "blocked", "forced"]
+    chosen: str | None = None
+    reason: str
+    required_hours: float
+    window_start: date
+    window_end: date
+    candidates: list[CandidateScore]
+    decided_at: datetime | None = None
+
+
+class AssignmentRequest(Model):
+    """An engagement asks the firm's dispatcher for people. Keyed so a resend is harmless."""
+
+    request_id: str
+    workflow_id: str
+    client_id: str
+    service_type: str
+    due_date: date
+    start_date: date | None = None
+    estimated_hours: float = Field(gt=0)
+    required_skills: list[str] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    """Staff who declined this engagement: never offered it again."""
+    keep_reviewer: str | None = None
+    """On a preparer-only reassignment, the reviewer already booked stays booked."""
+
+
+class AssignmentResult(Model):
+    request_id: str
+    workflow_id: str
+    outcome: Literal["assigned", "needs_partner_review"]
+    preparer: StaffRef | None = None
+    reviewer: StaffRef | None = None
+    preparer_hours: float = 0.0
+    reviewer_hours: float = 0.0
+    decisions: list[Decision] = Field(default_factory=list)
+    estimated_completion: date | None = None
+    reason: str = ""
+
+
+class ReleaseRequest(Model):
+    workflow_id: str
+    roles: list[Role] = Field(default_factory=lambda: [Role.PREPARER, Role.REVIEWER])
+    reason: str = ""
+    withdraw_request: bool = True
+    """Also drop a parked (waiting for capacity) request of this engagement."""
+
+
+class Reservation(Model):
+    workflow_id: str
+    role: Role
+    staff_id: str
+    hours: float
+    start: date
+    due: date
+    client_id: str
+    forced: bool = False
+
+
+# --- capacity --------------------------------------------------------------------------------
+
+
+class StaffCapacity(Model):
+    member: StaffMember
+    weekly_capacity_hours: float
+    logged_this_week: float = 0.0
+    logged_last_week: float = 0.0
+    capacity_source: str = "config"
+
+
+class CapacitySnapshot(Model):
+    """Everything the dispatcher needs to decide, read at one moment by one activity."""
+
+    taken_at: datetime
+    today: date
+    week_start: date
+    workdays: list[int]
+    holidays: list[date] = Field(default_factory=list)
+    staff: list[StaffCapacity]
+    service_types: list[ServiceType]
+    policy: Policy
+    client_history: dict[str, list[str]] = Field(default_factory=dict)
+    managing_partner: str
+    source: str
+    warnings: list[str] = Field(default_factory=list)
+
+    def service_type(self, service_type_id: str) -> ServiceType | None:
+        return next((t for t in self.service_types if t.id == service_type_id), None)
+
+
+class SnapshotInput(Model):
+    firm_id: str
+
+
+class TrackerStaff(Model):
+    staff_id: str
+    email: str
+
+
+class TrackerReadInput(Model):
+    staff: list[TrackerStaff]
+    start: date
+    end: date
+
+
+class TrackerUserHours(Model):
+    staff_id: str
+    weekly_capacity_hours: float | None = None
+    logged_by_date: dict[date, float] = Field(default_factory=dict)
+
+
+class TrackerReadResult(Model):
+    users: list[TrackerUserHours]
+    unmatched: list[str] = Field(default_factory=list)
+    """Staff emails the tracker does not know (reported, never silently zero)."""
+
+
+# --- dispatcher ------------------------------------------------------------------------------
+
+
+class DispatcherState(Model):
+    reservations: list[Reservation] = Field(default_factory=list)
+    parked: list[AssignmentRequest] = Field(default_factory=list)
+    results: dict[str, AssignmentResult] = Field(default_factory=dict)
+    """Recent results by request id: a duplicate request gets the same answer."""
+    result_order: list[str] = Field(default_factory=list)
+    client_history: dict[str, list[str]] = Field(default_factory=dict)
+    snapshot: CapacitySnapshot | None = None
+    snapshot_at: datetime | None = None
+    batches: int = 0
+    decided: int = 0
+
+
+class DispatcherInput(Model):
+    firm_id: str
+    state: DispatcherState | None = None
+
+
+class StaffBooking(Model):
+    staff_id: str
+    name: str
+    weekly_capacity_hours: float
+    reserved_hours: float
+    reservations: list[Reservation]
+
+
+class BookingsView(Model):
+    firm_id: str
+    staff: list[StaffBooking]
+    parked: list[str]
+    batches: int
+    decided: int
+
+
+class ForceAssignRequest(Model):
+    """A partner's explicit decision; may override capacity, and says so in the record."""
+
+    request_id: str
+    workflow_id: str
+    partner_id: str
+    staff_id: str
+    client_id: str
+    start: date
+    due: date
+    hours: float
+    override_capacity: bool = False
+
+
+# --- side effects ----------------------------------------------------------------------------
+
+
+class EngagementSummary(Model):
+    """What notifications need to say about an engagement; no internal ids beyond the key."""
+
+    workflow_id: str
+    title: str
+    client_id: str
+    client_name: str
+    service_type: str
+    service_name: str
+    due_date: date
+    estimated_hours: float
+    pm_url: str | None = None
+    scope_summary: str = ""
+    documents_needed: list[str] = Field(default_factory=list)
+
+
+class LoadEngagementInput(Model):
+    source: str
+    external_id: str
+
+
+class ResolveDeadlinesInput(Model):
+    due_date: date
+    start_date: date | None = None
+
+
+class Deadlines(Model):
+    """Firm-local wall times turned into UTC instants (time zones stay out of workflow code)."""
+
+    today: date
+    start_at: datetime
+    due_at: datetime
+    """End of the due date's working day in the firm's time zone, as UTC."""
+
+
+class PmWriteBackInput(Model):
+    workflow_id: str
+    source: str
+    external_id: str
+    assignee_email: str | None
+    status: DispatchStatus
+
+
+class PmWriteBackResult(Model):
+    written: bool
+    manual_update_required: bool = False
+    detail: str = ""
+
+
+class AssignmentNotice(Model):
+    summary: EngagementSummary
+    recipient: StaffRef
+    role: Role
+    preparer: StaffRef | None = None
+    reviewer: StaffRef | None = None
+    estimated_completion: date | None = None
+    manual_pm_update: str | None = None
+    """When set, the PM record must be updated by hand (no API); the text says where."""
+    previous: MessageRef | None = None
+
+
+class MessageRef(Model):
+    channel: str
+    ts: str
+
+
+class ChatResult(Model):
+    delivered: bool
+    message: MessageRef | None = None
+    detail: str = ""
+
+
+class PartnerReviewNotice(Model):
+    summary: EngagementSummary
+    partner: StaffRef
+    reason: str
+    candidates: list[CandidateScore]
+
+
+class CalendarBlockInput(Model):
+    workflow_id: str
+    event_key: str
+    """Stable per engagement and assignment: the calendar event id is derived from it."""
+    staff: StaffRef
+    summary: EngagementSummary
+    role: Role
+    start_date: date
+    end_date: date
+    hours: float
+    time_zone: str
+
+
+class CalendarBlockResult(Model):
+    event_id: str
+    created: bool
+    """False when the event already existed (a retried insert)."""
+    html_link: str | None = None
+
+
+class ClientConfirmationInput(Model):
+    summary: EngagementSummary
+    to_email: str
+    to_name: str | None = None
+    assignee: StaffRef
+    reviewer: StaffRef | None = None
+    estimated_completion: date
+    upload_link: str
+    firm_name: str
+
+
+class EmailResult(Model):
+    sent: bool
+    message_id: str | None = None
+    detail: str = ""
+
+
+class CrmLogInput(Model):
+    idempotency_key: str
+    event: Literal["assigned", "needs_partner_review", "reassigned", "completed", "cancelled"]
+    summary: EngagementSummary
+    status: DispatchStatus
+    preparer: StaffRef | None = None
+    reviewer: StaffRef | None = None
+    preparer_hours: float = 0.0
+    reviewer_hours: float = 0.0
+    occurred_at: datetime
+
+
+class CrmLogResult(Model):
+    logged: bool
+    detail: str = ""
+
+
+# --- engagement state (the `state` query) ----------------------------------------------------
+
+
+class TimelineEntry(Model):
+    at: datetime
+    kind: str
+    detail: str = ""
+
+
+class SideEffect(Model):
+    name: str
+    state: Literal["pending", "done", "failed", "skipped"]
+    detail: str = ""
+
+
+class PmUpdate(Model):
+    """A PM system says the engagement changed; the workflow re-reads it."""
+
+    event_key: str
+    action: str = "Updated"
+
+
+class EngagementState(Model):
+    workflow_id: str
+    firm_id: str
+    status: DispatchStatus = DispatchStatus.RECEIVED
+    source: str
+    external_id: str
+    title: str | None = None
+    client_id: str | None = None
+    client_name: str | None = None
+    service_type: str | None = None
+    due_date: date | None = None
+    estimated_hours: float | None = None
+    preparer: StaffRef | None = None
+    reviewer: StaffRef | None = None
+    preparer_hours: float = 0.0
+    reviewer_hours: float = 0.0
+    estimated_completion: date | None = None
+    decisions: list[Decision] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    side_effects: list[SideEffect] = Field(default_factory=list)
+    needs_partner_review_reason: str | None = None
+    pm_manual_update_required: bool = False
+    chat_message: MessageRef | None = None
+    calendar_event_id: str | None = None
+    declined_by: list[str] = Field(default_factory=list)
+    request_seq: int = 0
+    seen_events: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+EngagementInput.model_rebuild()
+AssignmentNotice.model_rebuild()
+
+__all__ = [
+    "Absence",
+    "AssignmentNotice",
+    "AssignmentRequest",
+    "AssignmentResult",
+    "BlockReason",
+    "BookingsView",
+    "CalendarBlockInput",
+    "CalendarBlockResult",
+    "CandidateScore",
+    "CapacitySnapshot",
+    "ChatResult",
+    "ClientConfirmationInput",
+    "CrmLogInput",
+    "CrmLogResult",
+    "Deadlines",
+    "Decision",
+    "DispatchStatus",
+    "DispatcherInput",
+    "DispatcherState",
+    "EmailResult",
+    "EngagementDetails",
+    "EngagementInput",
+    "EngagementState",
+    "EngagementSummary",
+    "ForceAssignRequest",
+    "LoadEngagementInput",
+    "MessageRef",
+    "PartnerReviewNotice",
+    "PmUpdate",
+    "PmWriteBackInput",
+    "PmWriteBackResult",
+    "ReleaseRequest",
+    "Reservation",
+    "ResolveDeadlinesInput",
+    "Role",
+    "SideEffect",
+    "SnapshotInput",
+    "StaffBooking",
+    "StaffCapacity",
+    "StaffRef",
+    "TimelineEntry",
+    "TrackerReadInput",
+    "TrackerReadResult",
+    "TrackerStaff",
+    "TrackerUserHours",
+]
