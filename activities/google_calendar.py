@@ -1,0 +1,249 @@
+"""Google Calendar: one all-day block per engagement, role and assignment round, created once.
+
+Idempotency comes from the event id: it is derived from the workflow's ``event_key``, so a
+retried or replayed insert meets Google's 409 ``duplicate`` and we read the existing event
+instead of creating a second one. A deleted event's id stays reserved at Google (409 on insert,
+410 on get): the block is then left deleted, since someone removed it on purpose.
+
+Credentials, in order:
+1. ``GOOGLE_ACCESS_TOKEN`` (the sandbox, or a short-lived token minted elsewhere): used as is.
+   The token's owner must be able to write to each staff calendar; no attendees are added.
+2. A service-account key file named by ``connector.credentials_file_env``, impersonating each
+   staff member (domain-wide delegation). Only this path may add attendees: Google refuses
+   attendees from a service account without delegation (``forbiddenForServiceAccounts``).
+Neither is a configuration error, reported as non-retryable.
+
+``googleapiclient`` is synchronous (httplib2) and an ``Http`` object is not thread-safe, so each
+call builds its own client inside a worker thread; with the bundled discovery document that is
+about 2 ms. The client sends ``User-Agent: (gzip)`` and
+``x-goog-api-client: gdcl/<version> gl-python/<version>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import threading
+from datetime import date, timedelta
+from typing import Any
+
+import google.auth.exceptions
+import httplib2
+from google.oauth2 import service_account
+from google.oauth2.credentials import Credentials as TokenCredentials
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import error_for_status, redact, retry_after, transport_error
+from activities.roles import CalendarActivities
+from dispatch.config import GoogleCalendarConnector, secret
+from dispatch.models import CalendarBlockInput, CalendarBlockResult, Role
+
+SYSTEM = "Google Calendar"
+ACCESS_TOKEN_ENV = "GOOGLE_ACCESS_TOKEN"
+SCOPES = ["https://www.googleapis.com/auth/calendar.events"]
+_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, timeouts (socket.timeout is TimeoutError, an OSError)
+    httplib2.HttpLib2Error,
+    google.auth.exceptions.TransportError,
+)
+
+
+def event_id_for(event_key: str) -> str:
+    """Google event id for a key: base32hex of SHA-256, lowercase, unpadded (52 of [0-9a-v])."""
+    digest = hashlib.sha256(event_key.encode("utf-8")).digest()
+    return base64.b32hexencode(digest).decode("ascii").lower().rstrip("=")
+
+
+def _config_error(message: str) -> ApplicationError:
+    return ApplicationError(message, type="CalendarConfigError", non_retryable=True)
+
+
+class _Auth:
+    def __init__(self, credentials: Any, delegated: bool) -> None:
+        self.credentials = credentials
+        self.delegated = delegated
+
+
+class GoogleCalendarActivities(CalendarActivities):
+    def __init__(self, connector: GoogleCalendarConnector, *,
+                 access_token_env: str = ACCESS_TOKEN_ENV) -> None:
+        self._connector = connector
+        self._access_token_env = access_token_env
+        self._lock = threading.Lock()
+        self._service_account: service_account.Credentials | None = None
+        self._delegated: dict[str, service_account.Credentials] = {}
+        """Per-staff delegated credentials, kept so each reuses its access token until expiry."""
+
+    @activity.defn(name="calendar_block")
+    async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
+        return await asyncio.to_thread(self._block, input)
+
+    # --- the call, in a worker thread ------------------------------------------------------
+
+    def _block(self, input: CalendarBlockInput) -> CalendarBlockResult:
+        auth = self._auth_for(input.staff.email)
+        calendar_id = self._calendar_id(input.staff.email)
+        body, clamped = self._event_body(input, with_attendee=auth.delegated)
+        events = build(
+            "calendar",
+            "v3",
+            credentials=auth.credentials,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": self._connector.api_endpoint},
+        ).events()
+        note = "end date was before the start; blocked the start day only" if clamped else ""
+        try:
+            # sendUpdates=none: the chat message is the notification, not an invitation email.
+            created = _execute(events.insert(calendarId=calendar_id, body=body,
+                                             sendUpdates="none"), "events.insert")
+            return _result(created, created=True, detail=note)
+        except HttpError as err:
+            if err.status_code != 409:
+                raise _http_error(err, "events.insert") from None
+        # 409: this id exists (our earlier attempt succeeded) or was deleted in the calendar.
+        try:
+            existing = _execute(events.get(calendarId=calendar_id, eventId=body["id"]),
+                                "events.get")
+        except HttpError as err:
+            if err.status_code == 410:
+                return _deleted(body["id"])
+            raise _http_error(err, "events.get") from None
+        if existing.get("status") == "cancelled":
+            return _deleted(body["id"])
+        return _result(existing, created=False, detail=note)
+
+    def _calendar_id(self, staff_email: str) -> str:
+        configured = self._connector.calendar_id
+        return staff_email if configured == "primary" else configured
+
+    def _auth_for(self, staff_email: str) -> _Auth:
+        token = os.environ.get(self._access_token_env)
+        if token:
+            # google-auth leaves these constructors unannotated.
+            credentials = TokenCredentials(token=token)  # type: ignore[no-untyped-call]
+            return _Auth(credentials, delegated=False)
+        env = self._connector.credentials_file_env
+        path = secret(env, required=False)
+        if not path:
+            raise _config_error(
+                f"no Google credentials: set {self._access_token_env} or point {env} at a "
+                "service-account key file with domain-wide delegation"
+            )
+        with self._lock:
+            if self._service_account is None:
+                try:
+                    load = service_account.Credentials.from_service_account_file
+                    self._service_account = load(  # type: ignore[no-untyped-call]
+                        path, scopes=SCOPES)
+                except (OSError, ValueError) as err:
+                    raise _config_error(
+                        f"the service-account key file named by {env} cannot be used "
+                        f"({type(err).__name__})"
+                    ) from None
+            key = staff_email.lower()
+            if key not in self._delegated:
+                self._delegated[key] = self._service_account.with_subject(staff_email)
+            return _Auth(self._delegated[key], delegated=True)
+
+    def _event_body(self, input: CalendarBlockInput, *,
+                    with_attendee: bool) -> tuple[dict[str, Any], bool]:
+        s = input.summary
+        last_day = input.end_date
+        clamped = last_day < input.start_date
+        if clamped:
+            last_day = input.start_date
+        label = "Engagement" if input.role is Role.PREPARER else "Engagement review"
+        lines = [
+            s.title,
+            f"Client: {s.client_name}",
+            f"Role: {input.role.value}",
+            f"Estimated hours: {input.hours:g} (engagement estimate {s.estimated_hours:g})",
+            f"Due: {_long_date(s.due_date)}",
+        ]
+        if s.scope_summary:
+            lines.append(f"Scope: {s.scope_summary}")
+        if s.pm_url:
+            lines.append(f"Open in the practice management system: {s.pm_url}")
+        body: dict[str, Any] = {
+            "id": event_id_for(input.event_key),
+            "summary": f"{label}: {s.service_name} — {s.client_name}",
+            "description": "\n".join(lines),
+            # All-day events: the end date is exclusive.
+            "start": {"date": input.start_date.isoformat()},
+            "end": {"date": (last_day + timedelta(days=1)).isoformat()},
+            "transparency": "opaque",
+            "extendedProperties": {"private": {
+                "dispatch_workflow_id": input.workflow_id,
+                "dispatch_role": input.role.value,
+            }},
+        }
+        if with_attendee:
+            body["attendees"] = [{"email": input.staff.email, "displayName": input.staff.name,
+                                  "responseStatus": "accepted"}]
+        return body, clamped
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _long_date(day: date) -> str:
+    return f"{day:%A}, {day:%B} {day.day}, {day:%Y}"
+
+
+def _execute(request: Any, operation: str) -> dict[str, Any]:
+    """Run one request with no client-side retries: Temporal's retry policy owns retrying."""
+    try:
+        result: dict[str, Any] = request.execute(num_retries=0)
+        return result
+    except HttpError:
+        raise
+    except google.auth.exceptions.RefreshError as err:
+        # Raised when Google answered 401 and the credentials cannot refresh (a bare access
+        # token), or the token endpoint refused (e.g. delegation not granted). google-auth says
+        # whether trying again may help.
+        if getattr(err, "retryable", False):
+            raise transport_error(SYSTEM, operation, err) from None
+        raise ApplicationError(
+            f"{SYSTEM} {operation}: access token refused or not refreshable (HTTP 401 or token "
+            f"endpoint): {redact(str(err))}",
+            type="GoogleCalendarAuthError",
+            non_retryable=True,
+        ) from None
+    except _TRANSPORT_ERRORS as err:
+        raise transport_error(SYSTEM, operation, err) from None
+
+
+def _http_error(err: HttpError, operation: str) -> ApplicationError:
+    """Map an HttpError; the cause is dropped because its text holds the URL (a staff email)."""
+    status = int(err.status_code)
+    headers = {str(k): str(v) for k, v in dict(err.resp).items()}
+    details = err.error_details if isinstance(err.error_details, list) else []
+    reasons = [str(d.get("reason")) for d in details if isinstance(d, dict) and d.get("reason")]
+    reason = f"{','.join(reasons)}: {err.reason}" if reasons else str(err.reason)
+    if status == 403 and _RATE_LIMIT_REASONS.intersection(reasons):
+        delay = retry_after(headers)
+        return ApplicationError(
+            f"{SYSTEM} {operation}: rate limited (HTTP 403 {','.join(reasons)})",
+            type="RateLimited",
+            next_retry_delay=delay,
+        )
+    return error_for_status(SYSTEM, status, headers, reason, operation=operation)
+
+
+def _result(event: dict[str, Any], *, created: bool, detail: str) -> CalendarBlockResult:
+    return CalendarBlockResult(event_id=str(event["id"]), created=created,
+                               html_link=event.get("htmlLink"), detail=detail)
+
+
+def _deleted(event_id: str) -> CalendarBlockResult:
+    return CalendarBlockResult(
+        event_id=event_id, created=False, html_link=None,
+        detail="the block was deleted from the calendar; not re-created",
+    )
