@@ -126,13 +126,15 @@ class ClientRecord(_Strict):
     """Staff ids who served this client before, most recent first."""
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_MON_TO_FRI: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+
+
 class FirmInfo(_Strict):
     id: Annotated[str, Field(pattern=_ID)]
     name: str
     time_zone: str = "America/New_York"
-    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"]
-    )
+    workdays: list[Weekday] = Field(default_factory=lambda: list(_MON_TO_FRI))
     holidays: list[date] = Field(default_factory=list)
     upload_url_template: str = "https://portal.example.com/upload/{client_id}"
     workday_start_hour: Annotated[int, Field(ge=0, le=23)] = 9

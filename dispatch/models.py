@@ -156,6 +156,7 @@ class AssignmentResult(Model):
     decisions: list[Decision] = Field(default_factory=list)
     estimated_completion: date | None = None
     reason: str = ""
+    decided_at: datetime | None = None
 
 
 class ReleaseRequest(Model):
@@ -310,18 +311,33 @@ class LoadEngagementInput(Model):
     external_id: str
 
 
-class ResolveDeadlinesInput(Model):
+class EngagementContextInput(Model):
+    client_id: str
+    service_type: str
     due_date: date
     start_date: date | None = None
 
 
-class Deadlines(Model):
-    """Firm-local wall times turned into UTC instants (time zones stay out of workflow code)."""
+class EngagementContext(Model):
+    """Firm facts an engagement needs, read by an activity so workflow code stays pure.
 
+    Time zones live here too: firm-local wall times are turned into UTC instants, because the
+    workflow sandbox has no business reading tz data.
+    """
+
+    firm_name: str
+    time_zone: str
     today: date
-    start_at: datetime
     due_at: datetime
     """End of the due date's working day in the firm's time zone, as UTC."""
+    service_name: str | None
+    """None when the service type is not in the firm config."""
+    upload_link: str
+    managing_partner: StaffRef
+    deciding_partners: list[str]
+    manual_pm_update: str | None = None
+    """Set when the PM system has no write API: what the assignee must update by hand."""
+    partner_candidates_shown: int = 5
 
 
 class PmWriteBackInput(Model):
@@ -386,6 +402,9 @@ class CalendarBlockResult(Model):
     created: bool
     """False when the event already existed (a retried insert)."""
     html_link: str | None = None
+    delivered: bool = True
+    """False when the firm has no calendar connector."""
+    detail: str = ""
 
 
 class ClientConfirmationInput(Model):
@@ -438,10 +457,15 @@ class SideEffect(Model):
 
 
 class PmUpdate(Model):
-    """A PM system says the engagement changed; the workflow re-reads it."""
+    """A PM system says the engagement changed.
+
+    Thin webhooks (Karbon) carry only the key and the workflow re-reads the engagement; relays
+    carry the whole engagement in ``details``.
+    """
 
     event_key: str
     action: str = "Updated"
+    details: EngagementDetails | None = None
 
 
 class EngagementState(Model):
@@ -492,12 +516,13 @@ __all__ = [
     "ClientConfirmationInput",
     "CrmLogInput",
     "CrmLogResult",
-    "Deadlines",
     "Decision",
     "DispatchStatus",
     "DispatcherInput",
     "DispatcherState",
     "EmailResult",
+    "EngagementContext",
+    "EngagementContextInput",
     "EngagementDetails",
     "EngagementInput",
     "EngagementState",
@@ -511,7 +536,6 @@ __all__ = [
     "PmWriteBackResult",
     "ReleaseRequest",
     "Reservation",
-    "ResolveDeadlinesInput",
     "Role",
     "SideEffect",
     "SnapshotInput",

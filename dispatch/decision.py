@@ -1,0 +1,486 @@
+"""Who should do this engagement: eligibility, ranking and an explanation for every decision.
+
+Pure functions over a capacity snapshot and the current reservations; the dispatcher workflow
+calls them inside one workflow task (so choice and reservation are atomic), the tests call them
+directly and the benchmark imports them unchanged.
+
+The rule (the seed's, DESIGN §5):
+
+1. Eligible: active, has every required skill, a tier that fits the role, not absent for the
+   whole window, not someone who declined this engagement, not the holder of the other role,
+   and ``available hours >= hours needed`` (see ``dispatch.capacity``).
+2. Rank the eligible by a weighted sum of per-criterion scores in [0, 1]: client history,
+   specialisation match, most available hours, lowest sufficient tier. The default weights
+   (1000/100/10/1) keep the seed's order. Ties go to the lowest staff id, so the same input
+   always gives the same choice.
+3. Nobody eligible: the engagement needs a partner. It is never forced onto someone without
+   room.
+
+Preparers come from the service's preparer tier up to manager: partners prepare only work whose
+preparer tier is partner, because a partner's hours are the scarcest in the firm and a partner
+taking a staff-level return silently is exactly the overload the product exists to prevent.
+Reviewers come from the reviewer tier and above, at a lower utilisation ceiling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+from dispatch.capacity import (
+    Booking,
+    BookingIndex,
+    PersonCapacity,
+    WorkCalendar,
+    available_hours,
+    capacity_between,
+    estimated_completion,
+    fits,
+)
+# ``choose`` inlines the ``fits`` test; ``partner_assignment`` uses it directly.
+from dispatch.config import Absence, ServiceType, StaffMember, Tier
+from dispatch.models import (
+    AssignmentRequest,
+    AssignmentResult,
+    BlockReason,
+    CandidateScore,
+    CapacitySnapshot,
+    Decision,
+    ForceAssignRequest,
+    Reservation,
+    Role,
+    StaffCapacity,
+    StaffRef,
+)
+
+CRITERIA = ("client_history", "specialization", "available_hours", "lowest_tier")
+
+
+@dataclass(frozen=True)
+class RoleNeed:
+    """One role to fill: who may do it, for how many hours, by when."""
+
+    role: Role
+    hours: float
+    min_tier: Tier
+    max_tier: Tier
+    required_skills: tuple[str, ...]
+    preferred_skills: tuple[str, ...]
+    start: date
+    due: date
+    ceiling: float
+    exclude: frozenset[str] = frozenset()
+
+
+class Ledger:
+    """Reservations, indexed by person (a working copy the batch updates as it goes)."""
+
+    def __init__(self, reservations: Iterable[Reservation] = ()) -> None:
+        self._by_key: dict[tuple[str, Role], Reservation] = {}
+        self._by_staff: dict[str, dict[tuple[str, Role], Reservation]] = {}
+        self._index: dict[str, BookingIndex] = {}
+        for reservation in reservations:
+            self.add(reservation)
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return list(self._by_key.values())
+
+    def bookings(self, staff_id: str, *, skip_workflow: str | None = None) -> list[Booking]:
+        """The person's bookings, leaving out the asking engagement's own (a re-dispatch)."""
+        return [Booking(r.hours, r.due) for r in self._by_staff.get(staff_id, {}).values()
+                if r.workflow_id != skip_workflow]
+
+    def index(self, staff_id: str, *, skip_workflow: str | None = None) -> BookingIndex:
+        """``bookings`` sorted and summed, cached until the person's reservations change."""
+        mine = self._by_staff.get(staff_id, {})
+        if skip_workflow is not None and ((skip_workflow, Role.PREPARER) in mine
+                                          or (skip_workflow, Role.REVIEWER) in mine):
+            return BookingIndex.of(self.bookings(staff_id, skip_workflow=skip_workflow))
+        cached = self._index.get(staff_id)
+        if cached is None:
+            cached = self._index[staff_id] = BookingIndex.of(self.bookings(staff_id))
+        return cached
+
+    def add(self, reservation: Reservation) -> None:
+        """Add or replace the reservation for this engagement and role."""
+        key = (reservation.workflow_id, reservation.role)
+        previous = self._by_key.get(key)
+        if previous is not None:
+            self._by_staff[previous.staff_id].pop(key, None)
+            self._index.pop(previous.staff_id, None)
+        self._by_key[key] = reservation
+        self._by_staff.setdefault(reservation.staff_id, {})[key] = reservation
+        self._index.pop(reservation.staff_id, None)
+
+
+def calendar_of(snapshot: CapacitySnapshot) -> WorkCalendar:
+    return WorkCalendar.of(snapshot.workdays, snapshot.holidays)
+
+
+def person_of(cap: StaffCapacity) -> PersonCapacity:
+    return _person(cap.weekly_capacity_hours, cap.logged_this_week, cap.logged_last_week,
+                   tuple(cap.member.absences))
+
+
+@lru_cache(maxsize=4096)
+def _person(weekly: float, this_week: float, last_week: float,
+            absences: tuple[Absence, ...]) -> PersonCapacity:
+    return PersonCapacity(weekly_hours=weekly, logged_this_week=this_week,
+                          logged_last_week=last_week, absences=absences)
+
+
+def staff_ref(member: StaffMember) -> StaffRef:
+    return StaffRef(
+        id=member.id,
+        name=member.name,
+        email=member.email,
+        tier=member.tier,
+        slack_id=member.slack_id,
+        manager_id=member.manager,
+    )
+
+
+def role_needs(request: AssignmentRequest, service: ServiceType, snapshot: CapacitySnapshot
+               ) -> list[RoleNeed]:
+    start = max(request.start_date or snapshot.today, snapshot.today)
+    required = tuple(dict.fromkeys([*service.required_skills, *request.required_skills]))
+    preferred = tuple(dict.fromkeys([*service.preferred_skills, *request.specializations]))
+    preparer_max = Tier.PARTNER if service.preparer_tier is Tier.PARTNER else Tier.MANAGER
+    needs = [
+        RoleNeed(
+            role=Role.PREPARER,
+            hours=request.estimated_hours,
+            min_tier=service.preparer_tier,
+            max_tier=preparer_max,
+            required_skills=required,
+            preferred_skills=preferred,
+            start=start,
+            due=request.due_date,
+            ceiling=snapshot.policy.preparer_utilization_ceiling,
+            exclude=frozenset(request.exclude),
+        )
+    ]
+    if service.reviewer_tier is not None:
+        needs.append(
+            RoleNeed(
+                role=Role.REVIEWER,
+                hours=round(request.estimated_hours * service.review_fraction, 2),
+                min_tier=service.reviewer_tier,
+                max_tier=Tier.PARTNER,
+                # Reviewers need the same technical skills as the preparer.
+                required_skills=required,
+                preferred_skills=preferred,
+                start=start,
+                due=request.due_date,
+                ceiling=snapshot.policy.reviewer_utilization_ceiling,
+                exclude=frozenset(request.exclude),
+            )
+        )
+    return needs
+
+
+def _history_score(staff_id: str, history: Sequence[str]) -> float:
+    """1 for the client's most recent person, halving for each step further back."""
+    if staff_id not in history:
+        return 0.0
+    return 0.5 ** history.index(staff_id)
+
+
+def choose(need: RoleNeed, snapshot: CapacitySnapshot, ledger: Ledger, history: Sequence[str],
+           workflow_id: str, other_role_holder: str | None) -> Decision:
+    """Rank every staff member for one role and pick the best eligible one (or nobody)."""
+    calendar = calendar_of(snapshot)
+    today = snapshot.today
+    window = calendar.working_days(need.start, need.due)
+    rows: list[tuple[CandidateScore, float]] = []
+    for cap in snapshot.staff:
+        member = cap.member
+        person = person_of(cap)
+        bookings = ledger.index(member.id, skip_workflow=workflow_id)
+        avail = available_hours(person, bookings, need.due, today, calendar, need.ceiling)
+        blocked: list[BlockReason] = []
+        why: list[str] = []
+        missing = [s for s in need.required_skills if s not in member.skills]
+        if not member.active:
+            blocked.append(BlockReason.INACTIVE)
+            why.append("not active")
+        if missing:
+            blocked.append(BlockReason.SKILL)
+            why.append("missing skill " + ", ".join(missing))
+        if member.tier.rank < need.min_tier.rank:
+            blocked.append(BlockReason.TIER)
+            why.append(f"tier {member.tier} is below {need.min_tier}")
+        elif member.tier.rank > need.max_tier.rank:
+            blocked.append(BlockReason.TIER)
+            why.append(f"tier {member.tier} does not prepare {need.min_tier}-level work")
+        if member.id in need.exclude:
+            blocked.append(BlockReason.DECLINED)
+            why.append("declined this engagement")
+        if member.id == other_role_holder:
+            blocked.append(BlockReason.OTHER_ROLE)
+            why.append("holds the other role on this engagement")
+        if person.absences and window and all(person.absent_on(d) for d in window):
+            blocked.append(BlockReason.ABSENT)
+            why.append("absent for the whole window")
+        # Same test as capacity.fits, without computing the available hours twice.
+        if need.start > today:
+            avail = min(avail, capacity_between(person, need.start, need.due, calendar,
+                                                need.ceiling))
+        if avail < need.hours - 1e-9:
+            blocked.append(BlockReason.CAPACITY)
+            why.append(f"has {max(avail, 0.0):.1f} h free by {need.due.isoformat()}, "
+                       f"needs {need.hours:.1f} h")
+        scores = {
+            "client_history": _history_score(member.id, history),
+            "specialization": (
+                sum(1 for s in need.preferred_skills if s in member.skills)
+                / len(need.preferred_skills)
+                if need.preferred_skills else 0.0
+            ),
+            "available_hours": 0.0,  # normalised below, among the eligible
+            "lowest_tier": max(0.0, 1.0 - (member.tier.rank - need.min_tier.rank) / 3.0),
+        }
+        rows.append((
+            CandidateScore(
+                staff_id=member.id,
+                name=member.name,
+                tier=member.tier,
+                eligible=not blocked,
+                blocked=blocked,
+                why_blocked="; ".join(why) or None,
+                available_hours=round(avail, 2),
+                scores=scores,
+            ),
+            avail,
+        ))
+
+    eligible = [(c, a) for c, a in rows if c.eligible]
+    best_avail = max((a for _, a in eligible), default=0.0)
+    weights = snapshot.policy.weights.model_dump()
+    for cand, avail in rows:
+        cand.scores["available_hours"] = (
+            round(max(avail, 0.0) / best_avail, 4) if best_avail > 0 else 0.0
+        )
+        if cand.eligible:
+            cand.total = round(sum(weights[k] * cand.scores[k] for k in CRITERIA), 4)
+
+    # Best first; ties on total go to the lowest staff id. Blocked candidates follow, closest
+    # to fitting first, so the partner reads the most useful names at the top.
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            not r[0].eligible,
+            -(r[0].total or 0.0),
+            -r[1] if not r[0].eligible else 0.0,
+            r[0].staff_id,
+        ),
+    )
+    candidates = [c for c, _ in ordered]
+    base = {
+        "role": need.role,
+        "required_hours": need.hours,
+        "window_start": need.start,
+        "window_end": need.due,
+        "candidates": candidates,
+    }
+    if not eligible:
+        return Decision(outcome="blocked", chosen=None, reason=_blocked_reason(need, candidates),
+                        **base)
+    winner = candidates[0]
+    return Decision(outcome="assigned", chosen=winner.staff_id,
+                    reason=_chosen_reason(need, winner, candidates), **base)
+
+
+def _chosen_reason(need: RoleNeed, winner: CandidateScore, candidates: list[CandidateScore]
+                   ) -> str:
+    parts = []
+    if winner.scores["client_history"] >= 1.0:
+        parts.append("prepared this client's last engagement"
+                     if need.role is Role.PREPARER else "served this client most recently")
+    elif winner.scores["client_history"] > 0:
+        parts.append("has served this client before")
+    if need.preferred_skills and winner.scores["specialization"] > 0:
+        parts.append(f"specialisation match {winner.scores['specialization']:.0%}")
+    parts.append(f"{winner.available_hours:.1f} h free by {need.due.isoformat()} "
+                 f"(needs {need.hours:.1f} h)")
+    if winner.scores["lowest_tier"] >= 1.0:
+        parts.append(f"lowest sufficient tier ({winner.tier})")
+    others = sum(1 for c in candidates if c.eligible) - 1
+    tail = f"; {others} other eligible" if others > 0 else "; the only eligible person"
+    return f"{winner.name}: " + ", ".join(parts) + tail
+
+
+def _blocked_reason(need: RoleNeed, candidates: list[CandidateScore]) -> str:
+    counts: dict[str, int] = {}
+    for cand in candidates:
+        for reason in cand.blocked:
+            counts[reason.value] = counts.get(reason.value, 0) + 1
+    summary = ", ".join(f"{n} by {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    closest = next(
+        (c for c in candidates if c.blocked == [BlockReason.CAPACITY]), None
+    )
+    hint = ""
+    if closest is not None:
+        hint = (f"; closest: {closest.name} with {max(closest.available_hours, 0):.1f} h of "
+                f"{need.hours:.1f} h")
+    return f"No {need.role.value} fits {need.hours:.1f} h by {need.due.isoformat()} ({summary}){hint}"
+
+
+def merged_history(client_id: str, learned: dict[str, list[str]], configured: dict[str, list[str]]
+                   ) -> list[str]:
+    """Most recent first: assignments this firm's dispatcher made, then the configured history."""
+    return list(dict.fromkeys([*learned.get(client_id, []), *configured.get(client_id, [])]))
+
+
+def decide(request: AssignmentRequest, snapshot: CapacitySnapshot, ledger: Ledger,
+           learned_history: dict[str, list[str]]) -> tuple[AssignmentResult, list[Reservation]]:
+    """Decide one request against the ledger. Returns the result and the reservations to add.
+
+    Does not modify the ledger: the caller adds the reservations (atomically, in the same
+    workflow task) so a batch sees each decision before making the next.
+    """
+    service = snapshot.service_type(request.service_type)
+    if service is None:
+        return AssignmentResult(
+            request_id=request.request_id,
+            workflow_id=request.workflow_id,
+            outcome="needs_partner_review",
+            reason=f"service type {request.service_type!r} is not in the firm configuration",
+        ), []
+    if request.due_date < snapshot.today:
+        return AssignmentResult(
+            request_id=request.request_id,
+            workflow_id=request.workflow_id,
+            outcome="needs_partner_review",
+            reason=f"the due date {request.due_date.isoformat()} has already passed",
+        ), []
+    history = merged_history(request.client_id, learned_history, snapshot.client_history)
+    staff = {c.member.id: c for c in snapshot.staff}
+    decisions: list[Decision] = []
+    chosen: dict[Role, StaffCapacity] = {}
+    for need in role_needs(request, service, snapshot):
+        other = chosen[Role.PREPARER].member.id if need.role is Role.REVIEWER else None
+        if need.role is Role.REVIEWER and request.keep_reviewer in staff \
+                and request.keep_reviewer != other:
+            # A preparer-only reassignment keeps the reviewer already booked.
+            chosen[Role.REVIEWER] = staff[request.keep_reviewer]
+            continue
+        decision = choose(need, snapshot, ledger, history, request.workflow_id, other)
+        decisions.append(decision)
+        if decision.chosen is None:
+            return AssignmentResult(
+                request_id=request.request_id,
+                workflow_id=request.workflow_id,
+                outcome="needs_partner_review",
+                decisions=decisions,
+                reason=decision.reason,
+            ), []
+        chosen[need.role] = staff[decision.chosen]
+
+    calendar = calendar_of(snapshot)
+    needs = {n.role: n for n in role_needs(request, service, snapshot)}
+    reservations = [
+        Reservation(
+            workflow_id=request.workflow_id,
+            role=role,
+            staff_id=cap.member.id,
+            hours=needs[role].hours,
+            start=needs[role].start,
+            due=needs[role].due,
+            client_id=request.client_id,
+        )
+        for role, cap in chosen.items()
+    ]
+    completion = max(
+        estimated_completion(person_of(cap), ledger.bookings(cap.member.id,
+                                                             skip_workflow=request.workflow_id),
+                             needs[role].hours, needs[role].due, snapshot.today, calendar)
+        for role, cap in chosen.items()
+    )
+    preparer = chosen[Role.PREPARER]
+    reviewer = chosen.get(Role.REVIEWER)
+    return AssignmentResult(
+        request_id=request.request_id,
+        workflow_id=request.workflow_id,
+        outcome="assigned",
+        preparer=staff_ref(preparer.member),
+        reviewer=staff_ref(reviewer.member) if reviewer else None,
+        preparer_hours=needs[Role.PREPARER].hours,
+        reviewer_hours=needs[Role.REVIEWER].hours if reviewer else 0.0,
+        decisions=decisions,
+        estimated_completion=completion,
+        reason=decisions[0].reason if decisions else "reviewer kept; preparer reassigned",
+    ), reservations
+
+
+def partner_assignment(request: ForceAssignRequest, snapshot: CapacitySnapshot, ledger: Ledger
+                       ) -> tuple[AssignmentResult, Reservation | None]:
+    """A partner names the preparer. Without ``override_capacity`` the capacity rule still holds."""
+    cap = next((c for c in snapshot.staff if c.member.id == request.staff_id), None)
+    base = {"request_id": request.request_id, "workflow_id": request.workflow_id}
+    if cap is None:
+        return AssignmentResult(outcome="needs_partner_review",
+                                reason=f"staff {request.staff_id!r} is not in the firm", **base), None
+    calendar = calendar_of(snapshot)
+    person = person_of(cap)
+    bookings = ledger.bookings(cap.member.id, skip_workflow=request.workflow_id)
+    avail = available_hours(person, bookings, request.due, snapshot.today, calendar)
+    fits_now = fits(person, bookings, request.hours, request.due, snapshot.today, calendar,
+                    start=request.start)
+    if not fits_now and not request.override_capacity:
+        return AssignmentResult(
+            outcome="needs_partner_review",
+            reason=(f"{cap.member.name} has {max(avail, 0):.1f} h free by "
+                    f"{request.due.isoformat()}, needs {request.hours:.1f} h; "
+                    "choose 'assign anyway' to override capacity"),
+            **base,
+        ), None
+    over = "" if fits_now else f", over capacity by {request.hours - max(avail, 0):.1f} h"
+    reason = f"Assigned by partner {request.partner_id} to {cap.member.name}{over}"
+    decision = Decision(
+        role=Role.PREPARER,
+        outcome="forced",
+        chosen=cap.member.id,
+        reason=reason,
+        required_hours=request.hours,
+        window_start=request.start,
+        window_end=request.due,
+        candidates=[],
+    )
+    reservation = Reservation(
+        workflow_id=request.workflow_id, role=Role.PREPARER, staff_id=cap.member.id,
+        hours=request.hours, start=request.start, due=request.due, client_id=request.client_id,
+        forced=not fits_now,
+    )
+    return AssignmentResult(
+        outcome="assigned",
+        preparer=staff_ref(cap.member),
+        preparer_hours=request.hours,
+        decisions=[decision],
+        estimated_completion=request.due,
+        reason=reason,
+        **base,
+    ), reservation
+
+
+def batch_order(requests: Iterable[AssignmentRequest]) -> list[AssignmentRequest]:
+    """Within one batch, earliest due date first (then arrival order): urgent work picks first."""
+    indexed = list(enumerate(requests))
+    indexed.sort(key=lambda pair: (pair[1].due_date, pair[0]))
+    return [r for _, r in indexed]
+
+
+def decide_batch(requests: Sequence[AssignmentRequest], snapshot: CapacitySnapshot,
+                 ledger: Ledger, learned_history: dict[str, list[str]]
+                 ) -> list[AssignmentResult]:
+    """The greedy policy over a batch: each decision sees the reservations of the ones before."""
+    results = []
+    for request in batch_order(requests):
+        result, reservations = decide(request, snapshot, ledger, learned_history)
+        for reservation in reservations:
+            ledger.add(reservation)
+        results.append(result)
+    return results
