@@ -28,14 +28,7 @@ VENDOR_MODULES = ["karbon", "harvest", "slack", "sendgrid", "google_calendar", "
 
 
 def _load_vendors() -> list[ModuleType]:
-    loaded = []
-    for name in VENDOR_MODULES:
-        try:
-            loaded.append(importlib.import_module(f"sandbox.{name}"))
-        except ModuleNotFoundError as err:  # TEMPORARY while emulators are being written
-            if err.name != f"sandbox.{name}":
-                raise
-    return loaded
+    return [importlib.import_module(f"sandbox.{name}") for name in VENDOR_MODULES]
 
 
 class RecordAndFault:

@@ -1,0 +1,94 @@
+"""Build the worker's activities from the firm config: exactly one implementation per role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from activities.crm import WebhookCrmActivities
+from activities.firm import FirmActivities
+from activities.google_calendar import GoogleCalendarActivities
+from activities.harvest import HarvestActivities
+from activities.karbon import KarbonActivities
+from activities.roles import (
+    CalendarActivities,
+    ChatActivities,
+    CrmActivities,
+    EmailActivities,
+    PmActivities,
+    TimeTrackerActivities,
+)
+from activities.sendgrid_mail import SendGridActivities
+from activities.slack import SlackActivities
+from activities.unconfigured import (
+    NoCalendarActivities,
+    NoChatActivities,
+    NoCrmActivities,
+    NoEmailActivities,
+    RelayPmActivities,
+)
+from dispatch.config import FirmConfig
+
+
+def pm_for(config: FirmConfig) -> PmActivities:
+    pm = config.connectors.pm
+    if pm.kind == "karbon":
+        return KarbonActivities(config, pm)
+    return RelayPmActivities(pm)
+
+
+def tracker_for(config: FirmConfig) -> TimeTrackerActivities | None:
+    tracker = config.connectors.time_tracker
+    if tracker.kind == "harvest":
+        return HarvestActivities(tracker)
+    return None
+
+
+def chat_for(config: FirmConfig) -> ChatActivities:
+    chat = config.connectors.chat
+    if chat.kind == "slack":
+        return SlackActivities(config, chat)
+    return NoChatActivities()
+
+
+def calendar_for(config: FirmConfig) -> CalendarActivities:
+    calendar = config.connectors.calendar
+    if calendar.kind == "google":
+        return GoogleCalendarActivities(calendar)
+    return NoCalendarActivities()
+
+
+def email_for(config: FirmConfig) -> EmailActivities:
+    email = config.connectors.email
+    if email.kind == "sendgrid":
+        return SendGridActivities(email)
+    return NoEmailActivities()
+
+
+def crm_for(config: FirmConfig) -> CrmActivities:
+    crm = config.connectors.crm
+    if crm.kind == "webhook":
+        return WebhookCrmActivities(crm)
+    return NoCrmActivities()
+
+
+def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
+    """Bound activity methods for the worker, one implementation per role."""
+    firm = FirmActivities(config, tracker_for(config))
+    pm = pm_for(config)
+    chat = chat_for(config)
+    calendar = calendar_for(config)
+    email = email_for(config)
+    crm = crm_for(config)
+    return [
+        firm.capacity_snapshot,
+        firm.engagement_context,
+        firm.ensure_dispatcher,
+        pm.load_engagement,
+        pm.write_back,
+        chat.notify_assignment,
+        chat.notify_partner,
+        calendar.block,
+        email.client_confirmation,
+        crm.log,
+    ]

@@ -1,0 +1,82 @@
+"""Role implementations for a firm that does not use a system in that role.
+
+They answer honestly ("not configured") so the engagement records the side effect as skipped
+instead of failing; nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.roles import CalendarActivities, ChatActivities, CrmActivities, EmailActivities, PmActivities
+from dispatch.config import RelayConnector
+from dispatch.models import (
+    AssignmentNotice,
+    CalendarBlockInput,
+    CalendarBlockResult,
+    ChatResult,
+    ClientConfirmationInput,
+    CrmLogInput,
+    CrmLogResult,
+    EmailResult,
+    EngagementDetails,
+    LoadEngagementInput,
+    PartnerReviewNotice,
+    PmWriteBackInput,
+    PmWriteBackResult,
+)
+
+
+class RelayPmActivities(PmActivities):
+    """TaxDome, Canopy and other PM systems without a public API: engagements arrive whole
+    through ``/webhooks/engagements`` and nothing can be written back."""
+
+    def __init__(self, connector: RelayConnector) -> None:
+        self._connector = connector
+
+    @activity.defn(name="pm_load_engagement")
+    async def load_engagement(self, input: LoadEngagementInput) -> EngagementDetails:
+        raise ApplicationError(
+            f"{self._connector.system_name} has no API to read engagements from; relays must send "
+            "the whole engagement to /webhooks/engagements",
+            type="NoPmApi",
+            non_retryable=True,
+        )
+
+    @activity.defn(name="pm_write_back")
+    async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
+        return PmWriteBackResult(
+            written=False,
+            manual_update_required=True,
+            detail=f"{self._connector.system_name} has no write API: update it by hand",
+        )
+
+
+class NoChatActivities(ChatActivities):
+    @activity.defn(name="chat_notify_assignment")
+    async def notify_assignment(self, input: AssignmentNotice) -> ChatResult:
+        return ChatResult(delivered=False, detail="no chat system configured")
+
+    @activity.defn(name="chat_notify_partner")
+    async def notify_partner(self, input: PartnerReviewNotice) -> ChatResult:
+        return ChatResult(delivered=False, detail="no chat system configured")
+
+
+class NoCalendarActivities(CalendarActivities):
+    @activity.defn(name="calendar_block")
+    async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
+        return CalendarBlockResult(event_id="", created=False, delivered=False,
+                                   detail="no calendar configured")
+
+
+class NoEmailActivities(EmailActivities):
+    @activity.defn(name="email_client_confirmation")
+    async def client_confirmation(self, input: ClientConfirmationInput) -> EmailResult:
+        return EmailResult(sent=False, detail="no email service configured")
+
+
+class NoCrmActivities(CrmActivities):
+    @activity.defn(name="crm_log")
+    async def log(self, input: CrmLogInput) -> CrmLogResult:
+        return CrmLogResult(logged=False, detail="no CRM configured")

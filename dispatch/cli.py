@@ -1,0 +1,151 @@
+"""The ``dispatch`` command: ``up``, ``demo``, ``board``, ``sandbox``.
+
+    dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
+    dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
+    dispatch board [--status S] # the dispatch board from Temporal
+    dispatch sandbox            # only the emulators, on :8100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from dispatch.config import CONFIG_ENV, DEMO_FIRM_PATH, FirmConfigError, load_firm_config
+
+
+def _firm_path(given: str | None) -> Path:
+    if given:
+        os.environ[CONFIG_ENV] = str(Path(given).resolve())
+    return Path(os.environ.get(CONFIG_ENV) or DEMO_FIRM_PATH).resolve()
+
+
+async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
+    from dispatch import demo as demo_story
+    from dispatch.stack import Stack, StackError
+    from dispatch.temporal import connect
+
+    path = _firm_path(args.firm)
+    config = load_firm_config(path)
+    stack = Stack(config, path, root=Path(args.root).resolve())
+    console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} "
+                  f"({path.name})...")
+    try:
+        await stack.start()
+    except StackError as err:
+        console.print(f"[red]could not start the stack:[/] {err}")
+        stack.stop()
+        return 1
+    for note in stack.notes:
+        console.print(f"  [dim]{note}[/]")
+    console.print(f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
+                  f"{stack.starter_url}/webhooks/engagements")
+    if stack.ui_url:
+        console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
+    console.print(f"  logs:      {stack.data_dir / 'logs'}")
+    code = 0
+    try:
+        if demo:
+            client = await connect(stack.temporal_address)
+            problems = await demo_story.run(config, client, stack.starter_url, console)
+            if stack.ui_url:
+                console.print(f"\nOpen the Web UI: {stack.ui_url}/namespaces/default/workflows"
+                              "?query=DispatchStatus%3D%22NeedsPartnerReview%22")
+            if problems:
+                console.print("[red bold]Not every engagement reached its expected state:[/]")
+                for problem in problems:
+                    console.print(f"  - {problem}")
+                code = 1
+            else:
+                console.print("[green bold]Every engagement reached its expected state.[/]")
+        if demo and args.once:
+            return code
+        console.print("\nRunning. Press Ctrl-C to stop.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (2, 15):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            dead = stack.dead()
+            if dead:
+                console.print(f"[red]{dead[0].name} exited; see {dead[0].log}[/]")
+                return 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+        return code
+    finally:
+        console.print("Stopping...")
+        stack.stop()
+
+
+async def _board(args: argparse.Namespace, console: Console) -> int:
+    from dispatch import board
+    from dispatch.temporal import connect
+
+    try:
+        client = await connect()
+    except RuntimeError as err:
+        console.print(f"[red]cannot reach Temporal:[/] {err}")
+        return 1
+    rows = await board.collect(client, status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        board.render(rows, console)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dispatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("up", "run the whole stack"),
+                            ("demo", "run the stack and play the month-end story")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--firm", help=f"firm config YAML (default: ${CONFIG_ENV} or the demo firm)")
+        p.add_argument("--root", default=".", help="project folder (worker.py, .data/)")
+        if name == "demo":
+            p.add_argument("--once", action="store_true",
+                           help="exit after the story: 0 only if every engagement reached its "
+                                "expected state")
+    b = sub.add_parser("board", help="print the dispatch board")
+    b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
+    b.add_argument("--limit", type=int, default=200)
+    b.add_argument("--json", action="store_true")
+    s = sub.add_parser("sandbox", help="run only the sandbox emulators")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if args.command == "sandbox":
+        from sandbox.__main__ import main as sandbox_main
+
+        sandbox_main(args.rest)
+        return
+    try:
+        if args.command in ("up", "demo"):
+            code = asyncio.run(_up(args, console, demo=args.command == "demo"))
+        else:
+            code = asyncio.run(_board(args, console))
+    except FirmConfigError as err:
+        console.print(f"[red]{err}[/]")
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal core runtime can abort during interpreter finalization; leave directly.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

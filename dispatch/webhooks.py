@@ -1,0 +1,195 @@
+"""Inbound webhook payloads and their validation (pure: no Temporal, no I/O).
+
+Two shapes arrive:
+
+* Karbon's thin notification (``ResourcePermaKey``, ``ResourceType``, ``ActionType``,
+  ``TimeStamp``), signed with hex HMAC-SHA256 of the raw body in the ``Signature`` header.
+* Our own full engagement schema, for relays from TaxDome, Canopy, Zapier or anything else,
+  signed ``X-Dispatch-Signature: sha256=<hex>``.
+
+Validation errors name the field and the reason, and nothing is started when any field is bad.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dispatch.config import FirmConfig
+from dispatch.ids import InvalidIdError, engagement_workflow_id
+from dispatch.models import EngagementDetails
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class PayloadError(Exception):
+    """The payload is unusable; ``errors`` says which field and why (for a 422 body)."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+def _errors_from(err: ValidationError, prefix: str = "") -> list[FieldError]:
+    found = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(body)"
+        found.append(FieldError(field=prefix + path,
+                                reason=e["msg"].removeprefix("Value error, ")))
+    return found
+
+
+# --- Karbon ----------------------------------------------------------------------------------
+
+
+class KarbonNotification(BaseModel):
+    """Karbon's webhook body. Unknown ActionTypes are accepted and ignored, per Karbon's advice."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ResourcePermaKey: Annotated[str, Field(min_length=1, max_length=128,
+                                           pattern=r"^[A-Za-z0-9_.:-]+$")]
+    ResourceType: str
+    ActionType: str
+    TimeStamp: datetime | None = None
+
+    @property
+    def event_key(self) -> str:
+        """No delivery id exists, so (type, key, action, timestamp) identifies an event [A]."""
+        stamp = self.TimeStamp.isoformat() if self.TimeStamp else "-"
+        return f"karbon:{self.ResourceType}:{self.ResourcePermaKey}:{self.ActionType}:{stamp}"
+
+
+def parse_karbon(body: bytes) -> KarbonNotification:
+    try:
+        return KarbonNotification.model_validate_json(body)
+    except ValidationError as err:
+        raise PayloadError(_errors_from(err)) from None
+
+
+# --- our full schema -------------------------------------------------------------------------
+
+
+class ClientInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    contact_name: str | None = None
+
+
+class EngagementPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: Annotated[str, Field(min_length=1, max_length=128)]
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    client: ClientInfo
+    service_type: Annotated[str, Field(min_length=1)]
+    due_date: date
+    start_date: date | None = None
+    estimated_hours: Annotated[float, Field(gt=0, le=2000)] | None = None
+    """Omitted: the service type's default estimate."""
+    required_skills: list[str] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
+    documents_needed: list[str] | None = None
+    """Omitted: the service type's default list."""
+    scope_summary: str = ""
+    url: str | None = None
+    status: str | None = None
+
+
+class EngagementEvent(BaseModel):
+    """``POST /webhooks/engagements``: one engagement event from any relay."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "event": "engagement.created",
+        "event_id": "evt_01J8Z3",
+        "source": "taxdome",
+        "engagement": {
+            "external_id": "T-1001",
+            "title": "2026 Form 1040 - Eze household",
+            "client": {"id": "cl-okafor-family", "name": "Chidi & Ngozi Eze",
+                       "email": "eze.household@mail.example"},
+            "service_type": "individual_tax",
+            "due_date": "2027-04-15",
+            "estimated_hours": 5,
+        },
+    }]})
+
+    event: Literal["engagement.created", "engagement.updated", "engagement.cancelled",
+                   "engagement.completed"]
+    event_id: Annotated[str, Field(min_length=1, max_length=200)]
+    source: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    engagement: EngagementPayload
+
+    @field_validator("source")
+    @classmethod
+    def _not_karbon(cls, value: str) -> str:
+        if value == "karbon":
+            raise ValueError("Karbon sends to /webhooks/karbon; relays use their own source name")
+        return value
+
+
+def parse_engagement_event(body: bytes, config: FirmConfig, today: date) -> EngagementEvent:
+    """Parse and check against the firm: known service type, future due date, sane ids."""
+    try:
+        event = EngagementEvent.model_validate_json(body)
+    except ValidationError as err:
+        raise PayloadError(_errors_from(err)) from None
+    problems: list[FieldError] = []
+    eng = event.engagement
+    if config.service_type(eng.service_type) is None:
+        known = ", ".join(t.id for t in config.service_types)
+        problems.append(FieldError(field="engagement.service_type",
+                                   reason=f"unknown service type {eng.service_type!r} "
+                                          f"(known: {known})"))
+    if event.event in ("engagement.created", "engagement.updated") and eng.due_date < today:
+        problems.append(FieldError(field="engagement.due_date",
+                                   reason=f"{eng.due_date.isoformat()} is in the past "
+                                          f"(today is {today.isoformat()} in the firm's time zone)"))
+    if eng.start_date is not None and eng.start_date > eng.due_date:
+        problems.append(FieldError(field="engagement.start_date",
+                                   reason="is after the due date"))
+    try:
+        engagement_workflow_id(event.source, eng.external_id)
+    except InvalidIdError as err:
+        problems.append(FieldError(field="engagement.external_id", reason=str(err)))
+    if problems:
+        raise PayloadError(problems)
+    return event
+
+
+def details_from(event: EngagementEvent, config: FirmConfig) -> EngagementDetails:
+    eng = event.engagement
+    service = config.service_type(eng.service_type)
+    assert service is not None  # checked in parse_engagement_event
+    return EngagementDetails(
+        source=event.source,
+        external_id=eng.external_id,
+        title=eng.title,
+        client_id=eng.client.id,
+        client_name=eng.client.name,
+        client_email=eng.client.email,
+        client_contact_name=eng.client.contact_name,
+        service_type=service.id,
+        due_date=eng.due_date,
+        start_date=eng.start_date,
+        estimated_hours=eng.estimated_hours or service.default_estimated_hours,
+        required_skills=eng.required_skills,
+        specializations=eng.specializations,
+        documents_needed=(eng.documents_needed if eng.documents_needed is not None
+                          else service.documents_needed),
+        scope_summary=eng.scope_summary or service.name,
+        pm_url=eng.url,
+        pm_status=eng.status,
+    )
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")

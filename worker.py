@@ -1,0 +1,101 @@
+"""The worker: runs the engagement and dispatcher workflows and every activity.
+
+    python worker.py            # firm from DISPATCH_FIRM_CONFIG (or the demo firm)
+
+Temporal comes from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (default localhost:7233, default).
+Secrets come from the environment variables the firm config names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from activities.registry import build_activities
+from dispatch import TASK_QUEUE
+from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
+from dispatch.ids import dispatcher_workflow_id
+from dispatch.models import DispatcherInput
+from dispatch.temporal import connect
+from workflows.dispatcher import DispatcherWorkflow
+from workflows.engagement import EngagementWorkflow
+
+log = logging.getLogger("dispatch.worker")
+
+WORKFLOWS = [EngagementWorkflow, DispatcherWorkflow]
+
+
+def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEUE) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(config),
+        # Blocking SDKs (SendGrid, Google) run in threads via asyncio.to_thread.
+        activity_executor=ThreadPoolExecutor(max_workers=32),
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+async def ensure_dispatcher(client: Client, config: FirmConfig,
+                            task_queue: str = TASK_QUEUE) -> None:
+    """Start the firm's dispatcher if it is not running yet (idempotent)."""
+    await client.start_workflow(
+        DispatcherWorkflow.run,
+        DispatcherInput(firm_id=config.firm.id),
+        id=dispatcher_workflow_id(config.firm.id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
+async def run_worker(config: FirmConfig, client: Client | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    client = client or await connect()
+    stop = stop or asyncio.Event()
+    await ensure_dispatcher(client, config)
+    async with build_worker(client, config):
+        log.info("worker polling task queue %r for firm %s", TASK_QUEUE, config.firm.id)
+        await stop.wait()
+    log.info("worker stopped")
+
+
+async def _main() -> int:
+    logging.basicConfig(level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_firm_config()
+    except FirmConfigError as err:
+        print(f"worker: {err}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_worker(config, stop=stop)
+    except RuntimeError as err:  # e.g. Temporal unreachable at start-up
+        print(f"worker: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    code = asyncio.run(_main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter finalization: the Temporal core runtime can abort there.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

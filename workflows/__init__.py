@@ -1,0 +1,1 @@
+"""Deterministic orchestration only: no I/O, clocks, env or randomness outside Temporal's helpers."""
