@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dispatch workflows activities sandbox worker.py starter.py
+	$(BIN)/mypy dispatch workflows activities sandbox worker.py starter.py tests
 
 clean:
 	rm -rf $(VENV) .data build *.egg-info

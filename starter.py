@@ -93,13 +93,21 @@ def _unavailable(err: Exception) -> JSONResponse:
 
 
 def _is_unavailable(err: RPCError) -> bool:
-    return err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
-                          RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.INTERNAL,
-                          RPCStatusCode.UNKNOWN)
+    return err.status in (
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+    )
 
 
-def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
-               today: Callable[[], date] | None = None, task_queue: str = TASK_QUEUE) -> FastAPI:
+def create_app(
+    config: FirmConfig,
+    client: Client | ClientFactory | None = None,
+    today: Callable[[], date] | None = None,
+    task_queue: str = TASK_QUEUE,
+) -> FastAPI:
     """The ASGI app. ``client`` may be a connected client, a factory, or None (connect lazily)."""
     if isinstance(client, Client):
         connected = client
@@ -130,8 +138,9 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
             return _error(413, f"body larger than {MAX_BODY} bytes")
         return body
 
-    async def start(workflow_id: str, input: EngagementInput,
-                    details: EngagementDetails | None) -> tuple[str, bool]:
+    async def start(
+        workflow_id: str, input: EngagementInput, details: EngagementDetails | None
+    ) -> tuple[str, bool]:
         """Start (or find) the engagement. Returns (workflow id, whether it already existed)."""
         pairs: list[SearchAttributePair[Any]] = [
             SearchAttributePair(sa.DISPATCH_STATUS, "Received"),
@@ -140,8 +149,9 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
             pairs += [
                 SearchAttributePair(sa.CLIENT_ID, details.client_id),
                 SearchAttributePair(sa.SERVICE_TYPE, details.service_type),
-                SearchAttributePair(sa.DUE_DATE,
-                                    datetime.combine(details.due_date, time(), tzinfo=UTC)),
+                SearchAttributePair(
+                    sa.DUE_DATE, datetime.combine(details.due_date, time(), tzinfo=UTC)
+                ),
             ]
         client = await gateway.client()
         try:
@@ -154,8 +164,10 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
                 # A replayed "created" webhook must not reopen a finished engagement.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(pairs),
-                memo={"title": details.title if details else None,
-                      "client_name": details.client_name if details else None},
+                memo={
+                    "title": details.title if details else None,
+                    "client_name": details.client_name if details else None,
+                },
             )
         except WorkflowAlreadyStartedError:
             return workflow_id, True
@@ -191,16 +203,26 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
         status_code=202,
         summary="Karbon Work webhook",
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": json_schema(KarbonNotification)}}},
-            "parameters": [{"name": "Signature", "in": "header", "required": True,
-                            "schema": {"type": "string"},
-                            "description": "hex HMAC-SHA256 of the raw body with the "
-                                           "subscription's signing key"}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": json_schema(KarbonNotification)}},
+            },
+            "parameters": [
+                {
+                    "name": "Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "hex HMAC-SHA256 of the raw body with the "
+                    "subscription's signing key",
+                }
+            ],
         },
-        responses={401: {"description": "bad or missing signature"},
-                   422: {"description": "invalid payload; the body names the field"},
-                   503: {"description": "Temporal unavailable; retry"}},
+        responses={
+            401: {"description": "bad or missing signature"},
+            422: {"description": "invalid payload; the body names the field"},
+            503: {"description": "Temporal unavailable; retry"},
+        },
     )
     async def karbon_webhook(request: Request) -> JSONResponse:
         body = await read_body(request)
@@ -217,25 +239,28 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
         except PayloadError as err:
             return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
         if note.ResourceType != "Work":
-            return JSONResponse({"ignored": f"resource type {note.ResourceType}"},
-                                status_code=202)
+            return JSONResponse({"ignored": f"resource type {note.ResourceType}"}, status_code=202)
         workflow_id = engagement_workflow_id("karbon", note.ResourcePermaKey)
 
         async def work() -> JSONResponse:
             if note.ActionType == "Inserted":
                 wf_id, existed = await start(
                     workflow_id,
-                    EngagementInput(firm_id=config.firm.id, source="karbon",
-                                    external_id=note.ResourcePermaKey),
+                    EngagementInput(
+                        firm_id=config.firm.id, source="karbon", external_id=note.ResourcePermaKey
+                    ),
                     None,
                 )
-                return JSONResponse({"workflow_id": wf_id, "duplicate": existed},
-                                    status_code=202)
+                return JSONResponse({"workflow_id": wf_id, "duplicate": existed}, status_code=202)
             if note.ActionType in ("Updated", "Deleted"):
-                delivered = await signal(workflow_id, PmUpdate(event_key=note.event_key,
-                                                               action=note.ActionType))
-                body = {"workflow_id": workflow_id} if delivered else {
-                    "ignored": "no running engagement for this work item"}
+                delivered = await signal(
+                    workflow_id, PmUpdate(event_key=note.event_key, action=note.ActionType)
+                )
+                body = (
+                    {"workflow_id": workflow_id}
+                    if delivered
+                    else {"ignored": "no running engagement for this work item"}
+                )
                 return JSONResponse(body, status_code=202)
             return JSONResponse({"ignored": f"action {note.ActionType}"}, status_code=202)
 
@@ -246,16 +271,26 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
         status_code=202,
         summary="Engagement event from any relay (TaxDome, Canopy, Zapier, ...)",
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": json_schema(EngagementEvent)}}},
-            "parameters": [{"name": "X-Dispatch-Signature", "in": "header", "required": True,
-                            "schema": {"type": "string"},
-                            "description": "sha256=<hex HMAC-SHA256 of the raw body with "
-                                           "DISPATCH_WEBHOOK_SECRET>"}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": json_schema(EngagementEvent)}},
+            },
+            "parameters": [
+                {
+                    "name": "X-Dispatch-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body with "
+                    "DISPATCH_WEBHOOK_SECRET>",
+                }
+            ],
         },
-        responses={401: {"description": "bad or missing signature"},
-                   422: {"description": "invalid payload; the body names the field"},
-                   503: {"description": "Temporal unavailable; retry"}},
+        responses={
+            401: {"description": "bad or missing signature"},
+            422: {"description": "invalid payload; the body names the field"},
+            503: {"description": "Temporal unavailable; retry"},
+        },
     )
     async def engagement_webhook(request: Request) -> JSONResponse:
         body = await read_body(request)
@@ -267,7 +302,8 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
             return _error(503, "webhook secret not configured")
         given = request.headers.get("X-Dispatch-Signature", "")
         if not given.startswith("sha256=") or not verify_hex_signature(
-                secret, body, given.removeprefix("sha256=")):
+            secret, body, given.removeprefix("sha256=")
+        ):
             return _error(401, "invalid signature")
         try:
             event = parse_engagement_event(body, config, firm_today())
@@ -280,18 +316,29 @@ def create_app(config: FirmConfig, client: Client | ClientFactory | None = None,
             if event.event == "engagement.created":
                 wf_id, existed = await start(
                     workflow_id,
-                    EngagementInput(firm_id=config.firm.id, source=event.source,
-                                    external_id=event.engagement.external_id, details=details),
+                    EngagementInput(
+                        firm_id=config.firm.id,
+                        source=event.source,
+                        external_id=event.engagement.external_id,
+                        details=details,
+                    ),
                     details,
                 )
-                return JSONResponse({"workflow_id": wf_id, "duplicate": existed},
-                                    status_code=202)
+                return JSONResponse({"workflow_id": wf_id, "duplicate": existed}, status_code=202)
             action = {"engagement.cancelled": "Deleted", "engagement.completed": "Completed"}.get(
-                event.event, "Updated")
-            delivered = await signal(workflow_id, PmUpdate(
-                event_key=f"{event.source}:{event.event_id}", action=action, details=details))
-            body = {"workflow_id": workflow_id} if delivered else {
-                "ignored": "no running engagement with this id"}
+                event.event, "Updated"
+            )
+            delivered = await signal(
+                workflow_id,
+                PmUpdate(
+                    event_key=f"{event.source}:{event.event_id}", action=action, details=details
+                ),
+            )
+            body = (
+                {"workflow_id": workflow_id}
+                if delivered
+                else {"ignored": "no running engagement with this id"}
+            )
             return JSONResponse(body, status_code=202)
 
         return await guarded(work)
@@ -315,8 +362,10 @@ def _karbon_key_env(config: FirmConfig) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = load_firm_config()
     except FirmConfigError as err:

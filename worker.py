@@ -46,8 +46,9 @@ def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEU
     )
 
 
-async def ensure_dispatcher(client: Client, config: FirmConfig,
-                            task_queue: str = TASK_QUEUE) -> None:
+async def ensure_dispatcher(
+    client: Client, config: FirmConfig, task_queue: str = TASK_QUEUE
+) -> None:
     """Start the firm's dispatcher if it is not running yet (idempotent)."""
     await client.start_workflow(
         DispatcherWorkflow.run,
@@ -58,8 +59,9 @@ async def ensure_dispatcher(client: Client, config: FirmConfig,
     )
 
 
-async def run_worker(config: FirmConfig, client: Client | None = None,
-                     stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    config: FirmConfig, client: Client | None = None, stop: asyncio.Event | None = None
+) -> None:
     client = client or await connect()
     stop = stop or asyncio.Event()
     await ensure_dispatcher(client, config)
@@ -70,8 +72,10 @@ async def run_worker(config: FirmConfig, client: Client | None = None,
 
 
 async def _main() -> int:
-    logging.basicConfig(level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = load_firm_config()
     except FirmConfigError as err:

@@ -50,13 +50,17 @@ class WebhookCrmActivities(CrmActivities):
             "X-Dispatch-Signature": dispatch_signature_header(key, body),
         }
         try:
-            response = await self._client().post(self._connector.url, content=body,
-                                                 headers=headers)
+            response = await self._client().post(self._connector.url, content=body, headers=headers)
         except httpx.TransportError as err:
             raise transport_error(SYSTEM, OPERATION, err) from None
         if response.status_code not in (200, 201):
-            raise error_for_status(SYSTEM, response.status_code, response.headers,
-                                   _reason(response), operation=OPERATION)
+            raise error_for_status(
+                SYSTEM,
+                response.status_code,
+                response.headers,
+                _reason(response),
+                operation=OPERATION,
+            )
         answer = _json(response)
         record_id = str(answer.get("id", "")) or "unknown id"
         if answer.get("duplicate"):

@@ -42,8 +42,9 @@ def retry_after(headers: Mapping[str, str]) -> timedelta | None:
     return None
 
 
-def error_for_status(system: str, status: int, headers: Mapping[str, str], reason: str,
-                     *, operation: str) -> ApplicationError:
+def error_for_status(
+    system: str, status: int, headers: Mapping[str, str], reason: str, *, operation: str
+) -> ApplicationError:
     """The ApplicationError an activity should raise for a failed vendor call."""
     why = redact(reason)
     where = f"{system} {operation}"

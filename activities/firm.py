@@ -40,14 +40,20 @@ def _utcnow() -> datetime:
 def manual_pm_note(config: FirmConfig) -> str | None:
     pm = config.connectors.pm
     if pm.kind == "relay":
-        return (f"{pm.system_name} has no API we can write to: set the assignee and status "
-                "there by hand.")
+        return (
+            f"{pm.system_name} has no API we can write to: set the assignee and status "
+            "there by hand."
+        )
     return None
 
 
 class FirmActivities:
-    def __init__(self, config: FirmConfig, tracker: TimeTrackerActivities | None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        config: FirmConfig,
+        tracker: TimeTrackerActivities | None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self._config = config
         self._tracker = tracker
         self._clock = clock
@@ -69,13 +75,17 @@ class FirmActivities:
         source = "config"
         active = [s for s in config.staff if s.active]
         if self._tracker is not None:
-            result = await self._tracker.read(TrackerReadInput(
-                staff=[TrackerStaff(staff_id=s.id, email=s.email) for s in active],
-                start=last_monday,
-                end=today,
-            ))
+            result = await self._tracker.read(
+                TrackerReadInput(
+                    staff=[TrackerStaff(staff_id=s.id, email=s.email) for s in active],
+                    start=last_monday,
+                    end=today,
+                )
+            )
             source = config.connectors.time_tracker.kind
-            tracked = {u.staff_id: (u.weekly_capacity_hours, u.logged_by_date) for u in result.users}
+            tracked = {
+                u.staff_id: (u.weekly_capacity_hours, u.logged_by_date) for u in result.users
+            }
             if result.unmatched:
                 warnings.append(
                     f"{len(result.unmatched)} staff not found in the time tracker; "
@@ -92,14 +102,17 @@ class FirmActivities:
                 capacity_source = "unknown"
                 if member.active:
                     warnings.append(f"no weekly capacity for staff {member.id}; treated as 0 h")
-            staff.append(StaffCapacity(
-                member=member,
-                weekly_capacity_hours=weekly,
-                logged_this_week=round(sum(h for d, h in logged.items() if d >= monday), 2),
-                logged_last_week=round(
-                    sum(h for d, h in logged.items() if last_monday <= d < monday), 2),
-                capacity_source=capacity_source,
-            ))
+            staff.append(
+                StaffCapacity(
+                    member=member,
+                    weekly_capacity_hours=weekly,
+                    logged_this_week=round(sum(h for d, h in logged.items() if d >= monday), 2),
+                    logged_last_week=round(
+                        sum(h for d, h in logged.items() if last_monday <= d < monday), 2
+                    ),
+                    capacity_source=capacity_source,
+                )
+            )
         return CapacitySnapshot(
             taken_at=now,
             today=today,

@@ -71,14 +71,19 @@ class _Auth:
 
 
 class GoogleCalendarActivities(CalendarActivities):
-    def __init__(self, connector: GoogleCalendarConnector, *,
-                 access_token_env: str = ACCESS_TOKEN_ENV) -> None:
+    def __init__(
+        self, connector: GoogleCalendarConnector, *, access_token_env: str = ACCESS_TOKEN_ENV
+    ) -> None:
         self._connector = connector
         self._access_token_env = access_token_env
         self._lock = threading.Lock()
         self._service_account: service_account.Credentials | None = None
         self._delegated: dict[str, service_account.Credentials] = {}
         """Per-staff delegated credentials, kept so each reuses its access token until expiry."""
+        self._token_credentials: tuple[str, TokenCredentials] | None = None
+        self._local = threading.local()
+        """Built clients per worker thread: ``build`` parses the discovery document (tens of
+        milliseconds of CPU), and a client is not safe to share across threads."""
 
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
@@ -90,27 +95,23 @@ class GoogleCalendarActivities(CalendarActivities):
         auth = self._auth_for(input.staff.email)
         calendar_id = self._calendar_id(input.staff.email)
         body, clamped = self._event_body(input, with_attendee=auth.delegated)
-        events = build(
-            "calendar",
-            "v3",
-            credentials=auth.credentials,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": self._connector.api_endpoint},
-        ).events()
+        events = self._events(auth, input.staff.email)
         note = "end date was before the start; blocked the start day only" if clamped else ""
         try:
             # sendUpdates=none: the chat message is the notification, not an invitation email.
-            created = _execute(events.insert(calendarId=calendar_id, body=body,
-                                             sendUpdates="none"), "events.insert")
+            created = _execute(
+                events.insert(calendarId=calendar_id, body=body, sendUpdates="none"),
+                "events.insert",
+            )
             return _result(created, created=True, detail=note)
         except HttpError as err:
             if err.status_code != 409:
                 raise _http_error(err, "events.insert") from None
         # 409: this id exists (our earlier attempt succeeded) or was deleted in the calendar.
         try:
-            existing = _execute(events.get(calendarId=calendar_id, eventId=body["id"]),
-                                "events.get")
+            existing = _execute(
+                events.get(calendarId=calendar_id, eventId=body["id"]), "events.get"
+            )
         except HttpError as err:
             if err.status_code == 410:
                 return _deleted(body["id"])
@@ -119,6 +120,25 @@ class GoogleCalendarActivities(CalendarActivities):
             return _deleted(body["id"])
         return _result(existing, created=False, detail=note)
 
+    def _events(self, auth: _Auth, staff_email: str) -> Any:
+        """This thread's events resource for these credentials (built once, then reused)."""
+        services: dict[tuple[str, int], Any] = self._local.__dict__.setdefault("services", {})
+        key = (staff_email if auth.delegated else "token", id(auth.credentials))
+        if key not in services:
+            if not auth.delegated:
+                # A new access token replaces the old client rather than piling up beside it.
+                for old in [k for k in services if k[0] == "token"]:
+                    del services[old]
+            services[key] = build(
+                "calendar",
+                "v3",
+                credentials=auth.credentials,
+                static_discovery=True,
+                cache_discovery=False,
+                client_options={"api_endpoint": self._connector.api_endpoint},
+            ).events()
+        return services[key]
+
     def _calendar_id(self, staff_email: str) -> str:
         configured = self._connector.calendar_id
         return staff_email if configured == "primary" else configured
@@ -126,9 +146,13 @@ class GoogleCalendarActivities(CalendarActivities):
     def _auth_for(self, staff_email: str) -> _Auth:
         token = os.environ.get(self._access_token_env)
         if token:
-            # google-auth leaves these constructors unannotated.
-            credentials = TokenCredentials(token=token)  # type: ignore[no-untyped-call]
-            return _Auth(credentials, delegated=False)
+            with self._lock:
+                cached = self._token_credentials
+                if cached is None or cached[0] != token:
+                    # google-auth leaves these constructors unannotated.
+                    credentials = TokenCredentials(token=token)  # type: ignore[no-untyped-call]
+                    cached = self._token_credentials = (token, credentials)
+            return _Auth(cached[1], delegated=False)
         env = self._connector.credentials_file_env
         path = secret(env, required=False)
         if not path:
@@ -141,7 +165,8 @@ class GoogleCalendarActivities(CalendarActivities):
                 try:
                     load = service_account.Credentials.from_service_account_file
                     self._service_account = load(  # type: ignore[no-untyped-call]
-                        path, scopes=SCOPES)
+                        path, scopes=SCOPES
+                    )
                 except (OSError, ValueError) as err:
                     raise _config_error(
                         f"the service-account key file named by {env} cannot be used "
@@ -152,8 +177,9 @@ class GoogleCalendarActivities(CalendarActivities):
                 self._delegated[key] = self._service_account.with_subject(staff_email)
             return _Auth(self._delegated[key], delegated=True)
 
-    def _event_body(self, input: CalendarBlockInput, *,
-                    with_attendee: bool) -> tuple[dict[str, Any], bool]:
+    def _event_body(
+        self, input: CalendarBlockInput, *, with_attendee: bool
+    ) -> tuple[dict[str, Any], bool]:
         s = input.summary
         last_day = input.end_date
         clamped = last_day < input.start_date
@@ -179,14 +205,21 @@ class GoogleCalendarActivities(CalendarActivities):
             "start": {"date": input.start_date.isoformat()},
             "end": {"date": (last_day + timedelta(days=1)).isoformat()},
             "transparency": "opaque",
-            "extendedProperties": {"private": {
-                "dispatch_workflow_id": input.workflow_id,
-                "dispatch_role": input.role.value,
-            }},
+            "extendedProperties": {
+                "private": {
+                    "dispatch_workflow_id": input.workflow_id,
+                    "dispatch_role": input.role.value,
+                }
+            },
         }
         if with_attendee:
-            body["attendees"] = [{"email": input.staff.email, "displayName": input.staff.name,
-                                  "responseStatus": "accepted"}]
+            body["attendees"] = [
+                {
+                    "email": input.staff.email,
+                    "displayName": input.staff.name,
+                    "responseStatus": "accepted",
+                }
+            ]
         return body, clamped
 
 
@@ -238,12 +271,15 @@ def _http_error(err: HttpError, operation: str) -> ApplicationError:
 
 
 def _result(event: dict[str, Any], *, created: bool, detail: str) -> CalendarBlockResult:
-    return CalendarBlockResult(event_id=str(event["id"]), created=created,
-                               html_link=event.get("htmlLink"), detail=detail)
+    return CalendarBlockResult(
+        event_id=str(event["id"]), created=created, html_link=event.get("htmlLink"), detail=detail
+    )
 
 
 def _deleted(event_id: str) -> CalendarBlockResult:
     return CalendarBlockResult(
-        event_id=event_id, created=False, html_link=None,
+        event_id=event_id,
+        created=False,
+        html_link=None,
         detail="the block was deleted from the calendar; not re-created",
     )

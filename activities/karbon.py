@@ -48,10 +48,25 @@ STATUS_DISPLAY = {
 """Karbon's primary statuses (wire value -> the display form ``WorkStatus`` strings use)."""
 
 WRITABLE_FIELDS = (
-    "AssigneeEmailAddress", "Title", "ClientKey", "ClientType", "StartDate",
-    "RelatedClientGroupKey", "DueDate", "DeadlineDate", "WorkType", "WorkStatus",
-    "PrimaryStatus", "SecondaryStatus", "WorkTemplateKey", "WorkScheduleKey", "EstimatedBudget",
-    "Description", "ClientTaskRecipient", "FeeSettings", "UserRoleAssignments",
+    "AssigneeEmailAddress",
+    "Title",
+    "ClientKey",
+    "ClientType",
+    "StartDate",
+    "RelatedClientGroupKey",
+    "DueDate",
+    "DeadlineDate",
+    "WorkType",
+    "WorkStatus",
+    "PrimaryStatus",
+    "SecondaryStatus",
+    "WorkTemplateKey",
+    "WorkScheduleKey",
+    "EstimatedBudget",
+    "Description",
+    "ClientTaskRecipient",
+    "FeeSettings",
+    "UserRoleAssignments",
 )
 """RequestCreateWorkItem: the full object a PUT must carry (omitted fields would be cleared)."""
 
@@ -98,8 +113,9 @@ def _primary_email(record: Mapping[str, Any]) -> str | None:
         cards = [record["BusinessCard"]]
     if not isinstance(cards, list):
         return None
-    ordered = sorted((c for c in cards if isinstance(c, dict)),
-                     key=lambda c: not c.get("IsPrimaryCard"))
+    ordered = sorted(
+        (c for c in cards if isinstance(c, dict)), key=lambda c: not c.get("IsPrimaryCard")
+    )
     for card in ordered:
         for email in card.get("EmailAddresses") or []:
             if isinstance(email, str) and "@" in email:
@@ -119,8 +135,12 @@ class KarbonClient:
     first use and closed by :meth:`aclose`.
     """
 
-    def __init__(self, connector: KarbonConnector, http: httpx.AsyncClient | None = None,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        connector: KarbonConnector,
+        http: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
         self.connector = connector
         self.base = connector.base_url.rstrip("/")
         self._origin = urlsplit(self.base)[:2]
@@ -149,24 +169,35 @@ class KarbonClient:
     def url(self, path: str) -> str:
         return f"{self.base}/v3/{path.lstrip('/')}"
 
-    async def send(self, method: str, url: str, *, operation: str,
-                   params: Mapping[str, str] | None = None, json: Any = None,
-                   ok: tuple[int, ...] = (200,), tolerate: tuple[int, ...] = ()) -> httpx.Response:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        tolerate: tuple[int, ...] = (),
+    ) -> httpx.Response:
         """One call; a status outside ``ok`` and ``tolerate`` raises the ApplicationError for it."""
         if self._http is None:
             self._http = httpx.AsyncClient()
         try:
-            response = await self._http.request(method, url, params=params, json=json,
-                                                headers=self._headers(), timeout=self.timeout)
+            response = await self._http.request(
+                method, url, params=params, json=json, headers=self._headers(), timeout=self.timeout
+            )
         except httpx.HTTPError as err:
             raise transport_error(SYSTEM, operation, err) from None
         if response.status_code in ok or response.status_code in tolerate:
             return response
-        raise error_for_status(SYSTEM, response.status_code, response.headers,
-                               _reason(response), operation=operation)
+        raise error_for_status(
+            SYSTEM, response.status_code, response.headers, _reason(response), operation=operation
+        )
 
-    async def list_all(self, path: str, *, operation: str,
-                       params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    async def list_all(
+        self, path: str, *, operation: str, params: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Every page, following ``@odata.nextLink`` verbatim (it may carry more than $skip)."""
         items: list[dict[str, Any]] = []
         url: str | None = self.url(path)
@@ -177,32 +208,48 @@ class KarbonClient:
             url, query = body.get("@odata.nextLink"), None
             if url is not None and urlsplit(url)[:2] != self._origin:
                 # Our credentials go to the configured host only, whatever a response says.
-                raise ApplicationError(f"{SYSTEM} {operation}: nextLink points at another host",
-                                       type="KarbonProtocolError", non_retryable=True)
+                raise ApplicationError(
+                    f"{SYSTEM} {operation}: nextLink points at another host",
+                    type="KarbonProtocolError",
+                    non_retryable=True,
+                )
         return items
 
     # --- work items ---
 
     async def get_work_item(self, key: str) -> dict[str, Any] | None:
-        response = await self.send("GET", self.url(f"WorkItems/{key}"),
-                                   operation="get work item", tolerate=(404,))
+        response = await self.send(
+            "GET", self.url(f"WorkItems/{key}"), operation="get work item", tolerate=(404,)
+        )
         return None if response.status_code == 404 else dict(response.json())
 
     async def create_work_item(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        response = await self.send("POST", self.url("WorkItems"), json=dict(body),
-                                   operation="create work item", ok=(201,))
+        response = await self.send(
+            "POST", self.url("WorkItems"), json=dict(body), operation="create work item", ok=(201,)
+        )
         return dict(response.json())
 
     async def put_work_item(self, key: str, body: Mapping[str, Any]) -> None:
-        await self.send("PUT", self.url(f"WorkItems/{key}"), json=dict(body),
-                        operation="update work item", ok=(204, 200))
+        await self.send(
+            "PUT",
+            self.url(f"WorkItems/{key}"),
+            json=dict(body),
+            operation="update work item",
+            ok=(204, 200),
+        )
 
     async def patch_work_item(self, key: str, changes: Mapping[str, Any]) -> None:
-        await self.send("PATCH", self.url(f"WorkItems/{key}"), json=dict(changes),
-                        operation="patch work item", ok=(204, 200))
+        await self.send(
+            "PATCH",
+            self.url(f"WorkItems/{key}"),
+            json=dict(changes),
+            operation="patch work item",
+            ok=(204, 200),
+        )
 
-    async def list_work_items(self, filter: str | None = None,
-                              orderby: str = "StartDate") -> list[dict[str, Any]]:
+    async def list_work_items(
+        self, filter: str | None = None, orderby: str = "StartDate"
+    ) -> list[dict[str, Any]]:
         params = {"$orderby": orderby}
         if filter:
             params["$filter"] = filter
@@ -215,16 +262,21 @@ class KarbonClient:
         return await self.list_all("Users", operation="list users", params=params)
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
-        return dict((await self.send("GET", self.url(f"Users/{user_id}"),
-                                     operation="get user")).json())
+        return dict(
+            (await self.send("GET", self.url(f"Users/{user_id}"), operation="get user")).json()
+        )
 
-    async def list_time_entries(self, start: date, end: date,
-                                user_key: str | None = None) -> list[dict[str, Any]]:
+    async def list_time_entries(
+        self, start: date, end: date, user_key: str | None = None
+    ) -> list[dict[str, Any]]:
         clauses = [f"Date ge {start.isoformat()}T00:00:00Z", f"Date le {end.isoformat()}T00:00:00Z"]
         if user_key:
             clauses.append(f"UserKey eq {odata_str(user_key)}")
-        return await self.list_all("IndividualTimeEntries", operation="list time entries",
-                                   params={"$filter": " and ".join(clauses), "$top": "1000"})
+        return await self.list_all(
+            "IndividualTimeEntries",
+            operation="list time entries",
+            params={"$filter": " and ".join(clauses), "$top": "1000"},
+        )
 
     # --- clients ---
 
@@ -238,29 +290,45 @@ class KarbonClient:
         if client_type not in paths:
             return None
         path, expand = paths[client_type]
-        response = await self.send("GET", self.url(path), params={"$expand": expand},
-                                   operation=f"get {client_type.lower()}", tolerate=(404,))
+        response = await self.send(
+            "GET",
+            self.url(path),
+            params={"$expand": expand},
+            operation=f"get {client_type.lower()}",
+            tolerate=(404,),
+        )
         return None if response.status_code == 404 else dict(response.json())
 
     # --- webhook subscriptions ---
 
     async def get_subscription(self, webhook_type: str) -> dict[str, Any] | None:
-        response = await self.send("GET", self.url(f"WebhookSubscriptions/{webhook_type}"),
-                                   operation="get webhook subscription", tolerate=(404,))
+        response = await self.send(
+            "GET",
+            self.url(f"WebhookSubscriptions/{webhook_type}"),
+            operation="get webhook subscription",
+            tolerate=(404,),
+        )
         return None if response.status_code == 404 else dict(response.json())
 
-    async def create_subscription(self, webhook_type: str, target_url: str,
-                                  signing_key: str | None) -> httpx.Response:
+    async def create_subscription(
+        self, webhook_type: str, target_url: str, signing_key: str | None
+    ) -> httpx.Response:
         body: dict[str, Any] = {"TargetUrl": target_url, "WebhookType": webhook_type}
         if signing_key:
             body["SigningKey"] = signing_key
-        return await self.send("POST", self.url("WebhookSubscriptions"), json=body,
-                               operation="create webhook subscription", ok=(201,),
-                               tolerate=(400,))
+        return await self.send(
+            "POST",
+            self.url("WebhookSubscriptions"),
+            json=body,
+            operation="create webhook subscription",
+            ok=(201,),
+            tolerate=(400,),
+        )
 
 
-def _target_status(connector: KarbonConnector,
-                   status: DispatchStatus) -> tuple[str, str | None] | None:
+def _target_status(
+    connector: KarbonConnector, status: DispatchStatus
+) -> tuple[str, str | None] | None:
     """Our dispatch status -> Karbon (PrimaryStatus, SecondaryStatus); None leaves it alone."""
     if status is DispatchStatus.ASSIGNED:
         return connector.assigned_primary_status, connector.assigned_secondary_status
@@ -271,8 +339,9 @@ def _target_status(connector: KarbonConnector,
     return None
 
 
-def _full_update(item: Mapping[str, Any], assignee: str | None,
-                 status: tuple[str, str | None]) -> dict[str, Any]:
+def _full_update(
+    item: Mapping[str, Any], assignee: str | None, status: tuple[str, str | None]
+) -> dict[str, Any]:
     """The RequestCreateWorkItem for a PUT: everything the GET returned, with our changes."""
     body = {name: item[name] for name in WRITABLE_FIELDS if item.get(name) is not None}
     if assignee:
@@ -280,8 +349,9 @@ def _full_update(item: Mapping[str, Any], assignee: str | None,
     primary, secondary = status
     body["PrimaryStatus"] = primary
     body["SecondaryStatus"] = secondary
-    body["WorkStatus"] = STATUS_DISPLAY.get(primary, primary) + (f" - {secondary}" if secondary
-                                                                 else "")
+    body["WorkStatus"] = STATUS_DISPLAY.get(primary, primary) + (
+        f" - {secondary}" if secondary else ""
+    )
     return body
 
 
@@ -292,8 +362,9 @@ def _same_email(a: str | None, b: str | None) -> bool:
 class KarbonActivities(PmActivities):
     """The PM role backed by Karbon."""
 
-    def __init__(self, config: FirmConfig, connector: KarbonConnector,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, config: FirmConfig, connector: KarbonConnector, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.config = config
         self.connector = connector
         self.client = KarbonClient(connector, http)
@@ -307,23 +378,31 @@ class KarbonActivities(PmActivities):
         key = input.external_id
         item = await self.client.get_work_item(key)
         if item is None:
-            raise ApplicationError(f"{SYSTEM} work item {key} was not found",
-                                   type="EngagementNotFound", non_retryable=True)
+            raise ApplicationError(
+                f"{SYSTEM} work item {key} was not found",
+                type="EngagementNotFound",
+                non_retryable=True,
+            )
         work_type = item.get("WorkType")
         service = self.config.service_type_for_work_type(work_type)
         if service is None:
             raise ApplicationError(
                 f"{SYSTEM} work item {key}: work type {work_type!r} is not mapped to a service "
                 "type (add it to a service type's pm_work_types in the firm config)",
-                type="UnmappedWorkType", non_retryable=True,
+                type="UnmappedWorkType",
+                non_retryable=True,
             )
         due = _date(item.get("DueDate")) or _date(item.get("DeadlineDate"))
         if due is None:
-            raise ApplicationError(f"{SYSTEM} work item {key} has neither a due date nor a "
-                                   "deadline date", type="MissingDueDate", non_retryable=True)
+            raise ApplicationError(
+                f"{SYSTEM} work item {key} has neither a due date nor a deadline date",
+                type="MissingDueDate",
+                non_retryable=True,
+            )
         client_key = str(item.get("ClientKey") or "")
-        client_email, contact_name = await self._client_contact(client_key,
-                                                                str(item.get("ClientType") or ""))
+        client_email, contact_name = await self._client_contact(
+            client_key, str(item.get("ClientType") or "")
+        )
         known = self.config.client(client_key)
         client_name = item.get("ClientName") or (known.name if known else None) or client_key
         return EngagementDetails(
@@ -349,8 +428,9 @@ class KarbonActivities(PmActivities):
             pm_status=item.get("PrimaryStatus"),
         )
 
-    async def _client_contact(self, client_key: str,
-                              client_type: str) -> tuple[str | None, str | None]:
+    async def _client_contact(
+        self, client_key: str, client_type: str
+    ) -> tuple[str | None, str | None]:
         """(email, contact name) from the client record; a missing record is not an error."""
         if not client_key:
             return None, None
@@ -378,30 +458,42 @@ class KarbonActivities(PmActivities):
         for attempt in range(CONFLICT_RETRIES + 1):
             item = await self.client.get_work_item(key)
             if item is None:
-                raise ApplicationError(f"{SYSTEM} work item {key} was not found",
-                                       type="EngagementNotFound", non_retryable=True)
+                raise ApplicationError(
+                    f"{SYSTEM} work item {key} was not found",
+                    type="EngagementNotFound",
+                    non_retryable=True,
+                )
             change_assignee = bool(input.assignee_email) and not _same_email(
-                item.get("AssigneeEmailAddress"), input.assignee_email)
-            change_status = target is not None and (
-                item.get("PrimaryStatus"), item.get("SecondaryStatus")) != target
+                item.get("AssigneeEmailAddress"), input.assignee_email
+            )
+            change_status = (
+                target is not None
+                and (item.get("PrimaryStatus"), item.get("SecondaryStatus")) != target
+            )
             if not change_assignee and not change_status:
-                return PmWriteBackResult(written=False,
-                                         detail="Karbon work item already up to date")
+                return PmWriteBackResult(
+                    written=False, detail="Karbon work item already up to date"
+                )
             try:
                 if change_status and target is not None:
                     # Status cannot be PATCHed: the full object goes back with our changes.
                     await self.client.put_work_item(
-                        key, _full_update(item, input.assignee_email, target))
+                        key, _full_update(item, input.assignee_email, target)
+                    )
                 else:
                     await self.client.patch_work_item(
-                        key, {"AssigneeEmailAddress": input.assignee_email})
+                        key, {"AssigneeEmailAddress": input.assignee_email}
+                    )
             except ApplicationError as err:
                 if err.type != "Conflict" or attempt == CONFLICT_RETRIES:
                     raise
                 activity.logger.info("Karbon work item %s changed under us (409); re-reading", key)
                 continue
-            what = " and ".join(w for w, changed in (("assignee", change_assignee),
-                                                      ("status", change_status)) if changed)
+            what = " and ".join(
+                w
+                for w, changed in (("assignee", change_assignee), ("status", change_status))
+                if changed
+            )
             return PmWriteBackResult(written=True, detail=f"Karbon {what} updated")
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
@@ -411,8 +503,9 @@ def _scope(item: Mapping[str, Any], service: ServiceType) -> str:
     return description or service.name
 
 
-async def ensure_work_subscription(connector: KarbonConnector, target_url: str,
-                                   http: httpx.AsyncClient | None = None) -> bool:
+async def ensure_work_subscription(
+    connector: KarbonConnector, target_url: str, http: httpx.AsyncClient | None = None
+) -> bool:
     """Make sure Karbon sends ``Work`` webhooks to us; True when a subscription was created.
 
     Karbon cancels a subscription after ten failed deliveries (GET then answers 404), so the
@@ -421,15 +514,20 @@ async def ensure_work_subscription(connector: KarbonConnector, target_url: str,
     """
     signing_key = secret(connector.webhook_signing_key_env)
     if signing_key is None or not _SIGNING_KEY.match(signing_key):
-        raise FirmConfigError(f"{connector.webhook_signing_key_env} must be at least 16 letters, "
-                              "digits, dashes or underscores (Karbon's SigningKey rule)")
+        raise FirmConfigError(
+            f"{connector.webhook_signing_key_env} must be at least 16 letters, "
+            "digits, dashes or underscores (Karbon's SigningKey rule)"
+        )
     client = KarbonClient(connector, http)
     try:
         existing = await client.get_subscription("Work")
         if existing is not None:
             if existing.get("TargetUrl") != target_url:
-                log.warning("Karbon Work webhooks go to %s, not %s; leaving it as it is",
-                            existing.get("TargetUrl"), target_url)
+                log.warning(
+                    "Karbon Work webhooks go to %s, not %s; leaving it as it is",
+                    existing.get("TargetUrl"),
+                    target_url,
+                )
             return False
         response = await client.create_subscription("Work", target_url, signing_key)
         if response.status_code == 201:
@@ -438,7 +536,12 @@ async def ensure_work_subscription(connector: KarbonConnector, target_url: str,
         # 400: perhaps another worker created it a moment ago; that is as good as ours.
         if await client.get_subscription("Work") is not None:
             return False
-        raise error_for_status(SYSTEM, response.status_code, response.headers,
-                               _reason(response), operation="create webhook subscription")
+        raise error_for_status(
+            SYSTEM,
+            response.status_code,
+            response.headers,
+            _reason(response),
+            operation="create webhook subscription",
+        )
     finally:
         await client.aclose()

@@ -40,12 +40,14 @@ logging.getLogger("python_http_client").setLevel(logging.INFO)
 
 
 class SendGridActivities(EmailActivities):
-    def __init__(self, connector: SendGridConnector,
-                 client: SendGridAPIClient | None = None) -> None:
+    def __init__(
+        self, connector: SendGridConnector, client: SendGridAPIClient | None = None
+    ) -> None:
         self._connector = connector
         if client is None:
-            client = SendGridAPIClient(api_key=secret(connector.api_key_env),
-                                       host=connector.base_url.rstrip("/"))
+            client = SendGridAPIClient(
+                api_key=secret(connector.api_key_env), host=connector.base_url.rstrip("/")
+            )
             # The library joins host + "/v3/mail/send"; the timeout goes to urllib's open().
             client.client.timeout = TIMEOUT_SECONDS
         self._client = client
@@ -60,8 +62,9 @@ class SendGridActivities(EmailActivities):
             response = self._client.send(message)
         except SendGridHTTPError as err:
             headers = {str(k): str(v) for k, v in (err.headers or {}).items()}
-            raise error_for_status(SYSTEM, int(err.status_code), headers,
-                                   _error_reason(err.body), operation=OPERATION) from None
+            raise error_for_status(
+                SYSTEM, int(err.status_code), headers, _error_reason(err.body), operation=OPERATION
+            ) from None
         except (OSError, http.client.HTTPException) as err:
             # URLError (refused, DNS), timeouts and resets are all OSErrors under urllib.
             raise transport_error(SYSTEM, OPERATION, err) from None
@@ -70,8 +73,11 @@ class SendGridActivities(EmailActivities):
         if status == 202:
             return EmailResult(sent=True, message_id=message_id)
         # 200 means sandbox mode: valid, but nothing was queued.
-        return EmailResult(sent=False, message_id=message_id,
-                           detail=f"SendGrid answered HTTP {status}; the message was not queued")
+        return EmailResult(
+            sent=False,
+            message_id=message_id,
+            detail=f"SendGrid answered HTTP {status}; the message was not queued",
+        )
 
 
 def _error_reason(body: Any) -> str:
@@ -92,20 +98,22 @@ def _error_reason(body: Any) -> str:
 # --- the message -----------------------------------------------------------------------------
 
 
-def build_confirmation(connector: SendGridConnector,
-                       input: ClientConfirmationInput) -> dict[str, Any]:
+def build_confirmation(
+    connector: SendGridConnector, input: ClientConfirmationInput
+) -> dict[str, Any]:
     """The mail/send body for one client confirmation (pure, so it is easy to inspect)."""
     s = input.summary
     recipient: dict[str, str] = {"email": input.to_email}
     if input.to_name:
         recipient["name"] = input.to_name
-    sender: dict[str, str] = {"email": connector.from_email,
-                              "name": connector.from_name or input.firm_name}
+    sender: dict[str, str] = {
+        "email": connector.from_email,
+        "name": connector.from_name or input.firm_name,
+    }
     message: dict[str, Any] = {
         # custom_args sits on the personalization, where SendGrid documents it as an object of
         # strings; the message-level field's type is ambiguous in the spec [P].
-        "personalizations": [{"to": [recipient],
-                              "custom_args": {"dispatch_id": s.workflow_id}}],
+        "personalizations": [{"to": [recipient], "custom_args": {"dispatch_id": s.workflow_id}}],
         "from": sender,
         "subject": _one_line(f"Your {s.service_name} is scheduled"),
         "content": [
@@ -132,8 +140,10 @@ def _greeting(input: ClientConfirmationInput) -> str:
 
 
 def _review_line(assignee: StaffRef, reviewer: StaffRef) -> str:
-    return (f"Once {assignee.name} has prepared the work, {reviewer.name} "
-            f"({reviewer.email}) reviews it before it is finalised.")
+    return (
+        f"Once {assignee.name} has prepared the work, {reviewer.name} "
+        f"({reviewer.email}) reviews it before it is finalised."
+    )
 
 
 def plain_text_body(input: ClientConfirmationInput) -> str:
@@ -161,8 +171,10 @@ def plain_text_body(input: ClientConfirmationInput) -> str:
         lines += [f"  - {doc}" for doc in s.documents_needed]
         lines.append(f"Please upload them securely here: {input.upload_link}")
     else:
-        lines.append("We have what we need to start. If anything changes, you can upload "
-                     f"documents securely here: {input.upload_link}")
+        lines.append(
+            "We have what we need to start. If anything changes, you can upload "
+            f"documents securely here: {input.upload_link}"
+        )
     lines += ["", f"Reply to this email to reach {a.name}.", "", input.firm_name]
     return "\n".join(lines) + "\n"
 
@@ -188,17 +200,19 @@ def html_body(input: ClientConfirmationInput) -> str:
     ]
     if input.reviewer is not None:
         parts.append(f"<p>{e(_review_line(a, input.reviewer))}</p>")
-    parts.append("<p><strong>Estimated completion:</strong> "
-                 f"{e(_long_date(input.estimated_completion))}</p>")
+    parts.append(
+        f"<p><strong>Estimated completion:</strong> {e(_long_date(input.estimated_completion))}</p>"
+    )
     link = _link(input.upload_link)
     if s.documents_needed:
         parts.append("<h3>Documents we still need from you</h3>")
-        parts.append("<ul>" + "".join(f"<li>{e(doc)}</li>" for doc in s.documents_needed)
-                     + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{e(doc)}</li>" for doc in s.documents_needed) + "</ul>")
         parts.append(f"<p>Please upload them securely here: {link}</p>")
     else:
-        parts.append("<p>We have what we need to start. If anything changes, you can upload "
-                     f"documents securely here: {link}</p>")
+        parts.append(
+            "<p>We have what we need to start. If anything changes, you can upload "
+            f"documents securely here: {link}</p>"
+        )
     parts += [
         f"<p>Reply to this email to reach {e(a.name)}.</p>",
         f"<p>{e(input.firm_name)}</p>",

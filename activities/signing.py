@@ -18,8 +18,9 @@ def hmac_sha256_hex(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify_hex_signature(secret: str, body: bytes, given: str, *,
-                         allow_prefix: bool = False) -> bool:
+def verify_hex_signature(
+    secret: str, body: bytes, given: str, *, allow_prefix: bool = False
+) -> bool:
     """True when ``given`` is the hex HMAC of ``body``; case-insensitive, constant-time.
 
     With ``allow_prefix`` a leading ``sha256=`` is accepted (and ignored). An empty secret never
@@ -29,7 +30,7 @@ def verify_hex_signature(secret: str, body: bytes, given: str, *,
         return False
     candidate = given.strip()
     if allow_prefix and candidate[: len(SIGNATURE_PREFIX)].lower() == SIGNATURE_PREFIX:
-        candidate = candidate[len(SIGNATURE_PREFIX):]
+        candidate = candidate[len(SIGNATURE_PREFIX) :]
     expected = hmac_sha256_hex(secret, body)
     # compare_digest on str requires ASCII; a non-ASCII header is simply a mismatch.
     if not candidate.isascii():

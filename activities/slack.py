@@ -60,8 +60,14 @@ HISTORY_PAGES = 3
 """A retry follows its lost post within minutes: the DM's last few hundred messages suffice."""
 MAX_ACTIONS = 25
 NO_USER_CODES = {"users_not_found", "user_not_found", "user_disabled"}
-TRANSIENT_CODES = {"internal_error", "fatal_error", "service_unavailable", "request_timeout",
-                   "rate_limited", "ratelimited"}
+TRANSIENT_CODES = {
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+    "rate_limited",
+    "ratelimited",
+}
 """ok:false codes Slack documents as temporary: worth another attempt."""
 
 # The SDK logs request parameters (emails for users.lookupByEmail, message text) at DEBUG.
@@ -70,8 +76,9 @@ _SDK_LOGGER.setLevel(logging.INFO)
 
 
 class SlackActivities(ChatActivities):
-    def __init__(self, config: FirmConfig, connector: SlackConnector,
-                 client: AsyncWebClient | None = None) -> None:
+    def __init__(
+        self, config: FirmConfig, connector: SlackConnector, client: AsyncWebClient | None = None
+    ) -> None:
         self._config = config
         self._connector = connector
         if client is None:
@@ -84,6 +91,7 @@ class SlackActivities(ChatActivities):
                 retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
             )
         self._client = client
+        self._dm_channels: dict[str, str] = {}
 
     @activity.defn(name="chat_notify_assignment")
     async def notify_assignment(self, input: AssignmentNotice) -> ChatResult:
@@ -120,56 +128,94 @@ class SlackActivities(ChatActivities):
         user_id = person.slack_id
         try:
             if user_id is None:
-                found = await self._call("users.lookupByEmail",
-                                         lambda: self._client.users_lookupByEmail(
-                                             email=person.email))
+                found = await self._call(
+                    "users.lookupByEmail",
+                    lambda: self._client.users_lookupByEmail(email=person.email),
+                )
                 user_id = str(found["user"]["id"])
-            opened = await self._call("conversations.open",
-                                      lambda: self._client.conversations_open(users=[user_id]))
+            cached = self._dm_channels.get(user_id)
+            if cached is not None:
+                return cached
+            opened = await self._call(
+                "conversations.open", lambda: self._client.conversations_open(users=[user_id])
+            )
         except ApplicationError as err:
             if slack_code(err) in NO_USER_CODES:
                 return None
             raise
-        return str(opened["channel"]["id"])
+        channel = str(opened["channel"]["id"])
+        # A user's DM channel never changes: open it once per worker, not once per message.
+        self._dm_channels[user_id] = channel
+        return channel
 
-    async def _post_once(self, channel: str, text: str, blocks: list[dict[str, Any]],
-                         metadata: dict[str, Any]) -> ChatResult:
+    async def _post_once(
+        self, channel: str, text: str, blocks: list[dict[str, Any]], metadata: dict[str, Any]
+    ) -> ChatResult:
         if activity.info().attempt > 1:
             # The previous attempt may have posted and lost the answer: find that message.
             existing = await self._find_posted(channel, metadata)
             if existing is not None:
                 activity.logger.info("Slack message already posted by an earlier attempt")
-                return ChatResult(delivered=True, message=existing,
-                                  detail="already posted by an earlier attempt")
-        posted = await self._call("chat.postMessage", lambda: self._client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, metadata=metadata,
-            unfurl_links=False, unfurl_media=False))
-        return ChatResult(delivered=True,
-                          message=MessageRef(channel=str(posted["channel"]),
-                                             ts=str(posted["ts"])))
+                return ChatResult(
+                    delivered=True, message=existing, detail="already posted by an earlier attempt"
+                )
+        posted = await self._call(
+            "chat.postMessage",
+            lambda: self._client.chat_postMessage(
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                metadata=metadata,
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return ChatResult(
+            delivered=True, message=MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
+        )
 
-    async def _update(self, previous: MessageRef, text: str, blocks: list[dict[str, Any]],
-                      metadata: dict[str, Any]) -> ChatResult | None:
+    async def _update(
+        self,
+        previous: MessageRef,
+        text: str,
+        blocks: list[dict[str, Any]],
+        metadata: dict[str, Any],
+    ) -> ChatResult | None:
         """Edit the earlier message in place; None when it is gone (then a new one is posted)."""
         try:
-            updated = await self._call("chat.update", lambda: self._client.chat_update(
-                channel=previous.channel, ts=previous.ts, text=text, blocks=blocks,
-                metadata=metadata))
+            updated = await self._call(
+                "chat.update",
+                lambda: self._client.chat_update(
+                    channel=previous.channel,
+                    ts=previous.ts,
+                    text=text,
+                    blocks=blocks,
+                    metadata=metadata,
+                ),
+            )
         except ApplicationError as err:
             if slack_code(err) in ("message_not_found", "cant_update_message"):
                 return None
             raise
-        return ChatResult(delivered=True,
-                          message=MessageRef(channel=str(updated["channel"]),
-                                             ts=str(updated["ts"])),
-                          detail="updated the earlier message")
+        return ChatResult(
+            delivered=True,
+            message=MessageRef(channel=str(updated["channel"]), ts=str(updated["ts"])),
+            detail="updated the earlier message",
+        )
 
     async def _find_posted(self, channel: str, metadata: dict[str, Any]) -> MessageRef | None:
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
-            page = await self._call("conversations.history", partial(
-                self._client.conversations_history, channel=channel, limit=HISTORY_PAGE,
-                include_all_metadata=True, cursor=cursor))
+            page = await self._call(
+                "conversations.history",
+                partial(
+                    self._client.conversations_history,
+                    channel=channel,
+                    limit=HISTORY_PAGE,
+                    include_all_metadata=True,
+                    cursor=cursor,
+                ),
+            )
             for message in page.get("messages") or []:
                 if _same_message(message.get("metadata"), metadata):
                     return MessageRef(channel=channel, ts=str(message["ts"]))
@@ -178,8 +224,9 @@ class SlackActivities(ChatActivities):
                 return None
         return None
 
-    async def _call(self, operation: str,
-                    call: Callable[[], Awaitable[AsyncSlackResponse]]) -> AsyncSlackResponse:
+    async def _call(
+        self, operation: str, call: Callable[[], Awaitable[AsyncSlackResponse]]
+    ) -> AsyncSlackResponse:
         """One Web API call, its failure turned into Temporal's retry decision."""
         try:
             return await call()
@@ -211,23 +258,28 @@ def _classify(operation: str, err: SlackApiError) -> ApplicationError:
         return error_for_status(SYSTEM, status, headers, str(reason), operation=operation)
     code = redact(code or "unknown_error", limit=80)
     if code in TRANSIENT_CODES:
-        return ApplicationError(f"Slack {operation}: {code} (temporary)", code,
-                                type="SlackTransient")
-    return ApplicationError(f"Slack {operation}: {code}", code, type="SlackRejected",
-                            non_retryable=True)
+        return ApplicationError(
+            f"Slack {operation}: {code} (temporary)", code, type="SlackTransient"
+        )
+    return ApplicationError(
+        f"Slack {operation}: {code}", code, type="SlackRejected", non_retryable=True
+    )
 
 
 # --- metadata --------------------------------------------------------------------------------
 
 
-def _metadata(event_type: str, workflow_id: str, role: str, text: str,
-              blocks: list[dict[str, Any]]) -> dict[str, Any]:
+def _metadata(
+    event_type: str, workflow_id: str, role: str, text: str, blocks: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Slack message metadata naming the engagement; the digest tells this message from an
     earlier, different notice for the same engagement and role."""
     canonical = json.dumps({"text": text, "blocks": blocks}, sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    return {"event_type": event_type,
-            "event_payload": {"workflow_id": workflow_id, "role": role, "digest": digest}}
+    return {
+        "event_type": event_type,
+        "event_payload": {"workflow_id": workflow_id, "role": role, "digest": digest},
+    }
 
 
 def _same_message(found: Any, wanted: dict[str, Any]) -> bool:
@@ -235,7 +287,8 @@ def _same_message(found: Any, wanted: dict[str, Any]) -> bool:
         return False
     payload = found.get("event_payload")
     return isinstance(payload, dict) and all(
-        payload.get(k) == v for k, v in wanted["event_payload"].items())
+        payload.get(k) == v for k, v in wanted["event_payload"].items()
+    )
 
 
 # --- message content (pure) ------------------------------------------------------------------
@@ -285,8 +338,10 @@ def review_sequence(preparer: StaffRef | None, reviewer: StaffRef | None) -> str
 def assignment_text(notice: AssignmentNotice) -> str:
     """The notification fallback: short, no emails, no secrets."""
     s = notice.summary
-    return _escape(f"New {notice.role.value} assignment: {s.service_name} for {s.client_name}, "
-                   f"due {_day(s.due_date)}.")
+    return _escape(
+        f"New {notice.role.value} assignment: {s.service_name} for {s.client_name}, "
+        f"due {_day(s.due_date)}."
+    )
 
 
 def assignment_blocks(notice: AssignmentNotice) -> list[dict[str, Any]]:
@@ -296,8 +351,10 @@ def assignment_blocks(notice: AssignmentNotice) -> list[dict[str, Any]]:
     title = "Review assignment" if reviewing else "New assignment"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(_clip(f"{title}: {s.service_name}", 150))},
-        _section(f"*{_escape(s.client_name)}* · {_escape(s.title)}\n"
-                 f"You are the *{notice.role.value}* on this engagement."),
+        _section(
+            f"*{_escape(s.client_name)}* · {_escape(s.title)}\n"
+            f"You are the *{notice.role.value}* on this engagement."
+        ),
     ]
     fields = [
         _mrkdwn(f"*Client*\n{_escape(s.client_name)}"),
@@ -322,25 +379,42 @@ def assignment_blocks(notice: AssignmentNotice) -> list[dict[str, Any]]:
     if s.pm_url:
         blocks.append(_section(f"<{s.pm_url}|Open the engagement in practice management>"))
     if notice.manual_pm_update:
-        blocks.append(_section(":warning: *Update the practice-management record by hand* "
-                               f"(no API can do it): {_escape(notice.manual_pm_update)}"))
-    blocks.append({
-        "type": "actions",
-        "block_id": _block_id("assign", s.workflow_id, notice.role.value),
-        "elements": [
-            {"type": "button", "action_id": ACCEPT_ACTION, "style": "primary",
-             "text": _plain("Accept"), "value": s.workflow_id},
-            {"type": "button", "action_id": REASSIGN_ACTION, "style": "danger",
-             "text": _plain("Request reassignment"), "value": s.workflow_id},
-        ],
-    })
+        blocks.append(
+            _section(
+                ":warning: *Update the practice-management record by hand* "
+                f"(no API can do it): {_escape(notice.manual_pm_update)}"
+            )
+        )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": _block_id("assign", s.workflow_id, notice.role.value),
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": ACCEPT_ACTION,
+                    "style": "primary",
+                    "text": _plain("Accept"),
+                    "value": s.workflow_id,
+                },
+                {
+                    "type": "button",
+                    "action_id": REASSIGN_ACTION,
+                    "style": "danger",
+                    "text": _plain("Request reassignment"),
+                    "value": s.workflow_id,
+                },
+            ],
+        }
+    )
     return blocks
 
 
 def partner_text(notice: PartnerReviewNotice) -> str:
     s = notice.summary
-    return _escape(f"Partner review needed: {s.service_name} for {s.client_name}, "
-                   f"due {_day(s.due_date)}.")
+    return _escape(
+        f"Partner review needed: {s.service_name} for {s.client_name}, due {_day(s.due_date)}."
+    )
 
 
 def blocked_reason(candidate: CandidateScore) -> str:
@@ -351,8 +425,9 @@ def blocked_reason(candidate: CandidateScore) -> str:
     return "eligible"
 
 
-def partner_blocks(notice: PartnerReviewNotice, *, limit: int = MAX_ACTIONS
-                   ) -> list[dict[str, Any]]:
+def partner_blocks(
+    notice: PartnerReviewNotice, *, limit: int = MAX_ACTIONS
+) -> list[dict[str, Any]]:
     """The partner's DM: why it needs them, who could take it and what blocks each one."""
     s = notice.summary
     candidates: list[CandidateScore] = []
@@ -362,12 +437,17 @@ def partner_blocks(notice: PartnerReviewNotice, *, limit: int = MAX_ACTIONS
     candidates = candidates[: max(0, min(limit, MAX_ACTIONS))]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(_clip(f"Partner review: {s.service_name}", 150))},
-        _section(f"*{_escape(s.client_name)}* · {_escape(s.title)}\n"
-                 f"*Why it needs you:* {_escape(notice.reason)}"),
-        {"type": "section", "fields": [
-            _mrkdwn(f"*Due*\n{_day(s.due_date)}"),
-            _mrkdwn(f"*Estimated hours*\n{_hours(s.estimated_hours)}"),
-        ]},
+        _section(
+            f"*{_escape(s.client_name)}* · {_escape(s.title)}\n"
+            f"*Why it needs you:* {_escape(notice.reason)}"
+        ),
+        {
+            "type": "section",
+            "fields": [
+                _mrkdwn(f"*Due*\n{_day(s.due_date)}"),
+                _mrkdwn(f"*Estimated hours*\n{_hours(s.estimated_hours)}"),
+            ],
+        },
     ]
     if s.pm_url:
         blocks.append(_section(f"<{s.pm_url}|Open the engagement in practice management>"))
@@ -380,16 +460,21 @@ def partner_blocks(notice: PartnerReviewNotice, *, limit: int = MAX_ACTIONS
         for c in candidates
     ]
     blocks.append(_section("*Candidates*\n" + "\n".join(lines)))
-    blocks.append({
-        "type": "actions",
-        "block_id": _block_id("partner", s.workflow_id, "assign"),
-        "elements": [
-            {"type": "button", "action_id": f"{PARTNER_ACTION_PREFIX}{c.staff_id}",
-             "text": _plain(_clip(f"Assign {c.name}", 75)),
-             "value": f"{s.workflow_id}|{c.staff_id}"}
-            for c in candidates
-        ],
-    })
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": _block_id("partner", s.workflow_id, "assign"),
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": f"{PARTNER_ACTION_PREFIX}{c.staff_id}",
+                    "text": _plain(_clip(f"Assign {c.name}", 75)),
+                    "value": f"{s.workflow_id}|{c.staff_id}",
+                }
+                for c in candidates
+            ],
+        }
+    )
     return blocks
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.roles import CalendarActivities, ChatActivities, CrmActivities, EmailActivities, PmActivities
+from activities.roles import (
+    CalendarActivities,
+    ChatActivities,
+    CrmActivities,
+    EmailActivities,
+    PmActivities,
+)
 from dispatch.config import RelayConnector
 from dispatch.models import (
     AssignmentNotice,
@@ -66,8 +72,9 @@ class NoChatActivities(ChatActivities):
 class NoCalendarActivities(CalendarActivities):
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
-        return CalendarBlockResult(event_id="", created=False, delivered=False,
-                                   detail="no calendar configured")
+        return CalendarBlockResult(
+            event_id="", created=False, delivered=False, detail="no calendar configured"
+        )
 
 
 class NoEmailActivities(EmailActivities):

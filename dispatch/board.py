@@ -8,6 +8,7 @@ to the memo and search attributes the workflows keep up to date.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,9 +21,15 @@ from dispatch.models import EngagementState
 from workflows.engagement import EngagementWorkflow
 
 STATUS_STYLE = {
-    "Assigned": "green", "Accepted": "green", "InProgress": "cyan", "ReadyForReview": "cyan",
-    "InReview": "cyan", "Completed": "dim", "Cancelled": "dim",
-    "NeedsPartnerReview": "bold yellow", "Received": "white",
+    "Assigned": "green",
+    "Accepted": "green",
+    "InProgress": "cyan",
+    "ReadyForReview": "cyan",
+    "InReview": "cyan",
+    "Completed": "dim",
+    "Cancelled": "dim",
+    "NeedsPartnerReview": "bold yellow",
+    "Received": "white",
 }
 
 
@@ -64,7 +71,7 @@ async def _row(client: Client, execution: WorkflowExecution) -> BoardRow:
         state = await handle.query(EngagementWorkflow.state, rpc_timeout=timedelta(seconds=3))
         return row_from_state(state)
     except Exception:  # no worker to answer: use what visibility and the memo know
-        memo: dict[str, Any] = await execution.memo()
+        memo: Mapping[str, Any] = await execution.memo()
         status = execution.typed_search_attributes
         return BoardRow(
             workflow_id=execution.id,
@@ -78,8 +85,13 @@ async def _row(client: Client, execution: WorkflowExecution) -> BoardRow:
         )
 
 
-async def collect(client: Client, *, workflow_ids: list[str] | None = None,
-                  status: str | None = None, limit: int = 200) -> list[BoardRow]:
+async def collect(
+    client: Client,
+    *,
+    workflow_ids: list[str] | None = None,
+    status: str | None = None,
+    limit: int = 200,
+) -> list[BoardRow]:
     query = 'WorkflowType="EngagementWorkflow"'
     if status:
         query += f' AND DispatchStatus="{status}"'
@@ -98,8 +110,9 @@ async def collect(client: Client, *, workflow_ids: list[str] | None = None,
     return list(await asyncio.gather(*(one(e) for e in executions)))
 
 
-def render(rows: list[BoardRow], console: Console | None = None, title: str = "Dispatch board"
-           ) -> None:
+def render(
+    rows: list[BoardRow], console: Console | None = None, title: str = "Dispatch board"
+) -> None:
     console = console or Console()
     table = Table(title=title, show_lines=False, expand=True)
     table.add_column("Engagement", ratio=3)
@@ -110,6 +123,12 @@ def render(rows: list[BoardRow], console: Console | None = None, title: str = "D
     table.add_column("Status", ratio=2)
     for row in rows:
         people = row.preparer if row.reviewer == "-" else f"{row.preparer} / {row.reviewer}"
-        table.add_row(row.title, row.client, row.service, people, row.why,
-                      f"[{STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]")
+        table.add_row(
+            row.title,
+            row.client,
+            row.service,
+            people,
+            row.why,
+            f"[{STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
+        )
     console.print(table)

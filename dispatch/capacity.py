@@ -104,8 +104,9 @@ def week_start(day: date) -> date:
 
 
 @lru_cache(maxsize=65536)
-def capacity_between(person: PersonCapacity, today: date, end: date, calendar: WorkCalendar,
-                     ceiling: float = 1.0) -> float:
+def capacity_between(
+    person: PersonCapacity, today: date, end: date, calendar: WorkCalendar, ceiling: float = 1.0
+) -> float:
     """Hours the person can work in [today, end], after logged time and last week's overtime.
 
     Cached: a batch asks the same (person, window) question many times, and the dispatcher
@@ -145,15 +146,20 @@ class BookingIndex:
         return self.totals[bisect_right(self.dues, day)]
 
 
-def available_hours(person: PersonCapacity, bookings: Sequence[Booking] | BookingIndex,
-                    due: date, today: date, calendar: WorkCalendar,
-                    ceiling: float = 1.0) -> float:
+def available_hours(
+    person: PersonCapacity,
+    bookings: Sequence[Booking] | BookingIndex,
+    due: date,
+    today: date,
+    calendar: WorkCalendar,
+    ceiling: float = 1.0,
+) -> float:
     """The most hours a new job due on ``due`` can take without breaking any commitment.
 
     Negative when the person is already over-committed (e.g. after a partner's override).
     """
     index = bookings if isinstance(bookings, BookingIndex) else BookingIndex.of(bookings)
-    later = index.dues[bisect_right(index.dues, due):]
+    later = index.dues[bisect_right(index.dues, due) :]
     slack = capacity_between(person, today, due, calendar, ceiling) - index.demand_by(due)
     previous = due
     for checkpoint in later:
@@ -165,10 +171,16 @@ def available_hours(person: PersonCapacity, bookings: Sequence[Booking] | Bookin
     return slack
 
 
-def fits(person: PersonCapacity, bookings: Sequence[Booking] | BookingIndex, hours: float,
-         due: date,
-         today: date, calendar: WorkCalendar, ceiling: float = 1.0,
-         start: date | None = None) -> bool:
+def fits(
+    person: PersonCapacity,
+    bookings: Sequence[Booking] | BookingIndex,
+    hours: float,
+    due: date,
+    today: date,
+    calendar: WorkCalendar,
+    ceiling: float = 1.0,
+    start: date | None = None,
+) -> bool:
     """Whether a job of ``hours`` due on ``due`` (not before ``start``) fits the person."""
     if available_hours(person, bookings, due, today, calendar, ceiling) < hours - 1e-9:
         return False
@@ -178,8 +190,13 @@ def fits(person: PersonCapacity, bookings: Sequence[Booking] | BookingIndex, hou
     return True
 
 
-def is_overbooked(person: PersonCapacity, bookings: Sequence[Booking], today: date,
-                  calendar: WorkCalendar, ceiling: float = 1.0) -> bool:
+def is_overbooked(
+    person: PersonCapacity,
+    bookings: Sequence[Booking],
+    today: date,
+    calendar: WorkCalendar,
+    ceiling: float = 1.0,
+) -> bool:
     """True when some due date has more work due by it than capacity until it (the invariant)."""
     for checkpoint in sorted({b.due for b in bookings}):
         demand = sum(b.hours for b in bookings if b.due <= checkpoint)
@@ -188,8 +205,14 @@ def is_overbooked(person: PersonCapacity, bookings: Sequence[Booking], today: da
     return False
 
 
-def estimated_completion(person: PersonCapacity, bookings: Sequence[Booking], hours: float,
-                         due: date, today: date, calendar: WorkCalendar) -> date:
+def estimated_completion(
+    person: PersonCapacity,
+    bookings: Sequence[Booking],
+    hours: float,
+    due: date,
+    today: date,
+    calendar: WorkCalendar,
+) -> date:
     """The first working day by which this job is done if work runs earliest-due-first.
 
     Falls back to the due date when the job only just fits (or does not fit at all).

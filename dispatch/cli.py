@@ -1,9 +1,9 @@
 """The ``dispatch`` command: ``up``, ``demo``, ``board``, ``sandbox``.
 
-    dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
-    dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
-    dispatch board [--status S] # the dispatch board from Temporal
-    dispatch sandbox            # only the emulators, on :8100
+dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
+dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
+dispatch board [--status S] # the dispatch board from Temporal
+dispatch sandbox            # only the emulators, on :8100
 """
 
 from __future__ import annotations
@@ -31,21 +31,22 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
     from dispatch.stack import Stack, StackError
     from dispatch.temporal import connect
 
-    path = _firm_path(args.firm)
+    path, root = args.firm_path, args.root_path
     config = load_firm_config(path)
-    stack = Stack(config, path, root=Path(args.root).resolve())
-    console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} "
-                  f"({path.name})...")
+    stack = Stack(config, path, root=root)
+    console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({path.name})...")
     try:
-        await stack.start()
+        await stack.start(fresh_demo=demo)
     except StackError as err:
         console.print(f"[red]could not start the stack:[/] {err}")
         stack.stop()
         return 1
     for note in stack.notes:
         console.print(f"  [dim]{note}[/]")
-    console.print(f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
-                  f"{stack.starter_url}/webhooks/engagements")
+    console.print(
+        f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
+        f"{stack.starter_url}/webhooks/engagements"
+    )
     if stack.ui_url:
         console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
     console.print(f"  logs:      {stack.data_dir / 'logs'}")
@@ -55,8 +56,10 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
             client = await connect(stack.temporal_address)
             problems = await demo_story.run(config, client, stack.starter_url, console)
             if stack.ui_url:
-                console.print(f"\nOpen the Web UI: {stack.ui_url}/namespaces/default/workflows"
-                              "?query=DispatchStatus%3D%22NeedsPartnerReview%22")
+                console.print(
+                    f"\nOpen the Web UI: {stack.ui_url}/namespaces/default/workflows"
+                    "?query=DispatchStatus%3D%22NeedsPartnerReview%22"
+                )
             if problems:
                 console.print("[red bold]Not every engagement reached its expected state:[/]")
                 for problem in problems:
@@ -104,18 +107,23 @@ async def _board(args: argparse.Namespace, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dispatch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dispatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("up", "run the whole stack"),
-                            ("demo", "run the stack and play the month-end story")):
+    for name, help_text in (
+        ("up", "run the whole stack"),
+        ("demo", "run the stack and play the month-end story"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--firm", help=f"firm config YAML (default: ${CONFIG_ENV} or the demo firm)")
         p.add_argument("--root", default=".", help="project folder (worker.py, .data/)")
         if name == "demo":
-            p.add_argument("--once", action="store_true",
-                           help="exit after the story: 0 only if every engagement reached its "
-                                "expected state")
+            p.add_argument(
+                "--once",
+                action="store_true",
+                help="exit after the story: 0 only if every engagement reached its expected state",
+            )
     b = sub.add_parser("board", help="print the dispatch board")
     b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
     b.add_argument("--limit", type=int, default=200)
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Piped output (CI logs) gets a board wide enough to read; terminals keep their width.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     if args.command == "sandbox":
         from sandbox.__main__ import main as sandbox_main
 
@@ -135,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         if args.command in ("up", "demo"):
+            args.firm_path = _firm_path(args.firm)
+            args.root_path = Path(args.root).resolve()
             code = asyncio.run(_up(args, console, demo=args.command == "demo"))
         else:
             code = asyncio.run(_board(args, console))

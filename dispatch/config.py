@@ -115,7 +115,7 @@ class Escalation(_Strict):
     managing_partner: str
     team_managers: dict[str, str] = Field(default_factory=dict)
     partners: list[str] = Field(default_factory=list)
-    """Partners allowed to decide on ``NeedsPartnerReview`` items (the managing partner always is)."""
+    """Partners who may decide ``NeedsPartnerReview`` items (the managing partner always may)."""
 
 
 class ClientRecord(_Strict):
@@ -196,9 +196,7 @@ class ConfigOnlyTracker(_Strict):
     kind: Literal["config"]
 
 
-TimeTrackerConnector = Annotated[
-    HarvestConnector | ConfigOnlyTracker, Field(discriminator="kind")
-]
+TimeTrackerConnector = Annotated[HarvestConnector | ConfigOnlyTracker, Field(discriminator="kind")]
 
 
 class SlackConnector(_Strict):
@@ -263,7 +261,9 @@ CrmConnector = Annotated[WebhookCrm | NoCrm, Field(discriminator="kind")]
 
 class Connectors(_Strict):
     pm: PmConnector
-    time_tracker: TimeTrackerConnector = Field(default_factory=lambda: ConfigOnlyTracker(kind="config"))
+    time_tracker: TimeTrackerConnector = Field(
+        default_factory=lambda: ConfigOnlyTracker(kind="config")
+    )
     chat: ChatConnector = Field(default_factory=lambda: NoChat(kind="none"))
     calendar: CalendarConnector = Field(default_factory=lambda: NoCalendar(kind="none"))
     email: EmailConnector = Field(default_factory=lambda: NoEmail(kind="none"))
@@ -288,13 +288,17 @@ class FirmConfig(_Strict):
         known = set(staff_ids)
         for member in self.staff:
             if member.manager is not None and member.manager not in known:
-                raise ValueError(f"staff {member.id!r}: manager {member.manager!r} is not a staff id")
+                raise ValueError(
+                    f"staff {member.id!r}: manager {member.manager!r} is not a staff id"
+                )
         by_id = {s.id: s for s in self.staff}
         mp = self.escalation.managing_partner
         if mp not in known:
             raise ValueError(f"escalation.managing_partner: {mp!r} is not a staff id")
         if by_id[mp].tier is not Tier.PARTNER:
-            raise ValueError(f"escalation.managing_partner: {mp!r} has tier {by_id[mp].tier}, not partner")
+            raise ValueError(
+                f"escalation.managing_partner: {mp!r} has tier {by_id[mp].tier}, not partner"
+            )
         for pid in self.escalation.partners:
             if pid not in known or by_id[pid].tier is not Tier.PARTNER:
                 raise ValueError(f"escalation.partners: {pid!r} is not a partner on the staff list")
@@ -394,13 +398,24 @@ def _field_path(loc: tuple[int | str, ...], raw: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
-_CONNECTOR_KINDS = {"karbon", "relay", "harvest", "config", "slack", "none", "google",
-                    "sendgrid", "webhook"}
+_CONNECTOR_KINDS = {
+    "karbon",
+    "relay",
+    "harvest",
+    "config",
+    "slack",
+    "none",
+    "google",
+    "sendgrid",
+    "webhook",
+}
 
 
 def parse_firm_config(raw: Any, source: str = "<firm config>") -> FirmConfig:
     if not isinstance(raw, dict):
-        raise FirmConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+        raise FirmConfigError(
+            f"{source}: the top level must be a mapping, got {type(raw).__name__}"
+        )
     try:
         return FirmConfig.model_validate(raw)
     except ValidationError as err:
@@ -452,7 +467,7 @@ def rebase_connectors(config: FirmConfig, old_base: str, new_base: str) -> FirmC
         if isinstance(node, dict):
             return {k: move(v) for k, v in node.items()}
         if isinstance(node, str) and node.startswith(old_base):
-            return new_base + node[len(old_base):]
+            return new_base + node[len(old_base) :]
         return node
 
     connectors = Connectors.model_validate(move(data))

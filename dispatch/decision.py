@@ -39,6 +39,7 @@ from dispatch.capacity import (
     estimated_completion,
     fits,
 )
+
 # ``choose`` inlines the ``fits`` test; ``partner_assignment`` uses it directly.
 from dispatch.config import Absence, ServiceType, StaffMember, Tier
 from dispatch.models import (
@@ -90,14 +91,18 @@ class Ledger:
 
     def bookings(self, staff_id: str, *, skip_workflow: str | None = None) -> list[Booking]:
         """The person's bookings, leaving out the asking engagement's own (a re-dispatch)."""
-        return [Booking(r.hours, r.due) for r in self._by_staff.get(staff_id, {}).values()
-                if r.workflow_id != skip_workflow]
+        return [
+            Booking(r.hours, r.due)
+            for r in self._by_staff.get(staff_id, {}).values()
+            if r.workflow_id != skip_workflow
+        ]
 
     def index(self, staff_id: str, *, skip_workflow: str | None = None) -> BookingIndex:
         """``bookings`` sorted and summed, cached until the person's reservations change."""
         mine = self._by_staff.get(staff_id, {})
-        if skip_workflow is not None and ((skip_workflow, Role.PREPARER) in mine
-                                          or (skip_workflow, Role.REVIEWER) in mine):
+        if skip_workflow is not None and (
+            (skip_workflow, Role.PREPARER) in mine or (skip_workflow, Role.REVIEWER) in mine
+        ):
             return BookingIndex.of(self.bookings(staff_id, skip_workflow=skip_workflow))
         cached = self._index.get(staff_id)
         if cached is None:
@@ -121,15 +126,24 @@ def calendar_of(snapshot: CapacitySnapshot) -> WorkCalendar:
 
 
 def person_of(cap: StaffCapacity) -> PersonCapacity:
-    return _person(cap.weekly_capacity_hours, cap.logged_this_week, cap.logged_last_week,
-                   tuple(cap.member.absences))
+    return _person(
+        cap.weekly_capacity_hours,
+        cap.logged_this_week,
+        cap.logged_last_week,
+        tuple(cap.member.absences),
+    )
 
 
 @lru_cache(maxsize=4096)
-def _person(weekly: float, this_week: float, last_week: float,
-            absences: tuple[Absence, ...]) -> PersonCapacity:
-    return PersonCapacity(weekly_hours=weekly, logged_this_week=this_week,
-                          logged_last_week=last_week, absences=absences)
+def _person(
+    weekly: float, this_week: float, last_week: float, absences: tuple[Absence, ...]
+) -> PersonCapacity:
+    return PersonCapacity(
+        weekly_hours=weekly,
+        logged_this_week=this_week,
+        logged_last_week=last_week,
+        absences=absences,
+    )
 
 
 def staff_ref(member: StaffMember) -> StaffRef:
@@ -143,8 +157,9 @@ def staff_ref(member: StaffMember) -> StaffRef:
     )
 
 
-def role_needs(request: AssignmentRequest, service: ServiceType, snapshot: CapacitySnapshot
-               ) -> list[RoleNeed]:
+def role_needs(
+    request: AssignmentRequest, service: ServiceType, snapshot: CapacitySnapshot
+) -> list[RoleNeed]:
     start = max(request.start_date or snapshot.today, snapshot.today)
     required = tuple(dict.fromkeys([*service.required_skills, *request.required_skills]))
     preferred = tuple(dict.fromkeys([*service.preferred_skills, *request.specializations]))
@@ -189,8 +204,14 @@ def _history_score(staff_id: str, history: Sequence[str]) -> float:
     return 0.5 ** history.index(staff_id)
 
 
-def choose(need: RoleNeed, snapshot: CapacitySnapshot, ledger: Ledger, history: Sequence[str],
-           workflow_id: str, other_role_holder: str | None) -> Decision:
+def choose(
+    need: RoleNeed,
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    history: Sequence[str],
+    workflow_id: str,
+    other_role_holder: str | None,
+) -> Decision:
     """Rank every staff member for one role and pick the best eligible one (or nobody)."""
     calendar = calendar_of(snapshot)
     today = snapshot.today
@@ -227,35 +248,41 @@ def choose(need: RoleNeed, snapshot: CapacitySnapshot, ledger: Ledger, history: 
             why.append("absent for the whole window")
         # Same test as capacity.fits, without computing the available hours twice.
         if need.start > today:
-            avail = min(avail, capacity_between(person, need.start, need.due, calendar,
-                                                need.ceiling))
+            avail = min(
+                avail, capacity_between(person, need.start, need.due, calendar, need.ceiling)
+            )
         if avail < need.hours - 1e-9:
             blocked.append(BlockReason.CAPACITY)
-            why.append(f"has {max(avail, 0.0):.1f} h free by {need.due.isoformat()}, "
-                       f"needs {need.hours:.1f} h")
+            why.append(
+                f"has {max(avail, 0.0):.1f} h free by {need.due.isoformat()}, "
+                f"needs {need.hours:.1f} h"
+            )
         scores = {
             "client_history": _history_score(member.id, history),
             "specialization": (
                 sum(1 for s in need.preferred_skills if s in member.skills)
                 / len(need.preferred_skills)
-                if need.preferred_skills else 0.0
+                if need.preferred_skills
+                else 0.0
             ),
             "available_hours": 0.0,  # normalised below, among the eligible
             "lowest_tier": max(0.0, 1.0 - (member.tier.rank - need.min_tier.rank) / 3.0),
         }
-        rows.append((
-            CandidateScore(
-                staff_id=member.id,
-                name=member.name,
-                tier=member.tier,
-                eligible=not blocked,
-                blocked=blocked,
-                why_blocked="; ".join(why) or None,
-                available_hours=round(avail, 2),
-                scores=scores,
-            ),
-            avail,
-        ))
+        rows.append(
+            (
+                CandidateScore(
+                    staff_id=member.id,
+                    name=member.name,
+                    tier=member.tier,
+                    eligible=not blocked,
+                    blocked=blocked,
+                    why_blocked="; ".join(why) or None,
+                    available_hours=round(avail, 2),
+                    scores=scores,
+                ),
+                avail,
+            )
+        )
 
     eligible = [(c, a) for c, a in rows if c.eligible]
     best_avail = max((a for _, a in eligible), default=0.0)
@@ -287,25 +314,33 @@ def choose(need: RoleNeed, snapshot: CapacitySnapshot, ledger: Ledger, history: 
         "candidates": candidates,
     }
     if not eligible:
-        return Decision(outcome="blocked", chosen=None, reason=_blocked_reason(need, candidates),
-                        **base)
+        return Decision(
+            outcome="blocked", chosen=None, reason=_blocked_reason(need, candidates), **base
+        )
     winner = candidates[0]
-    return Decision(outcome="assigned", chosen=winner.staff_id,
-                    reason=_chosen_reason(need, winner, candidates), **base)
+    return Decision(
+        outcome="assigned",
+        chosen=winner.staff_id,
+        reason=_chosen_reason(need, winner, candidates),
+        **base,
+    )
 
 
-def _chosen_reason(need: RoleNeed, winner: CandidateScore, candidates: list[CandidateScore]
-                   ) -> str:
+def _chosen_reason(need: RoleNeed, winner: CandidateScore, candidates: list[CandidateScore]) -> str:
     parts = []
     if winner.scores["client_history"] >= 1.0:
-        parts.append("prepared this client's last engagement"
-                     if need.role is Role.PREPARER else "served this client most recently")
+        parts.append(
+            "prepared this client's last engagement"
+            if need.role is Role.PREPARER
+            else "served this client most recently"
+        )
     elif winner.scores["client_history"] > 0:
         parts.append("has served this client before")
     if need.preferred_skills and winner.scores["specialization"] > 0:
         parts.append(f"specialisation match {winner.scores['specialization']:.0%}")
-    parts.append(f"{winner.available_hours:.1f} h free by {need.due.isoformat()} "
-                 f"(needs {need.hours:.1f} h)")
+    parts.append(
+        f"{winner.available_hours:.1f} h free by {need.due.isoformat()} (needs {need.hours:.1f} h)"
+    )
     if winner.scores["lowest_tier"] >= 1.0:
         parts.append(f"lowest sufficient tier ({winner.tier})")
     others = sum(1 for c in candidates if c.eligible) - 1
@@ -319,24 +354,31 @@ def _blocked_reason(need: RoleNeed, candidates: list[CandidateScore]) -> str:
         for reason in cand.blocked:
             counts[reason.value] = counts.get(reason.value, 0) + 1
     summary = ", ".join(f"{n} by {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    closest = next(
-        (c for c in candidates if c.blocked == [BlockReason.CAPACITY]), None
-    )
+    closest = next((c for c in candidates if c.blocked == [BlockReason.CAPACITY]), None)
     hint = ""
     if closest is not None:
-        hint = (f"; closest: {closest.name} with {max(closest.available_hours, 0):.1f} h of "
-                f"{need.hours:.1f} h")
-    return f"No {need.role.value} fits {need.hours:.1f} h by {need.due.isoformat()} ({summary}){hint}"
+        hint = (
+            f"; closest: {closest.name} with {max(closest.available_hours, 0):.1f} h of "
+            f"{need.hours:.1f} h"
+        )
+    return (
+        f"No {need.role.value} fits {need.hours:.1f} h by {need.due.isoformat()} ({summary}){hint}"
+    )
 
 
-def merged_history(client_id: str, learned: dict[str, list[str]], configured: dict[str, list[str]]
-                   ) -> list[str]:
+def merged_history(
+    client_id: str, learned: dict[str, list[str]], configured: dict[str, list[str]]
+) -> list[str]:
     """Most recent first: assignments this firm's dispatcher made, then the configured history."""
     return list(dict.fromkeys([*learned.get(client_id, []), *configured.get(client_id, [])]))
 
 
-def decide(request: AssignmentRequest, snapshot: CapacitySnapshot, ledger: Ledger,
-           learned_history: dict[str, list[str]]) -> tuple[AssignmentResult, list[Reservation]]:
+def decide(
+    request: AssignmentRequest,
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    learned_history: dict[str, list[str]],
+) -> tuple[AssignmentResult, list[Reservation]]:
     """Decide one request against the ledger. Returns the result and the reservations to add.
 
     Does not modify the ledger: the caller adds the reservations (atomically, in the same
@@ -363,8 +405,11 @@ def decide(request: AssignmentRequest, snapshot: CapacitySnapshot, ledger: Ledge
     chosen: dict[Role, StaffCapacity] = {}
     for need in role_needs(request, service, snapshot):
         other = chosen[Role.PREPARER].member.id if need.role is Role.REVIEWER else None
-        if need.role is Role.REVIEWER and request.keep_reviewer in staff \
-                and request.keep_reviewer != other:
+        if (
+            need.role is Role.REVIEWER
+            and request.keep_reviewer in staff
+            and request.keep_reviewer != other
+        ):
             # A preparer-only reassignment keeps the reviewer already booked.
             chosen[Role.REVIEWER] = staff[request.keep_reviewer]
             continue
@@ -395,9 +440,14 @@ def decide(request: AssignmentRequest, snapshot: CapacitySnapshot, ledger: Ledge
         for role, cap in chosen.items()
     ]
     completion = max(
-        estimated_completion(person_of(cap), ledger.bookings(cap.member.id,
-                                                             skip_workflow=request.workflow_id),
-                             needs[role].hours, needs[role].due, snapshot.today, calendar)
+        estimated_completion(
+            person_of(cap),
+            ledger.bookings(cap.member.id, skip_workflow=request.workflow_id),
+            needs[role].hours,
+            needs[role].due,
+            snapshot.today,
+            calendar,
+        )
         for role, cap in chosen.items()
     )
     preparer = chosen[Role.PREPARER]
@@ -416,26 +466,33 @@ def decide(request: AssignmentRequest, snapshot: CapacitySnapshot, ledger: Ledge
     ), reservations
 
 
-def partner_assignment(request: ForceAssignRequest, snapshot: CapacitySnapshot, ledger: Ledger
-                       ) -> tuple[AssignmentResult, Reservation | None]:
+def partner_assignment(
+    request: ForceAssignRequest, snapshot: CapacitySnapshot, ledger: Ledger
+) -> tuple[AssignmentResult, Reservation | None]:
     """A partner names the preparer. Without ``override_capacity`` the capacity rule still holds."""
     cap = next((c for c in snapshot.staff if c.member.id == request.staff_id), None)
     base = {"request_id": request.request_id, "workflow_id": request.workflow_id}
     if cap is None:
-        return AssignmentResult(outcome="needs_partner_review",
-                                reason=f"staff {request.staff_id!r} is not in the firm", **base), None
+        return AssignmentResult(
+            outcome="needs_partner_review",
+            reason=f"staff {request.staff_id!r} is not in the firm",
+            **base,
+        ), None
     calendar = calendar_of(snapshot)
     person = person_of(cap)
     bookings = ledger.bookings(cap.member.id, skip_workflow=request.workflow_id)
     avail = available_hours(person, bookings, request.due, snapshot.today, calendar)
-    fits_now = fits(person, bookings, request.hours, request.due, snapshot.today, calendar,
-                    start=request.start)
+    fits_now = fits(
+        person, bookings, request.hours, request.due, snapshot.today, calendar, start=request.start
+    )
     if not fits_now and not request.override_capacity:
         return AssignmentResult(
             outcome="needs_partner_review",
-            reason=(f"{cap.member.name} has {max(avail, 0):.1f} h free by "
-                    f"{request.due.isoformat()}, needs {request.hours:.1f} h; "
-                    "choose 'assign anyway' to override capacity"),
+            reason=(
+                f"{cap.member.name} has {max(avail, 0):.1f} h free by "
+                f"{request.due.isoformat()}, needs {request.hours:.1f} h; "
+                "choose 'assign anyway' to override capacity"
+            ),
             **base,
         ), None
     over = "" if fits_now else f", over capacity by {request.hours - max(avail, 0):.1f} h"
@@ -451,8 +508,13 @@ def partner_assignment(request: ForceAssignRequest, snapshot: CapacitySnapshot, 
         candidates=[],
     )
     reservation = Reservation(
-        workflow_id=request.workflow_id, role=Role.PREPARER, staff_id=cap.member.id,
-        hours=request.hours, start=request.start, due=request.due, client_id=request.client_id,
+        workflow_id=request.workflow_id,
+        role=Role.PREPARER,
+        staff_id=cap.member.id,
+        hours=request.hours,
+        start=request.start,
+        due=request.due,
+        client_id=request.client_id,
         forced=not fits_now,
     )
     return AssignmentResult(
@@ -473,9 +535,12 @@ def batch_order(requests: Iterable[AssignmentRequest]) -> list[AssignmentRequest
     return [r for _, r in indexed]
 
 
-def decide_batch(requests: Sequence[AssignmentRequest], snapshot: CapacitySnapshot,
-                 ledger: Ledger, learned_history: dict[str, list[str]]
-                 ) -> list[AssignmentResult]:
+def decide_batch(
+    requests: Sequence[AssignmentRequest],
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    learned_history: dict[str, list[str]],
+) -> list[AssignmentResult]:
     """The greedy policy over a batch: each decision sees the reservations of the ones before."""
     results = []
     for request in batch_order(requests):

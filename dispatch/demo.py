@@ -56,13 +56,17 @@ class Outcome:
             return [f"{self.planned.title}: no state (workflow {self.workflow_id})"]
         found: list[str] = []
         if self.state.status.value != self.planned.expect_status:
-            found.append(f"{self.planned.title}: status {self.state.status.value}, expected "
-                         f"{self.planned.expect_status}")
-        if self.planned.expect_preparer and (self.state.preparer is None or
-                                             self.state.preparer.id != self.planned.expect_preparer):
+            found.append(
+                f"{self.planned.title}: status {self.state.status.value}, expected "
+                f"{self.planned.expect_status}"
+            )
+        if self.planned.expect_preparer and (
+            self.state.preparer is None or self.state.preparer.id != self.planned.expect_preparer
+        ):
             got = self.state.preparer.id if self.state.preparer else "nobody"
-            found.append(f"{self.planned.title}: preparer {got}, expected "
-                         f"{self.planned.expect_preparer}")
+            found.append(
+                f"{self.planned.title}: preparer {got}, expected {self.planned.expect_preparer}"
+            )
         failed = [e.name for e in self.state.side_effects if e.state == "failed"]
         if failed:
             found.append(f"{self.planned.title}: side effects failed: {', '.join(failed)}")
@@ -77,15 +81,17 @@ def load_scenario(config: FirmConfig, path: Path = SCENARIO) -> list[Planned]:
     planned = []
     for item in raw["engagements"]:
         expect = item.get("expect", {})
-        planned.append(Planned(
-            title=item["title"],
-            client=item["client"],
-            work_type=item["work_type"],
-            due=calendar.add_working_days(start, int(item["due_in_workdays"])),
-            expect_status=expect.get("status", "Assigned"),
-            expect_preparer=expect.get("preparer"),
-            note=item.get("note", ""),
-        ))
+        planned.append(
+            Planned(
+                title=item["title"],
+                client=item["client"],
+                work_type=item["work_type"],
+                due=calendar.add_working_days(start, int(item["due_in_workdays"])),
+                expect_status=expect.get("status", "Assigned"),
+                expect_preparer=expect.get("preparer"),
+                note=item.get("note", ""),
+            )
+        )
     return planned
 
 
@@ -99,21 +105,29 @@ def settled(state: EngagementState) -> bool:
     return any(e.name == "crm_log" for e in state.side_effects)
 
 
-async def create_work_items(connector: KarbonConnector, planned: list[Planned],
-                            creator_email: str) -> list[str]:
+async def create_work_items(
+    connector: KarbonConnector, planned: list[Planned], creator_email: str
+) -> list[str]:
     karbon = KarbonClient(connector)
     try:
-        items = await asyncio.gather(*(karbon.create_work_item({
-            "Title": p.title,
-            "ClientKey": p.client,
-            "ClientType": client_type_for(p.client),
-            # Karbon needs an assignee on creation; the partner who opened the job.
-            "AssigneeEmailAddress": creator_email,
-            "StartDate": f"{date.today().isoformat()}T00:00:00Z",
-            "DueDate": f"{p.due.isoformat()}T00:00:00Z",
-            "WorkType": p.work_type,
-            "PrimaryStatus": "Planned",
-        }) for p in planned))
+        items = await asyncio.gather(
+            *(
+                karbon.create_work_item(
+                    {
+                        "Title": p.title,
+                        "ClientKey": p.client,
+                        "ClientType": client_type_for(p.client),
+                        # Karbon needs an assignee on creation; the partner who opened the job.
+                        "AssigneeEmailAddress": creator_email,
+                        "StartDate": f"{date.today().isoformat()}T00:00:00Z",
+                        "DueDate": f"{p.due.isoformat()}T00:00:00Z",
+                        "WorkType": p.work_type,
+                        "PrimaryStatus": "Planned",
+                    }
+                )
+                for p in planned
+            )
+        )
     finally:
         await karbon.aclose()
     return [str(item["WorkItemKey"]) for item in items]
@@ -122,33 +136,53 @@ async def create_work_items(connector: KarbonConnector, planned: list[Planned],
 async def send_webhooks(starter_url: str, signing_key: str, keys: list[str]) -> list[str]:
     """One signed Inserted notification per work item, all in flight at once."""
     async with httpx.AsyncClient(timeout=15) as http:
+
         async def send(key: str) -> str:
-            body = json.dumps({
-                "ResourcePermaKey": key, "ResourceType": "Work", "ActionType": "Inserted",
-                "TimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }).encode()
-            response = await http.post(f"{starter_url}/webhooks/karbon", content=body, headers={
-                "Content-Type": "application/json", "Signature": hmac_sha256_hex(signing_key, body)})
+            body = json.dumps(
+                {
+                    "ResourcePermaKey": key,
+                    "ResourceType": "Work",
+                    "ActionType": "Inserted",
+                    "TimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            ).encode()
+            response = await http.post(
+                f"{starter_url}/webhooks/karbon",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Signature": hmac_sha256_hex(signing_key, body),
+                },
+            )
             if response.status_code != 202:
-                raise RuntimeError(f"webhook for {key} answered {response.status_code}: "
-                                   f"{response.text[:200]}")
+                raise RuntimeError(
+                    f"webhook for {key} answered {response.status_code}: {response.text[:200]}"
+                )
             return str(response.json()["workflow_id"])
 
         return list(await asyncio.gather(*(send(k) for k in keys)))
 
 
-async def follow(client: Client, outcomes: list[Outcome], console: Console,
-                 timeout: float = SETTLE_TIMEOUT) -> None:
-    columns = (TextColumn("[bold]Dispatching"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.description}"), TimeElapsedColumn())
+async def follow(
+    client: Client, outcomes: list[Outcome], console: Console, timeout: float = SETTLE_TIMEOUT
+) -> None:
+    columns = (
+        TextColumn("[bold]Dispatching"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("", total=len(outcomes))
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
+
             async def probe(outcome: Outcome) -> None:
                 try:
                     outcome.state = await client.get_workflow_handle(outcome.workflow_id).query(
-                        EngagementWorkflow.state)
+                        EngagementWorkflow.state
+                    )
                 except Exception:  # not yet picked up by the worker
                     outcome.state = None
 
@@ -162,16 +196,22 @@ async def follow(client: Client, outcomes: list[Outcome], console: Console,
             await asyncio.sleep(0.3)
 
 
-async def run(config: FirmConfig, client: Client, starter_url: str, console: Console,
-              scenario: Path = SCENARIO) -> list[str]:
+async def run(
+    config: FirmConfig,
+    client: Client,
+    starter_url: str,
+    console: Console,
+    scenario: Path = SCENARIO,
+) -> list[str]:
     """Play the scenario; return the problems found (empty when every expectation held)."""
     pm = config.connectors.pm
     if not isinstance(pm, KarbonConnector):
-        raise RuntimeError("this demo scenario plays Karbon webhooks; the firm's PM is "
-                           f"{pm.kind}")
+        raise RuntimeError(f"this demo scenario plays Karbon webhooks; the firm's PM is {pm.kind}")
     planned = load_scenario(config, scenario)
-    console.print(f"[bold]Month-end close at {config.firm.name}[/]: {len(planned)} engagements "
-                  "arrive at once as signed Karbon webhooks.")
+    console.print(
+        f"[bold]Month-end close at {config.firm.name}[/]: {len(planned)} engagements "
+        "arrive at once as signed Karbon webhooks."
+    )
     keys = await create_work_items(pm, planned, config.managing_partner.email)
     signing_key = secret(pm.webhook_signing_key_env)
     assert signing_key is not None

@@ -111,7 +111,8 @@ class CandidateScore(Model):
     why_blocked: str | None = None
     available_hours: float
     scores: dict[str, float] = Field(default_factory=dict)
-    """Per-criterion scores in [0, 1]: client_history, specialization, available_hours, lowest_tier."""
+    """Per-criterion scores in [0, 1]: client_history, specialization, available_hours,
+    lowest_tier."""
     total: float | None = None
 
 

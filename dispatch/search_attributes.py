@@ -17,7 +17,12 @@ SERVICE_TYPE = SearchAttributeKey.for_keyword("ServiceType")
 DUE_DATE = SearchAttributeKey.for_datetime("DueDate")
 
 ALL_KEYS: list[SearchAttributeKey[Any]] = [
-    DISPATCH_STATUS, PREPARER, REVIEWER, CLIENT_ID, SERVICE_TYPE, DUE_DATE,
+    DISPATCH_STATUS,
+    PREPARER,
+    REVIEWER,
+    CLIENT_ID,
+    SERVICE_TYPE,
+    DUE_DATE,
 ]
 
 

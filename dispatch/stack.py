@@ -23,13 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from dispatch.config import FirmConfig
+from dispatch.ids import dispatcher_workflow_id
 from dispatch.search_attributes import dev_server_flags
 from dispatch.secrets_demo import export_demo_secrets
 from dispatch.temporal import connect, ensure_search_attributes
 
 SANDBOX_BASE = "http://127.0.0.1:8100"
+"""Where the demo firm's connectors point (the sandbox's default address)."""
 
 
 class StackError(RuntimeError):
@@ -50,8 +54,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def uses_sandbox(config: FirmConfig) -> bool:
-    return SANDBOX_BASE in config.connectors.model_dump_json()
+def uses_sandbox(config: FirmConfig, base: str = SANDBOX_BASE) -> bool:
+    return base in config.connectors.model_dump_json()
 
 
 def _bin(name: str) -> str:
@@ -79,6 +83,8 @@ class Stack:
     config_path: Path
     root: Path = field(default_factory=lambda: Path.cwd())
     ports: Ports = field(default_factory=Ports)
+    data: Path | None = None
+    """Where the dev server's database and the logs go (default ``<root>/.data``)."""
     processes: list[Process] = field(default_factory=list)
     temporal_address: str = ""
     started_temporal: bool = False
@@ -86,7 +92,11 @@ class Stack:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / ".data"
+        return self.data or self.root / ".data"
+
+    @property
+    def sandbox_base(self) -> str:
+        return f"http://127.0.0.1:{self.ports.sandbox}"
 
     @property
     def starter_url(self) -> str:
@@ -110,94 +120,176 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
         handle = log.open("ab")
-        popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=self._env(),
-                                 cwd=self.root, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            cwd=self.root,
+            start_new_session=True,
+        )
         process = Process(name, popen, log)
         self.processes.append(process)
         return process
 
-    async def _wait(self, what: str, ready: Callable[[], bool], process: Process | None,
-                    timeout: float = 60.0) -> None:
+    async def _wait(
+        self, what: str, ready: Callable[[], bool], process: Process | None, timeout: float = 60.0
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             if process is not None and process.popen.poll() is not None:
                 tail = process.log.read_text(errors="replace").splitlines()[-15:]
-                raise StackError(f"{what} exited with status {process.popen.returncode}; "
-                                 f"last log lines ({process.log}):\n" + "\n".join(tail))
+                raise StackError(
+                    f"{what} exited with status {process.popen.returncode}; "
+                    f"last log lines ({process.log}):\n" + "\n".join(tail)
+                )
             if time.monotonic() > deadline:
-                raise StackError(f"{what} was not ready after {timeout:.0f}s (see {process.log if process else 'logs'})")
+                where = process.log if process else "the logs"
+                raise StackError(f"{what} was not ready after {timeout:.0f}s (see {where})")
             await asyncio.sleep(0.2)
 
-    async def start(self) -> None:
-        if uses_sandbox(self.config):
+    async def start(self, fresh_demo: bool = False) -> None:
+        """Start everything. ``fresh_demo`` clears a previous demo run from our own dev server."""
+        if uses_sandbox(self.config, self.sandbox_base):
             filled = export_demo_secrets()
             if filled:
                 self.notes.append(f"using sandbox demo values for {len(filled)} unset secrets")
-        await self._start_temporal()
-        if uses_sandbox(self.config):
+        client = await self._start_temporal()
+        if fresh_demo and self.started_temporal:
+            cleared = await clear_previous_demo(client, self.config)
+            if cleared:
+                self.notes.append(f"cleared the previous demo run ({cleared} engagements)")
+        if uses_sandbox(self.config, self.sandbox_base):
             await self._start_sandbox()
-        worker = self._spawn("worker", [sys.executable, str(self.root / "worker.py")])
-        await self._wait("the worker", lambda: "polling task queue" in
-                         worker.log.read_text(errors="replace"), worker)
-        starter = self._spawn("starter", [sys.executable, str(self.root / "starter.py")])
-        await self._wait("the webhook server", lambda: _http_ok(f"{self.starter_url}/healthz"),
-                         starter)
+        await self.start_worker()
+        await self.start_starter()
 
-    async def _start_temporal(self) -> None:
+    async def start_worker(self) -> None:
+        worker = self._spawn("worker", [sys.executable, str(self.root / "worker.py")])
+        # Only this run's lines count: the log file is appended to across runs.
+        offset = worker.log.stat().st_size if worker.log.exists() else 0
+        await self._wait(
+            "the worker",
+            lambda: (
+                "polling task queue" in worker.log.read_bytes()[offset:].decode(errors="replace")
+            ),
+            worker,
+        )
+
+    async def start_starter(self) -> None:
+        starter = self._spawn("starter", [sys.executable, str(self.root / "starter.py")])
+        await self._wait(
+            "the webhook server", lambda: _http_ok(f"{self.starter_url}/healthz"), starter
+        )
+
+    def stop_process(self, name: str) -> None:
+        """Stop one service (e.g. the worker, to show nothing is lost while it is down)."""
+        for process in [p for p in self.processes if p.name == name]:
+            _terminate(process)
+            self.processes.remove(process)
+
+    async def _start_temporal(self) -> Client:
         address = os.environ.get("TEMPORAL_ADDRESS")
         if address:
             self.temporal_address = address
             self.notes.append(f"using the Temporal server at {address} (TEMPORAL_ADDRESS)")
         elif port_open(self.ports.temporal):
             self.temporal_address = f"localhost:{self.ports.temporal}"
-            self.notes.append(f"using the Temporal server already listening on "
-                              f"{self.temporal_address}")
+            self.notes.append(
+                f"using the Temporal server already listening on {self.temporal_address}"
+            )
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             argv = [
-                _bin("temporal"), "server", "start-dev",
-                "--db-filename", str(self.data_dir / "temporal.db"),
-                "--ip", "127.0.0.1",
-                "--port", str(self.ports.temporal),
-                "--ui-port", str(self.ports.ui),
-                "--log-level", "error",
+                _bin("temporal"),
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(self.data_dir / "temporal.db"),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.temporal),
+                "--ui-port",
+                str(self.ports.ui),
+                "--log-level",
+                "error",
                 *dev_server_flags(),
             ]
             process = self._spawn("temporal", argv)
             self.temporal_address = f"localhost:{self.ports.temporal}"
             self.started_temporal = True
-            await self._wait("the Temporal dev server", lambda: port_open(self.ports.temporal),
-                             process)
+            await self._wait(
+                "the Temporal dev server", lambda: port_open(self.ports.temporal), process
+            )
         client = await _connect_with_retry(self.temporal_address)
         added = await ensure_search_attributes(client)
         if added:
             self.notes.append("registered search attributes: " + ", ".join(added))
+        return client
 
     async def _start_sandbox(self) -> None:
+        health = f"{self.sandbox_base}/_sandbox/health"
         if port_open(self.ports.sandbox):
-            if _http_ok(f"{SANDBOX_BASE}/_sandbox/health"):
-                self.notes.append("using the sandbox already running on :8100")
+            if _http_ok(health):
+                self.notes.append(f"using the sandbox already running on :{self.ports.sandbox}")
                 return
-            raise StackError("port 8100 is taken by something that is not the sandbox")
-        process = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "--firm",
-                                          str(self.config_path)])
-        await self._wait("the sandbox", lambda: _http_ok(f"{SANDBOX_BASE}/_sandbox/health"),
-                         process)
+            raise StackError(
+                f"port {self.ports.sandbox} is taken by something that is not the sandbox"
+            )
+        process = self._spawn(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--firm",
+                str(self.config_path),
+                "--port",
+                str(self.ports.sandbox),
+            ],
+        )
+        await self._wait("the sandbox", lambda: _http_ok(health), process)
 
     def stop(self) -> None:
         # Webhooks first (stop taking work), then the worker, then the rest.
         order = {"starter": 0, "worker": 1, "sandbox": 2, "temporal": 3}
         for process in sorted(self.processes, key=lambda p: order.get(p.name, 9)):
-            if process.popen.poll() is None:
-                process.popen.send_signal(signal.SIGTERM)
-                try:
-                    process.popen.wait(timeout=25)
-                except subprocess.TimeoutExpired:
-                    process.popen.kill()
+            _terminate(process)
         self.processes.clear()
 
     def dead(self) -> list[Process]:
         return [p for p in self.processes if p.popen.poll() is not None]
+
+
+async def clear_previous_demo(client: Client, config: FirmConfig) -> int:
+    """End the last demo's engagements and dispatcher on the demo's own dev server.
+
+    The sandbox starts empty every time, so engagements from a previous run point at work
+    items that no longer exist, and their reservations would shrink every later run's capacity.
+    """
+    query = 'WorkflowType="EngagementWorkflow" AND ExecutionStatus="Running"'
+    ids = [w.id async for w in client.list_workflows(query)]
+    for workflow_id in ids:
+        await client.get_workflow_handle(workflow_id).terminate("a new demo run started")
+    try:
+        await client.get_workflow_handle(dispatcher_workflow_id(config.firm.id)).terminate(
+            "a new demo run started"
+        )
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    return len(ids)
+
+
+def _terminate(process: Process) -> None:
+    if process.popen.poll() is None:
+        process.popen.send_signal(signal.SIGTERM)
+        try:
+            process.popen.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            process.popen.kill()
+            process.popen.wait(timeout=5)
 
 
 def _http_ok(url: str) -> bool:
@@ -207,7 +299,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-async def _connect_with_retry(address: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+async def _connect_with_retry(address: str, timeout: float = 30.0) -> Client:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -37,12 +37,15 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     from dispatch.search_attributes import ALL_KEYS
 
     listed = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace))
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
     missing = {
         key.name: IndexedValueType.ValueType(key.indexed_value_type)
-        for key in ALL_KEYS if key.name not in listed.custom_attributes
+        for key in ALL_KEYS
+        if key.name not in listed.custom_attributes
     }
     if missing:
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing))
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
     return sorted(missing)

@@ -39,8 +39,7 @@ def _errors_from(err: ValidationError, prefix: str = "") -> list[FieldError]:
     found = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(body)"
-        found.append(FieldError(field=prefix + path,
-                                reason=e["msg"].removeprefix("Value error, ")))
+        found.append(FieldError(field=prefix + path, reason=e["msg"].removeprefix("Value error, ")))
     return found
 
 
@@ -52,8 +51,9 @@ class KarbonNotification(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    ResourcePermaKey: Annotated[str, Field(min_length=1, max_length=128,
-                                           pattern=r"^[A-Za-z0-9_.:-]+$")]
+    ResourcePermaKey: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    ]
     ResourceType: str
     ActionType: str
     TimeStamp: datetime | None = None
@@ -107,23 +107,34 @@ class EngagementPayload(BaseModel):
 class EngagementEvent(BaseModel):
     """``POST /webhooks/engagements``: one engagement event from any relay."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "event": "engagement.created",
-        "event_id": "evt_01J8Z3",
-        "source": "taxdome",
-        "engagement": {
-            "external_id": "T-1001",
-            "title": "2026 Form 1040 - Eze household",
-            "client": {"id": "cl-okafor-family", "name": "Chidi & Ngozi Eze",
-                       "email": "eze.household@mail.example"},
-            "service_type": "individual_tax",
-            "due_date": "2027-04-15",
-            "estimated_hours": 5,
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event": "engagement.created",
+                    "event_id": "evt_01J8Z3",
+                    "source": "taxdome",
+                    "engagement": {
+                        "external_id": "T-1001",
+                        "title": "2026 Form 1040 - Eze household",
+                        "client": {
+                            "id": "cl-okafor-family",
+                            "name": "Chidi & Ngozi Eze",
+                            "email": "eze.household@mail.example",
+                        },
+                        "service_type": "individual_tax",
+                        "due_date": "2027-04-15",
+                        "estimated_hours": 5,
+                    },
+                }
+            ]
         },
-    }]})
+    )
 
-    event: Literal["engagement.created", "engagement.updated", "engagement.cancelled",
-                   "engagement.completed"]
+    event: Literal[
+        "engagement.created", "engagement.updated", "engagement.cancelled", "engagement.completed"
+    ]
     event_id: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
     engagement: EngagementPayload
@@ -146,16 +157,22 @@ def parse_engagement_event(body: bytes, config: FirmConfig, today: date) -> Enga
     eng = event.engagement
     if config.service_type(eng.service_type) is None:
         known = ", ".join(t.id for t in config.service_types)
-        problems.append(FieldError(field="engagement.service_type",
-                                   reason=f"unknown service type {eng.service_type!r} "
-                                          f"(known: {known})"))
+        problems.append(
+            FieldError(
+                field="engagement.service_type",
+                reason=f"unknown service type {eng.service_type!r} (known: {known})",
+            )
+        )
     if event.event in ("engagement.created", "engagement.updated") and eng.due_date < today:
-        problems.append(FieldError(field="engagement.due_date",
-                                   reason=f"{eng.due_date.isoformat()} is in the past "
-                                          f"(today is {today.isoformat()} in the firm's time zone)"))
+        problems.append(
+            FieldError(
+                field="engagement.due_date",
+                reason=f"{eng.due_date.isoformat()} is in the past "
+                f"(today is {today.isoformat()} in the firm's time zone)",
+            )
+        )
     if eng.start_date is not None and eng.start_date > eng.due_date:
-        problems.append(FieldError(field="engagement.start_date",
-                                   reason="is after the due date"))
+        problems.append(FieldError(field="engagement.start_date", reason="is after the due date"))
     try:
         engagement_workflow_id(event.source, eng.external_id)
     except InvalidIdError as err:
@@ -183,8 +200,9 @@ def details_from(event: EngagementEvent, config: FirmConfig) -> EngagementDetail
         estimated_hours=eng.estimated_hours or service.default_estimated_hours,
         required_skills=eng.required_skills,
         specializations=eng.specializations,
-        documents_needed=(eng.documents_needed if eng.documents_needed is not None
-                          else service.documents_needed),
+        documents_needed=(
+            eng.documents_needed if eng.documents_needed is not None else service.documents_needed
+        ),
         scope_summary=eng.scope_summary or service.name,
         pm_url=eng.url,
         pm_status=eng.status,

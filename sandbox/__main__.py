@@ -17,15 +17,20 @@ DEMO_PROFILE = DEMO_FIRM_PATH.parent / "demo_sandbox.yaml"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dispatch sandbox",
-                                     description="Local emulators of the firm's external systems.")
+    parser = argparse.ArgumentParser(
+        prog="dispatch sandbox", description="Local emulators of the firm's external systems."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--firm", help="firm config to seed from (default: DISPATCH_FIRM_CONFIG "
-                                       "or the demo firm)")
-    parser.add_argument("--profile", default=None,
-                        help="YAML of logged hours per person (default: the demo profile when "
-                             "seeding the demo firm)")
+    parser.add_argument(
+        "--firm", help="firm config to seed from (default: DISPATCH_FIRM_CONFIG or the demo firm)"
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="YAML of logged hours per person (default: the demo profile when "
+        "seeding the demo firm)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_firm_config(args.firm)

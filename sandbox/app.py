@@ -67,8 +67,13 @@ class RecordAndFault:
                 if fault.retry_after is not None:
                     response_headers.append((b"retry-after", str(fault.retry_after).encode()))
                 entry.status = fault.status
-                await send({"type": "http.response.start", "status": fault.status,
-                            "headers": response_headers})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": fault.status,
+                        "headers": response_headers,
+                    }
+                )
                 await send({"type": "http.response.body", "body": payload})
                 return
 
@@ -109,8 +114,9 @@ def create_app(seed: SandboxSeed | None = None, base_url: str = "http://127.0.0.
         return {"ok": True, "systems": [v.NAME for v in vendors], "today": ctx.seed.today}
 
     @app.get("/_sandbox/requests")
-    async def requests(prefix: str | None = None, method: str | None = None,
-                       since: int = Query(0, ge=0)) -> dict[str, Any]:
+    async def requests(
+        prefix: str | None = None, method: str | None = None, since: int = Query(0, ge=0)
+    ) -> dict[str, Any]:
         found = ctx.recorder.select(prefix=prefix, method=method, since=since)
         return {"requests": [r.as_dict() for r in found]}
 

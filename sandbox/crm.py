@@ -83,13 +83,13 @@ def create_router(ctx: SandboxContext) -> APIRouter:
     @router.post(f"/{NAME}/records")
     async def create_record(request: Request) -> Response:
         body = await request.body()
-        if not _signed(demo_secret(SECRET_ENV), body,
-                       request.headers.get("x-dispatch-signature", "")):
+        if not _signed(
+            demo_secret(SECRET_ENV), body, request.headers.get("x-dispatch-signature", "")
+        ):
             return JSONResponse({"error": "bad signature"}, status_code=401)
         key = request.headers.get("idempotency-key", "").strip()
         if not key:
-            return JSONResponse({"error": "Idempotency-Key header is required"},
-                                status_code=400)
+            return JSONResponse({"error": "Idempotency-Key header is required"}, status_code=400)
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -103,12 +103,14 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             return JSONResponse({"id": current.by_key[key], "duplicate": True}, status_code=200)
         record_id = f"rec_{len(current.records) + 1:06d}"
         current.by_key[key] = record_id
-        current.records.append({
-            "id": record_id,
-            "idempotency_key": key,
-            "received_at": datetime.now(UTC).isoformat(),
-            "record": payload,
-        })
+        current.records.append(
+            {
+                "id": record_id,
+                "idempotency_key": key,
+                "received_at": datetime.now(UTC).isoformat(),
+                "record": payload,
+            }
+        )
         return JSONResponse({"id": record_id}, status_code=201)
 
     @router.get(f"/{NAME}/records")

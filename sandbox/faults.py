@@ -34,7 +34,9 @@ class FaultRule(BaseModel):
         if value.startswith("^"):
             re.compile(value)
         elif not value.startswith("/"):
-            raise ValueError("route must be a path prefix starting with '/' or a regex starting with '^'")
+            raise ValueError(
+                "route must be a path prefix starting with '/' or a regex starting with '^'"
+            )
         return value
 
     def matches(self, method: str, path: str) -> bool:

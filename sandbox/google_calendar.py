@@ -51,15 +51,31 @@ _SHARED_CALENDAR_SUFFIX = "@group.calendar.google.com"
 TOKEN_PATH = f"/{NAME}/oauth2/token"
 """Stands in for ``https://oauth2.googleapis.com/token`` (a key file's ``token_uri``)."""
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-_CALENDAR_SCOPES = {"https://www.googleapis.com/auth/calendar",
-                    "https://www.googleapis.com/auth/calendar.events"}
+_CALENDAR_SCOPES = {
+    "https://www.googleapis.com/auth/calendar",
+    "https://www.googleapis.com/auth/calendar.events",
+}
 _DEFAULT_PAGE = 250
 _MAX_PAGE = 2500
 
 _WRITABLE = (
-    "summary", "description", "location", "start", "end", "attendees", "extendedProperties",
-    "transparency", "visibility", "colorId", "reminders", "recurrence", "source",
-    "guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "eventType",
+    "summary",
+    "description",
+    "location",
+    "start",
+    "end",
+    "attendees",
+    "extendedProperties",
+    "transparency",
+    "visibility",
+    "colorId",
+    "reminders",
+    "recurrence",
+    "source",
+    "guestsCanModify",
+    "guestsCanInviteOthers",
+    "guestsCanSeeOtherGuests",
+    "eventType",
 )
 """Fields a client may set; read-only ones (etag, htmlLink, created, ...) in a body are ignored."""
 
@@ -101,7 +117,7 @@ class CalendarStore:
                     "deleted_ids": sorted(self.deleted.get(cal, {})),
                 }
                 for cal in sorted({*self.events, *self.deleted})
-            }
+            },
         }
 
 
@@ -112,8 +128,15 @@ def create_store(seed: SandboxSeed) -> CalendarStore:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def _error_body(code: int, reason: str, message: str, *, domain: str = "global",
-                location: str | None = None, location_type: str | None = None) -> dict[str, Any]:
+def _error_body(
+    code: int,
+    reason: str,
+    message: str,
+    *,
+    domain: str = "global",
+    location: str | None = None,
+    location_type: str | None = None,
+) -> dict[str, Any]:
     item: dict[str, Any] = {"domain": domain, "reason": reason, "message": message}
     if location is not None:
         item["locationType"] = location_type or "parameter"
@@ -148,10 +171,14 @@ def render_fault(status: int, retry_after: int | None) -> tuple[object, str]:
     elif status >= 500:
         body = _error_body(status, "backendError", "Backend Error")
     else:
-        reasons = {400: ("badRequest", "Bad Request"), 401: ("authError", "Invalid Credentials"),
-                   404: ("notFound", "Not Found"), 409: ("conflict", "Conflict"),
-                   410: ("deleted", "Resource has been deleted"),
-                   412: ("conditionNotMet", "Precondition Failed")}
+        reasons = {
+            400: ("badRequest", "Bad Request"),
+            401: ("authError", "Invalid Credentials"),
+            404: ("notFound", "Not Found"),
+            409: ("conflict", "Conflict"),
+            410: ("deleted", "Resource has been deleted"),
+            412: ("conditionNotMet", "Precondition Failed"),
+        }
         reason, message = reasons.get(status, ("badRequest", "Bad Request"))
         body = _error_body(status, reason, message)
     return body, "application/json; charset=UTF-8"
@@ -164,11 +191,13 @@ def _authorized(request: Request, store: CalendarStore) -> JSONResponse | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() == "bearer" and (token == demo_secret(ACCESS_TOKEN_ENV)
-                                       or token in store.delegated_tokens):
+    if scheme.lower() == "bearer" and (
+        token == demo_secret(ACCESS_TOKEN_ENV) or token in store.delegated_tokens
+    ):
         return None
-    return _error(401, "authError", "Invalid Credentials", location="Authorization",
-                  location_type="header")
+    return _error(
+        401, "authError", "Invalid Credentials", location="Authorization", location_type="header"
+    )
 
 
 def _now() -> str:
@@ -204,13 +233,21 @@ def _instant(value: Any, field: str) -> datetime:
         if moment.tzinfo is None:
             tz_name = value.get("timeZone")
             if not tz_name:
-                raise _Invalid(400, "missingTimeZone", "Missing time zone definition for "
-                               f"{field} time.", f"{field}.timeZone")
+                raise _Invalid(
+                    400,
+                    "missingTimeZone",
+                    f"Missing time zone definition for {field} time.",
+                    f"{field}.timeZone",
+                )
             try:
                 moment = moment.replace(tzinfo=ZoneInfo(str(tz_name)))
             except (ZoneInfoNotFoundError, ValueError) as err:
-                raise _Invalid(400, "timeZoneInvalid", "Invalid time zone definition for "
-                               f"{field} time.", f"{field}.timeZone") from err
+                raise _Invalid(
+                    400,
+                    "timeZoneInvalid",
+                    f"Invalid time zone definition for {field} time.",
+                    f"{field}.timeZone",
+                ) from err
         return moment
     raise _Invalid(400, "required", f"Missing {field} time.")
 
@@ -220,8 +257,12 @@ def _check_times(event: dict[str, Any]) -> None:
     begins = _instant(start, "start")
     ends = _instant(end, "end")
     if _all_day(start) != _all_day(end):
-        raise _Invalid(400, "invalid", "Start and end times must either both be date or both be "
-                       "dateTime.", "end")
+        raise _Invalid(
+            400,
+            "invalid",
+            "Start and end times must either both be date or both be dateTime.",
+            "end",
+        )
     if ends <= begins:
         raise _Invalid(400, "timeRangeEmpty", "The specified time range is empty.", "end")
 
@@ -357,8 +398,14 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             "htmlLink": _html_link(ctx.base_url, calendar_id, event_id),
             "created": stamp,
             "updated": stamp,
-            **({"creator": {"email": organizer, "self": True},
-                "organizer": {"email": organizer, "self": True}} if organizer else {}),
+            **(
+                {
+                    "creator": {"email": organizer, "self": True},
+                    "organizer": {"email": organizer, "self": True},
+                }
+                if organizer
+                else {}
+            ),
             "iCalUID": f"{event_id}@google.com",
             "sequence": 0,
             "reminders": {"useDefault": True},
@@ -378,10 +425,10 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             time_min = _query_instant(params.get("timeMin"), "timeMin")
             time_max = _query_instant(params.get("timeMax"), "timeMax")
             if time_min is not None and time_max is not None and time_max <= time_min:
-                raise _Invalid(400, "timeRangeEmpty", "The specified time range is empty.",
-                               "timeMax")
-            size = min(_int_param(params.get("maxResults"), "maxResults", _DEFAULT_PAGE),
-                       _MAX_PAGE)
+                raise _Invalid(
+                    400, "timeRangeEmpty", "The specified time range is empty.", "timeMax"
+                )
+            size = min(_int_param(params.get("maxResults"), "maxResults", _DEFAULT_PAGE), _MAX_PAGE)
             if size < 1:
                 raise _Invalid(400, "invalid", "Invalid value for: maxResults", "maxResults")
             offset = _page_offset(params.get("pageToken"))
@@ -403,7 +450,7 @@ def create_router(ctx: SandboxContext) -> APIRouter:
                 continue
             matching.append((begins, event["id"], event))
         matching.sort(key=lambda item: (item[0], item[1]))
-        page = [item[2] for item in matching[offset:offset + size]]
+        page = [item[2] for item in matching[offset : offset + size]]
         body: dict[str, Any] = {
             "kind": "calendar#events",
             "etag": current.next_etag(),
@@ -427,16 +474,18 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         except _Invalid as err:
             return err.response()
 
-    async def modify(calendar_id: str, event_id: str, request: Request, *,
-                     replace: bool) -> Response:
+    async def modify(
+        calendar_id: str, event_id: str, request: Request, *, replace: bool
+    ) -> Response:
         if (denied := _authorized(request, store())) is not None:
             return denied
         try:
             current = calendar(calendar_id)
             event = existing(current, calendar_id, event_id)
             fields = _writable(await _json_object(request))
-            updated = {k: v for k, v in event.items() if k not in _WRITABLE} if replace else dict(
-                event)
+            updated = (
+                {k: v for k, v in event.items() if k not in _WRITABLE} if replace else dict(event)
+            )
             updated.update(fields)
             _check_times(updated)
         except _Invalid as err:
@@ -466,8 +515,12 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         except _Invalid as err:
             return err.response()
         del current.live(calendar_id)[event_id]
-        current.gone(calendar_id)[event_id] = {**event, "status": "cancelled",
-                                               "etag": current.next_etag(), "updated": _now()}
+        current.gone(calendar_id)[event_id] = {
+            **event,
+            "status": "cancelled",
+            "etag": current.next_etag(),
+            "updated": _now(),
+        }
         return Response(status_code=204)
 
     @router.post(TOKEN_PATH)
@@ -475,22 +528,29 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         """OAuth 2.0 JWT-bearer grant, as a service account with delegation uses it."""
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         if form.get("grant_type", [""])[0] != _JWT_BEARER:
-            return JSONResponse({"error": "unsupported_grant_type",
-                                 "error_description": "Invalid grant_type."}, status_code=400)
+            return JSONResponse(
+                {"error": "unsupported_grant_type", "error_description": "Invalid grant_type."},
+                status_code=400,
+            )
         claims = _jwt_claims(form.get("assertion", [""])[0])
         if claims is None or not claims.get("iss"):
-            return JSONResponse({"error": "invalid_grant",
-                                 "error_description": "Invalid JWT."}, status_code=400)
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": "Invalid JWT."}, status_code=400
+            )
         scopes = str(claims.get("scope", "")).split()
         if not any(scope in _CALENDAR_SCOPES for scope in scopes):
-            return JSONResponse({"error": "unauthorized_client", "error_description": "Client is "
-                                 "unauthorized to retrieve access tokens using this method, or "
-                                 "client not authorized for any of the scopes requested."},
-                                status_code=401)
+            return JSONResponse(
+                {
+                    "error": "unauthorized_client",
+                    "error_description": "Client is "
+                    "unauthorized to retrieve access tokens using this method, or "
+                    "client not authorized for any of the scopes requested.",
+                },
+                status_code=401,
+            )
         minted = f"ya29.sandbox-delegated-{secrets.token_urlsafe(16)}"
         store().delegated_tokens[minted] = str(claims.get("sub") or claims["iss"])
-        return JSONResponse({"access_token": minted, "expires_in": 3599,
-                             "token_type": "Bearer"})
+        return JSONResponse({"access_token": minted, "expires_in": 3599, "token_type": "Bearer"})
 
     @router.get(f"/{NAME}/calendar/event", include_in_schema=False)
     async def html_view(eid: str = "") -> Response:

@@ -60,23 +60,59 @@ SECONDARY_STATUSES: dict[str, list[str]] = {
 }
 """The sandbox tenant's secondary statuses: Karbon has no built-in "Assigned" (tenant-defined)."""
 
-WEBHOOK_TYPES = ["Contact", "CustomField", "Work", "Note", "User", "IntegrationTask", "Invoice",
-                 "EstimateSummary"]
+WEBHOOK_TYPES = [
+    "Contact",
+    "CustomField",
+    "Work",
+    "Note",
+    "User",
+    "IntegrationTask",
+    "Invoice",
+    "EstimateSummary",
+]
 _SIGNING_KEY = re.compile(r"^[A-Za-z0-9_-]{16,}$")
 
-PATCHABLE = ["Title", "Description", "StartDate", "DueDate", "DeadlineDate",
-             "AssigneeEmailAddress", "WorkType"]
+PATCHABLE = [
+    "Title",
+    "Description",
+    "StartDate",
+    "DueDate",
+    "DeadlineDate",
+    "AssigneeEmailAddress",
+    "WorkType",
+]
 """PATCH whitelist (Karbon release note 2026-06-11); status changes need a full PUT."""
 
 REQUIRED_ON_WRITE = ["AssigneeEmailAddress", "Title", "ClientKey", "ClientType", "StartDate"]
-OPTIONAL_ON_WRITE = ["RelatedClientGroupKey", "DueDate", "DeadlineDate", "WorkType", "WorkStatus",
-                     "PrimaryStatus", "SecondaryStatus", "WorkTemplateKey", "WorkScheduleKey",
-                     "EstimatedBudget", "Description", "ClientTaskRecipient", "FeeSettings",
-                     "UserRoleAssignments"]
+OPTIONAL_ON_WRITE = [
+    "RelatedClientGroupKey",
+    "DueDate",
+    "DeadlineDate",
+    "WorkType",
+    "WorkStatus",
+    "PrimaryStatus",
+    "SecondaryStatus",
+    "WorkTemplateKey",
+    "WorkScheduleKey",
+    "EstimatedBudget",
+    "Description",
+    "ClientTaskRecipient",
+    "FeeSettings",
+    "UserRoleAssignments",
+]
 _DATE_FIELDS = ("StartDate", "DueDate", "DeadlineDate")
 
-WEBHOOK_FIELDS = ("Title", "AssigneeEmailAddress", "PrimaryStatus", "SecondaryStatus",
-                  "WorkStatus", "StartDate", "DueDate", "Description", "DeadlineDate")
+WEBHOOK_FIELDS = (
+    "Title",
+    "AssigneeEmailAddress",
+    "PrimaryStatus",
+    "SecondaryStatus",
+    "WorkStatus",
+    "StartDate",
+    "DueDate",
+    "Description",
+    "DeadlineDate",
+)
 """Changes Karbon notifies a ``Work`` subscription about (name, assignee, status, dates, text)."""
 
 WORK_ITEM_FILTERS: dict[str, set[str]] = {
@@ -94,16 +130,27 @@ WORK_ITEM_FILTERS: dict[str, set[str]] = {
 USER_FILTERS: dict[str, set[str]] = {"Name": {"eq", "contains"}, "EmailAddress": {"eq", "contains"}}
 TIME_ENTRY_FILTERS: dict[str, set[str]] = {
     "Date": {"eq", "gt", "ge", "lt", "le"},
-    **{k: {"eq"} for k in ("TimesheetKey", "EntityKey", "WorkItemKey", "ClientKey", "UserKey",
-                           "RoleName", "TaskTypeName")},
+    **{
+        k: {"eq"}
+        for k in (
+            "TimesheetKey",
+            "EntityKey",
+            "WorkItemKey",
+            "ClientKey",
+            "UserKey",
+            "RoleName",
+            "TaskTypeName",
+        )
+    },
 }
 
 
 # --- wire helpers ------------------------------------------------------------------------------
 
 
-def _error(status: int, code: str, message: str, details: Any = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
@@ -111,8 +158,12 @@ def _error(status: int, code: str, message: str, details: Any = None,
 
 
 def _invalid_model(target: str, message: str) -> JSONResponse:
-    return _error(400, "4003", "Invalid Model.",
-                  {"code": "InvalidProperty", "target": f"workItem.{target}", "message": message})
+    return _error(
+        400,
+        "4003",
+        "Invalid Model.",
+        {"code": "InvalidProperty", "target": f"workItem.{target}", "message": message},
+    )
 
 
 def _dt(value: date | datetime) -> str:
@@ -221,8 +272,10 @@ def parse_filter(text: str, allowed: dict[str, set[str]], entity: str) -> list[C
 
     def check(prop: str, op: str) -> None:
         if prop not in allowed:
-            raise FilterError(f"Could not find a property named '{prop}' on type "
-                              f"'KarbonService.{entity}SummaryDTO'.")
+            raise FilterError(
+                f"Could not find a property named '{prop}' on type "
+                f"'KarbonService.{entity}SummaryDTO'."
+            )
         if op not in allowed[prop]:
             raise FilterError(f"The operator '{op}' is not supported for property '{prop}'.")
 
@@ -238,14 +291,20 @@ def parse_filter(text: str, allowed: dict[str, set[str]], entity: str) -> list[C
                 i += 1
                 continue
             name = _ODATA_OPERATOR_NAMES.get(value.lower(), value)
-            raise FilterError(f"Logical operator '{name}' is not allowed. To allow it, set the "
-                              "'AllowedLogicalOperators' property on EnableQueryAttribute or "
-                              "QueryValidationSettings.")
+            raise FilterError(
+                f"Logical operator '{name}' is not allowed. To allow it, set the "
+                "'AllowedLogicalOperators' property on EnableQueryAttribute or "
+                "QueryValidationSettings."
+            )
         if kind == "punc" and value == "(":
             i += 1
             continue
-        if kind == "word" and value.lower() in ("contains", "startswith") and i + 1 < len(tokens) \
-                and tokens[i + 1][1] == "(":
+        if (
+            kind == "word"
+            and value.lower() in ("contains", "startswith")
+            and i + 1 < len(tokens)
+            and tokens[i + 1][1] == "("
+        ):
             func = value.lower()
             i += 2
             prop = need("word")
@@ -257,15 +316,19 @@ def parse_filter(text: str, allowed: dict[str, set[str]], entity: str) -> list[C
             expect_term = False
             continue
         if kind == "word" and value.lower() == "not":
-            raise FilterError("Logical operator 'Not' is not allowed. To allow it, set the "
-                              "'AllowedLogicalOperators' property on EnableQueryAttribute or "
-                              "QueryValidationSettings.")
+            raise FilterError(
+                "Logical operator 'Not' is not allowed. To allow it, set the "
+                "'AllowedLogicalOperators' property on EnableQueryAttribute or "
+                "QueryValidationSettings."
+            )
         prop = need("word")
         op = need("word").lower()
         if op in _ODATA_OPERATOR_NAMES:
-            raise FilterError(f"Logical operator '{_ODATA_OPERATOR_NAMES[op]}' is not allowed. To "
-                              "allow it, set the 'AllowedLogicalOperators' property on "
-                              "EnableQueryAttribute or QueryValidationSettings.")
+            raise FilterError(
+                f"Logical operator '{_ODATA_OPERATOR_NAMES[op]}' is not allowed. To "
+                "allow it, set the 'AllowedLogicalOperators' property on "
+                "EnableQueryAttribute or QueryValidationSettings."
+            )
         if op not in ("eq", "gt", "ge", "lt", "le"):
             raise FilterError(f"Syntax error: unknown operator '{op}'.")
         if i >= len(tokens):
@@ -349,11 +412,16 @@ class KarbonStore:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "work_items": [{**item, "_version": self.versions.get(key, 0)}
-                           for key, item in self.work_items.items()],
+            "work_items": [
+                {**item, "_version": self.versions.get(key, 0)}
+                for key, item in self.work_items.items()
+            ],
             "subscriptions": [
-                {"WebhookType": s["WebhookType"], "TargetUrl": s["TargetUrl"],
-                 "signed": bool(s.get("SigningKey"))}
+                {
+                    "WebhookType": s["WebhookType"],
+                    "TargetUrl": s["TargetUrl"],
+                    "signed": bool(s.get("SigningKey")),
+                }
                 for s in self.subscriptions.values()
             ],
             "deliveries": [dict(d) for d in self.deliveries],
@@ -376,16 +444,18 @@ def create_store(seed: SandboxSeed) -> KarbonStore:
     users: list[dict[str, Any]] = []
     inactive: set[str] = set()
     for member in seed.staff:
-        users.append({
-            "Id": user_id_for(member.email),
-            "Name": member.name,
-            "EmailAddress": member.email,
-            "BillableRate": None,
-            "CapacityMinutesPerWeek": round(member.weekly_capacity_hours * 60),
-            "Permissions": [],
-            "Roles": [],
-            "Teams": [],
-        })
+        users.append(
+            {
+                "Id": user_id_for(member.email),
+                "Name": member.name,
+                "EmailAddress": member.email,
+                "BillableRate": None,
+                "CapacityMinutesPerWeek": round(member.weekly_capacity_hours * 60),
+                "Permissions": [],
+                "Roles": [],
+                "Teams": [],
+            }
+        )
         if not member.active:
             inactive.add(member.email.casefold())
     clients: dict[str, dict[str, Any]] = {}
@@ -399,8 +469,13 @@ def create_store(seed: SandboxSeed) -> KarbonStore:
             "LastName": last if first else "",
             "EmailAddress": client.email,
         }
-    return KarbonStore(users=users, clients=clients, time_entries=_time_entries(seed),
-                       tenant_key=_key("tenant"), inactive_emails=inactive)
+    return KarbonStore(
+        users=users,
+        clients=clients,
+        time_entries=_time_entries(seed),
+        tenant_key=_key("tenant"),
+        inactive_emails=inactive,
+    )
 
 
 def _spread(total_hours: float, days: list[date]) -> list[tuple[date, int]]:
@@ -420,32 +495,36 @@ def _time_entries(seed: SandboxSeed) -> list[dict[str, Any]]:
     entries = []
     for member in seed.staff:
         user_key = user_id_for(member.email)  # [A] time entries' UserKey equals the Users Id
-        for week, hours in ((last_week, member.logged_last_week),
-                            (this_week, member.logged_this_week)):
+        for week, hours in (
+            (last_week, member.logged_last_week),
+            (this_week, member.logged_this_week),
+        ):
             sheet = _key(f"timesheet-{user_key}-{week[0] if week else seed.week_start}")
             for day, minutes in _spread(hours, week):
                 stamp = _dt(datetime.combine(day, time(17), UTC))
-                entries.append({
-                    "IndividualTimeEntryKey": _key(f"entry-{user_key}-{day}"),
-                    "TimesheetKey": sheet,
-                    "EntityKey": None,
-                    "WorkItemKey": None,
-                    "ClientKey": None,
-                    "ClientType": None,
-                    "UserKey": user_key,
-                    "RoleName": None,
-                    "TaskTypeName": "Client Work",
-                    "TaskTypeIsBillable": True,
-                    "Date": _dt(day),
-                    "Minutes": minutes,
-                    "Description": None,
-                    "HourlyRate": None,
-                    "TotalCost": None,
-                    "BilledStatus": "Unbilled",
-                    "CreatedDate": stamp,
-                    "ModifiedDate": stamp,
-                    "FeeType": "TimeAndMaterials",
-                })
+                entries.append(
+                    {
+                        "IndividualTimeEntryKey": _key(f"entry-{user_key}-{day}"),
+                        "TimesheetKey": sheet,
+                        "EntityKey": None,
+                        "WorkItemKey": None,
+                        "ClientKey": None,
+                        "ClientType": None,
+                        "UserKey": user_key,
+                        "RoleName": None,
+                        "TaskTypeName": "Client Work",
+                        "TaskTypeIsBillable": True,
+                        "Date": _dt(day),
+                        "Minutes": minutes,
+                        "Description": None,
+                        "HourlyRate": None,
+                        "TotalCost": None,
+                        "BilledStatus": "Unbilled",
+                        "CreatedDate": stamp,
+                        "ModifiedDate": stamp,
+                        "FeeType": "TimeAndMaterials",
+                    }
+                )
     return entries
 
 
@@ -470,8 +549,12 @@ def _spawn(store: KarbonStore, coro: Awaitable[None]) -> None:
 def _notify(store: KarbonStore, key: str, action: str) -> None:
     if "Work" not in store.subscriptions:
         return
-    event = {"ResourcePermaKey": key, "ResourceType": "Work", "ActionType": action,
-             "TimeStamp": _now()}
+    event = {
+        "ResourcePermaKey": key,
+        "ResourceType": "Work",
+        "ActionType": action,
+        "TimeStamp": _now(),
+    }
     if store.coalesce_seconds <= 0:
         _spawn(store, _deliver(store, event))
         return
@@ -496,8 +579,14 @@ async def _deliver(store: KarbonStore, event: dict[str, Any]) -> None:
     if subscription is None:
         return
     body = json.dumps(event, separators=(",", ":")).encode()
-    record: dict[str, Any] = {**event, "TargetUrl": subscription["TargetUrl"], "attempts": 0,
-                              "status": None, "delivered": False, "error": None}
+    record: dict[str, Any] = {
+        **event,
+        "TargetUrl": subscription["TargetUrl"],
+        "attempts": 0,
+        "status": None,
+        "delivered": False,
+        "error": None,
+    }
     store.deliveries.append(record)
     async with httpx.AsyncClient(timeout=store.delivery_timeout) as client:
         for attempt in range(store.delivery_attempts):
@@ -509,8 +598,9 @@ async def _deliver(store: KarbonStore, event: dict[str, Any]) -> None:
                 headers["Signature"] = signature(subscription["SigningKey"], body)
             record["attempts"] = attempt + 1
             try:
-                response = await client.post(subscription["TargetUrl"], content=body,
-                                             headers=headers)
+                response = await client.post(
+                    subscription["TargetUrl"], content=body, headers=headers
+                )
             except httpx.HTTPError as err:
                 record["error"] = type(err).__name__
             else:
@@ -572,8 +662,15 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _page(request: Request, items: list[dict[str, Any]], *, max_top: int, page_size: int,
-          context: str, count: bool = True) -> JSONResponse:
+def _page(
+    request: Request,
+    items: list[dict[str, Any]],
+    *,
+    max_top: int,
+    page_size: int,
+    context: str,
+    count: bool = True,
+) -> JSONResponse:
     """Server-driven paging: at most ``page_size`` per response plus ``@odata.nextLink``."""
     params = dict(request.query_params)
     try:
@@ -586,7 +683,7 @@ def _page(request: Request, items: list[dict[str, Any]], *, max_top: int, page_s
     if top is not None:
         top = min(top, max_top)  # Karbon's guide: a larger $top is silently capped
     size = max(1, min(page_size, max_top))
-    window = items[skip:] if top is None else items[skip: skip + top]
+    window = items[skip:] if top is None else items[skip : skip + top]
     body: dict[str, Any] = {"@odata.context": context}
     if count:
         body["@odata.count"] = len(items)
@@ -600,8 +697,9 @@ def _page(request: Request, items: list[dict[str, Any]], *, max_top: int, page_s
     return JSONResponse(body)
 
 
-def _filtered(request: Request, items: list[dict[str, Any]], allowed: dict[str, set[str]],
-              entity: str) -> list[dict[str, Any]] | JSONResponse:
+def _filtered(
+    request: Request, items: list[dict[str, Any]], allowed: dict[str, set[str]], entity: str
+) -> list[dict[str, Any]] | JSONResponse:
     text = request.query_params.get("$filter")
     if not text:
         return items
@@ -616,8 +714,9 @@ def _work_item_dto(item: dict[str, Any]) -> dict[str, Any]:
     return {"@odata.type": "#KarbonService.WorkItemDTO", **item}
 
 
-def _status_fields(store: KarbonStore, body: dict[str, Any],
-                   current: dict[str, Any] | None) -> dict[str, Any] | JSONResponse:
+def _status_fields(
+    store: KarbonStore, body: dict[str, Any], current: dict[str, Any] | None
+) -> dict[str, Any] | JSONResponse:
     """PrimaryStatus wins over WorkStatus; WorkStatus is rebuilt as "<Primary> - <Secondary>"."""
     primary = body.get("PrimaryStatus")
     secondary = body.get("SecondaryStatus")
@@ -635,21 +734,24 @@ def _status_fields(store: KarbonStore, body: dict[str, Any],
     if primary not in PRIMARY_STATUSES:
         return _invalid_model("PrimaryStatus", "PrimaryStatus is not valid")
     if secondary is not None and secondary not in SECONDARY_STATUSES[primary]:
-        return _invalid_model("SecondaryStatus",
-                              f"SecondaryStatus is not a child of PrimaryStatus {primary}")
+        return _invalid_model(
+            "SecondaryStatus", f"SecondaryStatus is not a child of PrimaryStatus {primary}"
+        )
     display = PRIMARY_STATUSES[primary] + (f" - {secondary}" if secondary else "")
     return {"PrimaryStatus": primary, "SecondaryStatus": secondary, "WorkStatus": display}
 
 
-def _validated(store: KarbonStore, body: dict[str, Any], current: dict[str, Any] | None,
-               key: str) -> dict[str, Any] | JSONResponse:
+def _validated(
+    store: KarbonStore, body: dict[str, Any], current: dict[str, Any] | None, key: str
+) -> dict[str, Any] | JSONResponse:
     """A RequestCreateWorkItem (POST and PUT) turned into the stored WorkItem."""
     for name in REQUIRED_ON_WRITE:
         if body.get(name) in (None, ""):
             return _invalid_model(name, f"The {name} field is required.")
     if body["ClientType"] not in ("Contact", "Organization", "ClientGroup"):
-        return _invalid_model("ClientType",
-                              "ClientType must be Contact, Organization, or ClientGroup")
+        return _invalid_model(
+            "ClientType", "ClientType must be Contact, Organization, or ClientGroup"
+        )
     client = store.clients.get(str(body["ClientKey"]))
     if client is None or client["ClientType"] != body["ClientType"]:
         return _invalid_model("ClientKey", f"ClientKey is not a valid {body['ClientType']} Key")
@@ -700,14 +802,18 @@ def _validated(store: KarbonStore, body: dict[str, Any], current: dict[str, Any]
 
 def _assignee(store: KarbonStore, email: Any) -> dict[str, Any] | JSONResponse:
     if not isinstance(email, str) or "@" not in email:
-        return _invalid_model("AssigneeEmailAddress", "Assignee Email Address is not a valid Email "
-                                                      "Address")
+        return _invalid_model(
+            "AssigneeEmailAddress", "Assignee Email Address is not a valid Email Address"
+        )
     user = store.user_by_email(email)
     if user is None or email.casefold() in store.inactive_emails:
         # [P] The reference's example for this case; the 2026-06-11 release note says HTTP 400.
         return _error(400, "5001", "Assignee email address is not an active Karbon user")
-    return {"AssigneeEmailAddress": user["EmailAddress"], "AssigneeKey": user["Id"],
-            "AssigneeName": user["Name"]}
+    return {
+        "AssigneeEmailAddress": user["EmailAddress"],
+        "AssigneeKey": user["Id"],
+        "AssigneeName": user["Name"],
+    }
 
 
 def _not_found_work_item() -> JSONResponse:
@@ -748,8 +854,11 @@ def _expand(request: Request, allowed: set[str]) -> set[str] | JSONResponse:
     raw = request.query_params.get("$expand")
     wanted = {part.strip() for part in raw.split(",") if part.strip()} if raw else set()
     if wanted - allowed:
-        return _error(400, "4002", "Query option '$expand' is not allowed for "
-                                   f"'{', '.join(sorted(wanted - allowed))}'.")
+        return _error(
+            400,
+            "4002",
+            f"Query option '$expand' is not allowed for '{', '.join(sorted(wanted - allowed))}'.",
+        )
     return wanted
 
 
@@ -763,12 +872,19 @@ def create_router(ctx: SandboxContext) -> APIRouter:
     # --- webhook subscriptions ---
 
     def subscription_body(request: Request, sub: dict[str, Any]) -> dict[str, Any]:
-        return {"@odata.context": f"{_api_root(request)}/v3/$metadata#WebhookSubscriptions/$entity",
-                "TargetUrl": sub["TargetUrl"], "WebhookType": sub["WebhookType"]}
+        return {
+            "@odata.context": f"{_api_root(request)}/v3/$metadata#WebhookSubscriptions/$entity",
+            "TargetUrl": sub["TargetUrl"],
+            "WebhookType": sub["WebhookType"],
+        }
 
     def unknown_type(value: str) -> JSONResponse:
-        return _error(404, "4004", "No Webhook Type found for the provided WebhookType input value "
-                                   f": {value}. Valid WebhookTypes are {', '.join(WEBHOOK_TYPES)}")
+        return _error(
+            404,
+            "4004",
+            "No Webhook Type found for the provided WebhookType input value "
+            f": {value}. Valid WebhookTypes are {', '.join(WEBHOOK_TYPES)}",
+        )
 
     @router.post("/v3/WebhookSubscriptions")
     async def create_subscription(request: Request) -> Response:
@@ -782,27 +898,46 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             return response
         target = body.get("TargetUrl")
         if not isinstance(target, str) or not re.match(r"^https?://", target) or len(target) > 2000:
-            return _error(400, "4003", "Invalid Model.",
-                          {"code": "InvalidProperty", "target": "webhookSubscription.TargetUrl",
-                           "message": "TargetUrl must be an absolute http(s) URL of at most 2000 "
-                                      "characters"})
+            return _error(
+                400,
+                "4003",
+                "Invalid Model.",
+                {
+                    "code": "InvalidProperty",
+                    "target": "webhookSubscription.TargetUrl",
+                    "message": "TargetUrl must be an absolute http(s) URL of at most 2000 "
+                    "characters",
+                },
+            )
         key = body.get("SigningKey")
         if key is not None and (not isinstance(key, str) or not _SIGNING_KEY.match(key)):
-            return _error(400, "4003", "Invalid Model.",
-                          {"code": "InvalidProperty", "target": "webhookSubscription.SigningKey",
-                           "message": "SigningKey must be at least 16 letters, digits, dashes or "
-                                      "underscores"})
+            return _error(
+                400,
+                "4003",
+                "Invalid Model.",
+                {
+                    "code": "InvalidProperty",
+                    "target": "webhookSubscription.SigningKey",
+                    "message": "SigningKey must be at least 16 letters, digits, dashes or "
+                    "underscores",
+                },
+            )
         s = store()
         if kind in s.subscriptions:
             # [A] Karbon allows one subscription per type and documents no status for a second
             # POST; the reference lists only 400 for this operation.
-            return _error(400, "4002", f"A webhook subscription for {kind} already exists. Delete "
-                                       "it before creating a new one.")
+            return _error(
+                400,
+                "4002",
+                f"A webhook subscription for {kind} already exists. Delete "
+                "it before creating a new one.",
+            )
         sub = {"WebhookType": kind, "TargetUrl": target, "SigningKey": key}
         s.subscriptions[kind] = sub
         location = f"{_api_root(request)}/v3/WebhookSubscriptions('{target}')"
-        return JSONResponse(subscription_body(request, sub), status_code=201,
-                            headers={"Location": location})
+        return JSONResponse(
+            subscription_body(request, sub), status_code=201, headers={"Location": location}
+        )
 
     @router.get("/v3/WebhookSubscriptions/{webhook_type}")
     async def get_subscription(webhook_type: str, request: Request) -> Response:
@@ -843,10 +978,15 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         s.versions[key] = 1
         _notify(s, key, "Inserted")
         api = _api_root(request)
-        dto = {"@odata.context": f"{api}/v3/$metadata#WorkItems/KarbonService.WorkItemDTO/$entity",
-               **_work_item_dto(item)}
-        return JSONResponse(dto, status_code=201, headers={
-            "Location": f"{api}/v3/WorkItems('{key}')/KarbonService.WorkItemDTO"})
+        dto = {
+            "@odata.context": f"{api}/v3/$metadata#WorkItems/KarbonService.WorkItemDTO/$entity",
+            **_work_item_dto(item),
+        }
+        return JSONResponse(
+            dto,
+            status_code=201,
+            headers={"Location": f"{api}/v3/WorkItems('{key}')/KarbonService.WorkItemDTO"},
+        )
 
     @router.get("/v3/WorkItems")
     async def list_work_items(request: Request) -> Response:
@@ -856,14 +996,26 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             return items
         order = request.query_params.get("$orderby", "WorkItemKey").strip()
         prop, _, direction = order.partition(" ")
-        if prop not in ("WorkItemKey", "StartDate", "DeadlineDate") or direction not in ("", "asc",
-                                                                                        "desc"):
-            return _error(400, "4002", f"The property '{prop}' cannot be used in the $orderby "
-                                       "query option.")
-        items = sorted(items, key=lambda i: (i.get(prop) is None, i.get(prop) or "",
-                                             i["WorkItemKey"]), reverse=direction == "desc")
-        return _page(request, [_work_item_dto(i) for i in items], max_top=100,
-                     page_size=s.page_size, context=f"{_api_root(request)}/v3/$metadata#WorkItems")
+        if prop not in ("WorkItemKey", "StartDate", "DeadlineDate") or direction not in (
+            "",
+            "asc",
+            "desc",
+        ):
+            return _error(
+                400, "4002", f"The property '{prop}' cannot be used in the $orderby query option."
+            )
+        items = sorted(
+            items,
+            key=lambda i: (i.get(prop) is None, i.get(prop) or "", i["WorkItemKey"]),
+            reverse=direction == "desc",
+        )
+        return _page(
+            request,
+            [_work_item_dto(i) for i in items],
+            max_top=100,
+            page_size=s.page_size,
+            context=f"{_api_root(request)}/v3/$metadata#WorkItems",
+        )
 
     @router.get("/v3/WorkItems/{key}")
     async def get_work_item(key: str, request: Request) -> Response:
@@ -872,10 +1024,12 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         if item is None:
             return _not_found_work_item()
         api = _api_root(request)
-        return JSONResponse({
-            "@odata.context": f"{api}/v3/$metadata#WorkItems/KarbonService.WorkItemDTO/$entity",
-            **_work_item_dto(item),
-        })
+        return JSONResponse(
+            {
+                "@odata.context": f"{api}/v3/$metadata#WorkItems/KarbonService.WorkItemDTO/$entity",
+                **_work_item_dto(item),
+            }
+        )
 
     @router.put("/v3/WorkItems/{key}")
     async def put_work_item(key: str, request: Request) -> Response:
@@ -902,9 +1056,13 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         if not body:
             return _error(400, "4005", "Required payload data is missing: update")
         if set(body) - set(PATCHABLE):
-            return _error(400, "4002", "Invalid property to update. Only "
-                                       f"{', '.join(PATCHABLE[:-1])} and {PATCHABLE[-1]} can be "
-                                       "patched.")
+            return _error(
+                400,
+                "4002",
+                "Invalid property to update. Only "
+                f"{', '.join(PATCHABLE[:-1])} and {PATCHABLE[-1]} can be "
+                "patched.",
+            )
         updated = dict(current)
         for name, value in body.items():
             if name == "AssigneeEmailAddress":
@@ -931,47 +1089,67 @@ def create_router(ctx: SandboxContext) -> APIRouter:
     @router.get("/v3/Users")
     async def list_users(request: Request) -> Response:
         s = store()
-        summaries = [{"Id": u["Id"], "Name": u["Name"], "EmailAddress": u["EmailAddress"]}
-                     for u in s.users]
+        summaries = [
+            {"Id": u["Id"], "Name": u["Name"], "EmailAddress": u["EmailAddress"]} for u in s.users
+        ]
         items = _filtered(request, summaries, USER_FILTERS, "User")
         if isinstance(items, JSONResponse):
             return items
-        return _page(request, items, max_top=100, page_size=s.page_size,
-                     context=f"{_api_root(request)}/v3/$metadata#Users")
+        return _page(
+            request,
+            items,
+            max_top=100,
+            page_size=s.page_size,
+            context=f"{_api_root(request)}/v3/$metadata#Users",
+        )
 
     @router.get("/v3/Users/{user_id}")
     async def get_user(user_id: str, request: Request) -> Response:
         user = next((u for u in store().users if u["Id"] == user_id), None)
         if user is None:
             return _error(404, "4004", "No User found for provided key")
-        return JSONResponse({"@odata.context": f"{_api_root(request)}/v3/$metadata#Users/$entity",
-                             **user})
+        return JSONResponse(
+            {"@odata.context": f"{_api_root(request)}/v3/$metadata#Users/$entity", **user}
+        )
 
     @router.get("/v3/TenantSettings")
     async def tenant_settings(request: Request) -> Response:
         s = store()
         statuses: list[dict[str, Any]] = [
-            {"Name": primary, "Type": "Primary", "Children": [
-                {"Name": child, "Type": "Secondary", "WorkStatusKey": _key(f"status-{child}")}
-                for child in SECONDARY_STATUSES[primary]
-            ]}
+            {
+                "Name": primary,
+                "Type": "Primary",
+                "Children": [
+                    {"Name": child, "Type": "Secondary", "WorkStatusKey": _key(f"status-{child}")}
+                    for child in SECONDARY_STATUSES[primary]
+                ],
+            }
             for primary in PRIMARY_STATUSES
         ]
         # Work types are tenant-defined; the sandbox accepts any and lists those in use.
         in_use = sorted({i["WorkType"] for i in s.work_items.values() if i.get("WorkType")})
         secondary_keys = [c["WorkStatusKey"] for st in statuses for c in st["Children"]]
-        return JSONResponse({
-            "@odata.context": f"{_api_root(request)}/v3/$metadata#TenantSettings",
-            "TenantKey": s.tenant_key,
-            "ClientAccessActivated": False,
-            "WorkStatuses": statuses,
-            "WorkTypes": [{"Name": wt, "WorkTypeKey": _key(f"work-type-{wt}"),
-                           "AvailableStatuses": {"Primary": list(PRIMARY_STATUSES.values()),
-                                                 "Secondary": secondary_keys}}
-                          for wt in in_use],
-            "ContactTypes": [{"Name": "Client", "ContactTypeKey": _key("contact-type-client")}],
-            "ServiceTypes": [],
-        })
+        return JSONResponse(
+            {
+                "@odata.context": f"{_api_root(request)}/v3/$metadata#TenantSettings",
+                "TenantKey": s.tenant_key,
+                "ClientAccessActivated": False,
+                "WorkStatuses": statuses,
+                "WorkTypes": [
+                    {
+                        "Name": wt,
+                        "WorkTypeKey": _key(f"work-type-{wt}"),
+                        "AvailableStatuses": {
+                            "Primary": list(PRIMARY_STATUSES.values()),
+                            "Secondary": secondary_keys,
+                        },
+                    }
+                    for wt in in_use
+                ],
+                "ContactTypes": [{"Name": "Client", "ContactTypeKey": _key("contact-type-client")}],
+                "ServiceTypes": [],
+            }
+        )
 
     @router.get("/v3/IndividualTimeEntries")
     async def time_entries(request: Request) -> Response:
@@ -980,9 +1158,14 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         if isinstance(items, JSONResponse):
             return items
         count = request.query_params.get("$count", "").lower() == "true"
-        return _page(request, items, max_top=1000, page_size=s.time_entry_page_size,
-                     context=f"{_api_root(request)}/v3/$metadata#IndividualTimeEntries",
-                     count=count)
+        return _page(
+            request,
+            items,
+            max_top=1000,
+            page_size=s.time_entry_page_size,
+            context=f"{_api_root(request)}/v3/$metadata#IndividualTimeEntries",
+            count=count,
+        )
 
     # --- client records (where the client's email address lives) ---
 
@@ -995,8 +1178,9 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         if isinstance(expand, JSONResponse):
             return expand
         body: dict[str, Any] = {
-            "@odata.context":
-                f"{_api_root(request)}/v3/$metadata#Contacts/KarbonService.ContactDTO/$entity",
+            "@odata.context": (
+                f"{_api_root(request)}/v3/$metadata#Contacts/KarbonService.ContactDTO/$entity"
+            ),
             "@odata.type": "#KarbonService.ContactDTO",
             "ContactKey": record["ClientKey"],
             "FirstName": record["FirstName"],
@@ -1031,7 +1215,7 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             return expand
         body: dict[str, Any] = {
             "@odata.context": f"{_api_root(request)}/v3/$metadata#Organizations/"
-                              "KarbonService.OrganizationDTO/$entity",
+            "KarbonService.OrganizationDTO/$entity",
             "@odata.type": "#KarbonService.OrganizationDTO",
             "OrganizationKey": record["ClientKey"],
             "FullName": record["Name"],
@@ -1052,8 +1236,9 @@ def create_router(ctx: SandboxContext) -> APIRouter:
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def no_such_resource(rest: str, request: Request) -> Response:
-        return _error(404, "4002", "No HTTP resource was found that matches the request URI "
-                                   f"'{request.url}'")
+        return _error(
+            404, "4002", f"No HTTP resource was found that matches the request URI '{request.url}'"
+        )
 
     return router
 
@@ -1062,21 +1247,41 @@ def render_fault(status: int, retry_after: int | None) -> tuple[object, str]:
     """Karbon's own body for an injected fault."""
     if status == 429:
         wait = retry_after if retry_after is not None else 10
-        return ({"statusCode": "429",
-                 "message": f"Rate limit is exceeded. Try again in {wait} seconds."},
-                "application/json")
+        return (
+            {
+                "statusCode": "429",
+                "message": f"Rate limit is exceeded. Try again in {wait} seconds.",
+            },
+            "application/json",
+        )
     if status == 401:
         return {"error": {"statusCode": "401", "message": "JWT not present."}}, "application/json"
     if status == 409:
-        return ({"error": {"code": "4020", "message": "The resource was modified by another "
-                           "request. Refetch the latest version and retry."}}, "application/json")
+        return (
+            {
+                "error": {
+                    "code": "4020",
+                    "message": "The resource was modified by another "
+                    "request. Refetch the latest version and retry.",
+                }
+            },
+            "application/json",
+        )
     if status == 404:
         return {"error": {"code": "4004", "message": "Not Found"}}, "application/json"
     if status >= 500:
         request_id = 63792674374107265425 + status
-        return ({"error": {"code": "5001", "message": "Unexpected Internal Error. Please contact "
-                           f"Karbon HQ Technical support with API Request Id of {request_id}."}},
-                "application/json")
-    return ({"error": {"code": "4002", "message": f"Request rejected (HTTP {status})."}},
-            "application/json")
-
+        return (
+            {
+                "error": {
+                    "code": "5001",
+                    "message": "Unexpected Internal Error. Please contact "
+                    f"Karbon HQ Technical support with API Request Id of {request_id}.",
+                }
+            },
+            "application/json",
+        )
+    return (
+        {"error": {"code": "4002", "message": f"Request rejected (HTTP {status})."}},
+        "application/json",
+    )

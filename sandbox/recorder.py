@@ -43,8 +43,9 @@ class Recorder:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: int = 0
 
-    def record(self, method: str, path: str, query: str, headers: dict[str, str],
-               body: bytes) -> RecordedRequest:
+    def record(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> RecordedRequest:
         shown = {
             k.lower(): ("<redacted>" if k.lower() in _REDACTED_HEADERS else v)
             for k, v in headers.items()
@@ -62,11 +63,13 @@ class Recorder:
             self.requests.append(entry)
             return entry
 
-    def select(self, prefix: str | None = None, method: str | None = None,
-               since: int = 0) -> list[RecordedRequest]:
+    def select(
+        self, prefix: str | None = None, method: str | None = None, since: int = 0
+    ) -> list[RecordedRequest]:
         with self._lock:
             return [
-                r for r in self.requests
+                r
+                for r in self.requests
                 if r.seq > since
                 and (prefix is None or r.path.startswith(prefix))
                 and (method is None or r.method == method.upper())

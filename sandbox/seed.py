@@ -55,8 +55,9 @@ class SandboxSeed(BaseModel):
         return next((s for s in self.staff if s.email.lower() == wanted), None)
 
 
-def seed_from_firm(config: FirmConfig, profile_path: str | Path | None = None,
-                   today: date | None = None) -> SandboxSeed:
+def seed_from_firm(
+    config: FirmConfig, profile_path: str | Path | None = None, today: date | None = None
+) -> SandboxSeed:
     """Build a seed from the firm file plus an optional profile of logged hours per person.
 
     The profile (YAML) maps staff id to ``{logged_this_week_per_day, logged_last_week}`` and
@@ -71,19 +72,20 @@ def seed_from_firm(config: FirmConfig, profile_path: str | Path | None = None,
     staff = []
     for idx, member in enumerate(config.staff):
         p = per_staff.get(member.id, {})
-        weekly = float(p.get("tracker_weekly_capacity_hours",
-                             member.weekly_capacity_hours or 40.0))
+        weekly = float(p.get("tracker_weekly_capacity_hours", member.weekly_capacity_hours or 40.0))
         per_day = float(p.get("logged_this_week_per_day", 6.0))
-        staff.append(SeedStaff(
-            id=member.id,
-            name=member.name,
-            email=member.email,
-            weekly_capacity_hours=weekly,
-            slack_id=member.slack_id or f"U{idx + 1:02d}{member.id.upper()[:6]}",
-            logged_this_week=round(per_day * elapsed, 2),
-            logged_last_week=float(p.get("logged_last_week", min(weekly, 36.0))),
-            active=member.active,
-        ))
+        staff.append(
+            SeedStaff(
+                id=member.id,
+                name=member.name,
+                email=member.email,
+                weekly_capacity_hours=weekly,
+                slack_id=member.slack_id or f"U{idx + 1:02d}{member.id.upper()[:6]}",
+                logged_this_week=round(per_day * elapsed, 2),
+                logged_last_week=float(p.get("logged_last_week", min(weekly, 36.0))),
+                active=member.active,
+            )
+        )
     clients = [
         SeedClient(id=c.id, name=c.name or c.id, email=c.email, contact_name=None)
         for c in config.clients

@@ -94,92 +94,149 @@ def validate(body: dict[str, Any]) -> list[dict[str, Any]]:
     has_template = isinstance(body.get("template_id"), str) and bool(body["template_id"])
 
     if not isinstance(body.get("from"), dict) or "email" not in body["from"]:
-        errors.append(_error("from.email", "The from object must be provided for every email "
-                             "send. It is an object that requires an email parameter, but may "
-                             "also contain a name parameter.", "from"))
+        errors.append(
+            _error(
+                "from.email",
+                "The from object must be provided for every email "
+                "send. It is an object that requires an email parameter, but may "
+                "also contain a name parameter.",
+                "from",
+            )
+        )
     else:
         errors += _email_errors(body["from"], "from", "from")
 
     personalizations = body.get("personalizations")
     every_has_subject = False
     if not isinstance(personalizations, list) or not personalizations:
-        errors.append(_error("personalizations", "The personalizations field is required and "
-                             "must have at least 1 personalization.", "personalizations"))
+        errors.append(
+            _error(
+                "personalizations",
+                "The personalizations field is required and must have at least 1 personalization.",
+                "personalizations",
+            )
+        )
     elif len(personalizations) > MAX_PERSONALIZATIONS:
-        errors.append(_error("personalizations", "The personalizations field is limited to "
-                             f"{MAX_PERSONALIZATIONS} personalizations per request.",
-                             "personalizations"))
+        errors.append(
+            _error(
+                "personalizations",
+                "The personalizations field is limited to "
+                f"{MAX_PERSONALIZATIONS} personalizations per request.",
+                "personalizations",
+            )
+        )
     else:
         recipients = 0
         every_has_subject = True
         for i, p in enumerate(personalizations):
             where = f"personalizations.{i}"
             if not isinstance(p, dict):
-                errors.append(_error(where, "Each personalization must be an object.",
-                                     "personalizations"))
+                errors.append(
+                    _error(where, "Each personalization must be an object.", "personalizations")
+                )
                 every_has_subject = False
                 continue
             to = p.get("to")
             if not isinstance(to, list) or not to:
-                errors.append(_error(f"{where}.to", "The to array is required for all "
-                                     "personalization objects, and must have at least one email "
-                                     "object with a valid email address.", "personalizations.to"))
+                errors.append(
+                    _error(
+                        f"{where}.to",
+                        "The to array is required for all "
+                        "personalization objects, and must have at least one email "
+                        "object with a valid email address.",
+                        "personalizations.to",
+                    )
+                )
             for kind in ("to", "cc", "bcc"):
                 people = p.get(kind)
                 if not isinstance(people, list):
                     continue
                 recipients += len(people)
                 for j, person in enumerate(people):
-                    errors += _email_errors(person, f"{where}.{kind}.{j}",
-                                            f"personalizations.{kind}")
+                    errors += _email_errors(
+                        person, f"{where}.{kind}.{j}", f"personalizations.{kind}"
+                    )
             if "custom_args" in p:
                 errors += _string_map_errors(p["custom_args"], f"{where}.custom_args")
             if not (isinstance(p.get("subject"), str) and p["subject"]):
                 every_has_subject = False
         if recipients > MAX_RECIPIENTS:
-            errors.append(_error("personalizations", "The total number of recipients must be "
-                                 f"less than {MAX_RECIPIENTS}. This includes all recipients "
-                                 "defined within the to, cc, and bcc parameters, across each "
-                                 "object that you include in the personalizations array.",
-                                 "personalizations"))
+            errors.append(
+                _error(
+                    "personalizations",
+                    "The total number of recipients must be "
+                    f"less than {MAX_RECIPIENTS}. This includes all recipients "
+                    "defined within the to, cc, and bcc parameters, across each "
+                    "object that you include in the personalizations array.",
+                    "personalizations",
+                )
+            )
 
     subject = body.get("subject")
     if subject is not None and not isinstance(subject, str):
         errors.append(_error("subject", "The subject must be a string.", "subject"))
     elif not subject and not has_template and not every_has_subject:
-        errors.append(_error("subject", "The subject is required. You can get around this "
-                             "requirement if you use a template with a subject defined or if "
-                             "every personalization has a subject defined.", "subject"))
+        errors.append(
+            _error(
+                "subject",
+                "The subject is required. You can get around this "
+                "requirement if you use a template with a subject defined or if "
+                "every personalization has a subject defined.",
+                "subject",
+            )
+        )
 
     content = body.get("content")
     if content is None or content == []:
         if not has_template:
-            errors.append(_error("content", "Unless a valid template_id is provided, the content "
-                                 "parameter is required. There must be at least one defined "
-                                 "content block.", "content"))
+            errors.append(
+                _error(
+                    "content",
+                    "Unless a valid template_id is provided, the content "
+                    "parameter is required. There must be at least one defined "
+                    "content block.",
+                    "content",
+                )
+            )
     elif not isinstance(content, list):
         errors.append(_error("content", "The content parameter must be an array.", "content"))
     else:
         types = []
         for i, block in enumerate(content):
             if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                errors.append(_error(f"content.{i}.type", "The content type is required.",
-                                     "content.type"))
+                errors.append(
+                    _error(f"content.{i}.type", "The content type is required.", "content.type")
+                )
                 continue
             types.append(block["type"])
             value = block.get("value")
             if not isinstance(value, str) or not value:
-                errors.append(_error(f"content.{i}.value", "The content value must be a string "
-                                     "at least one character in length.", "content.value"))
+                errors.append(
+                    _error(
+                        f"content.{i}.value",
+                        "The content value must be a string at least one character in length.",
+                        "content.value",
+                    )
+                )
         if "text/plain" in types and types[0] != "text/plain":
-            errors.append(_error("content", "If present, text/plain content must be first, "
-                                 "followed by text/html, followed by any other content.",
-                                 "content"))
+            errors.append(
+                _error(
+                    "content",
+                    "If present, text/plain content must be first, "
+                    "followed by text/html, followed by any other content.",
+                    "content",
+                )
+            )
 
     if "reply_to" in body:
         if "reply_to_list" in body:
-            errors.append(_error("reply_to", "The reply_to and reply_to_list parameters cannot "
-                                 "be used together.", "reply_to"))
+            errors.append(
+                _error(
+                    "reply_to",
+                    "The reply_to and reply_to_list parameters cannot be used together.",
+                    "reply_to",
+                )
+            )
         errors += _email_errors(body["reply_to"], "reply_to", "reply_to")
 
     if "custom_args" in body and not isinstance(body["custom_args"], str):
@@ -188,11 +245,17 @@ def validate(body: dict[str, Any]) -> list[dict[str, Any]]:
     categories = body.get("categories")
     if categories is not None:
         if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-            errors.append(_error("categories", "Categories must be an array of strings.",
-                                 "categories"))
+            errors.append(
+                _error("categories", "Categories must be an array of strings.", "categories")
+            )
         elif len(categories) > MAX_CATEGORIES:
-            errors.append(_error("categories", f"Too many categories. Please use at most "
-                                 f"{MAX_CATEGORIES}.", "categories"))
+            errors.append(
+                _error(
+                    "categories",
+                    f"Too many categories. Please use at most {MAX_CATEGORIES}.",
+                    "categories",
+                )
+            )
     return errors
 
 
@@ -229,11 +292,13 @@ def create_router(ctx: SandboxContext) -> APIRouter:
             return Response(status_code=200)
         message_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
         store: MailStore = ctx.stores[NAME]
-        store.messages.append({
-            "message_id": message_id,
-            "received_at": datetime.now(UTC).isoformat(),
-            "request": body,
-        })
+        store.messages.append(
+            {
+                "message_id": message_id,
+                "received_at": datetime.now(UTC).isoformat(),
+                "request": body,
+            }
+        )
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
     return router

@@ -63,14 +63,41 @@ MAX_MPIM_USERS = 8
 RESPONSE_URL_MAX_POSTS = 5
 """Slack allows five posts per response_url [P] (third-party guide)."""
 
-_JSON_METHODS = {"auth.test", "chat.postMessage", "chat.update", "chat.postEphemeral",
-                 "conversations.open"}
-_BLOCK_TYPES = {"section", "header", "actions", "context", "divider", "image", "input",
-                "rich_text", "file", "video"}
-_ELEMENT_TYPES = {"button", "static_select", "external_select", "users_select",
-                  "conversations_select", "channels_select", "overflow", "datepicker",
-                  "timepicker", "checkboxes", "radio_buttons", "multi_static_select",
-                  "multi_users_select", "workflow_button"}
+_JSON_METHODS = {
+    "auth.test",
+    "chat.postMessage",
+    "chat.update",
+    "chat.postEphemeral",
+    "conversations.open",
+}
+_BLOCK_TYPES = {
+    "section",
+    "header",
+    "actions",
+    "context",
+    "divider",
+    "image",
+    "input",
+    "rich_text",
+    "file",
+    "video",
+}
+_ELEMENT_TYPES = {
+    "button",
+    "static_select",
+    "external_select",
+    "users_select",
+    "conversations_select",
+    "channels_select",
+    "overflow",
+    "datepicker",
+    "timepicker",
+    "checkboxes",
+    "radio_buttons",
+    "multi_static_select",
+    "multi_users_select",
+    "workflow_button",
+}
 
 
 class SlackError(Exception):
@@ -88,13 +115,22 @@ class SlackStore:
         for member in seed.staff:
             if member.slack_id is None:
                 continue
-            self.users[member.slack_id] = _user(member.slack_id, member.id, member.name,
-                                                member.email, deleted=not member.active)
-        self.users[BOT_USER_ID] = {**_user(BOT_USER_ID, "dispatch", "Dispatch", None,
-                                           deleted=False), "is_bot": True}
+            self.users[member.slack_id] = _user(
+                member.slack_id, member.id, member.name, member.email, deleted=not member.active
+            )
+        self.users[BOT_USER_ID] = {
+            **_user(BOT_USER_ID, "dispatch", "Dispatch", None, deleted=False),
+            "is_bot": True,
+        }
         self.channels: dict[str, dict[str, Any]] = {
-            GENERAL_CHANNEL: {"id": GENERAL_CHANNEL, "name": "general", "is_channel": True,
-                              "is_im": False, "is_mpim": False, "created": 1700000000},
+            GENERAL_CHANNEL: {
+                "id": GENERAL_CHANNEL,
+                "name": "general",
+                "is_channel": True,
+                "is_im": False,
+                "is_mpim": False,
+                "created": 1700000000,
+            },
         }
         self.messages: dict[str, list[dict[str, Any]]] = {GENERAL_CHANNEL: []}
         """Per channel, oldest first."""
@@ -112,8 +148,10 @@ class SlackStore:
 
     def user_by_email(self, email: str) -> dict[str, Any] | None:
         wanted = email.strip().lower()
-        return next((u for u in self.users.values()
-                     if (u["profile"].get("email") or "").lower() == wanted), None)
+        return next(
+            (u for u in self.users.values() if (u["profile"].get("email") or "").lower() == wanted),
+            None,
+        )
 
     def open_dm(self, user_id: str) -> tuple[dict[str, Any], bool]:
         """The DM with ``user_id`` and whether it was already open."""
@@ -121,8 +159,14 @@ class SlackStore:
         existing = self.channels.get(channel_id)
         if existing is not None:
             return existing, True
-        channel = {"id": channel_id, "is_im": True, "is_channel": False, "is_mpim": False,
-                   "user": user_id, "created": 1700000000 + len(self.channels)}
+        channel = {
+            "id": channel_id,
+            "is_im": True,
+            "is_channel": False,
+            "is_mpim": False,
+            "user": user_id,
+            "created": 1700000000 + len(self.channels),
+        }
         self.channels[channel_id] = channel
         self.messages[channel_id] = []
         return channel, False
@@ -134,8 +178,14 @@ class SlackStore:
         existing = self.channels.get(channel_id)
         if existing is not None:
             return existing, True
-        channel = {"id": channel_id, "is_im": False, "is_channel": False, "is_mpim": True,
-                   "members": members, "created": 1700000000 + len(self.channels)}
+        channel = {
+            "id": channel_id,
+            "is_im": False,
+            "is_channel": False,
+            "is_mpim": True,
+            "members": members,
+            "created": 1700000000 + len(self.channels),
+        }
         self.channels[channel_id] = channel
         self.messages[channel_id] = []
         return channel, False
@@ -153,13 +203,22 @@ class SlackStore:
         }
 
 
-def _user(user_id: str, handle: str, name: str, email: str | None, *,
-          deleted: bool) -> dict[str, Any]:
+def _user(
+    user_id: str, handle: str, name: str, email: str | None, *, deleted: bool
+) -> dict[str, Any]:
     profile: dict[str, Any] = {"real_name": name, "display_name": name.split(" ")[0]}
     if email:
         profile["email"] = email
-    return {"id": user_id, "team_id": TEAM_ID, "name": handle, "real_name": name,
-            "deleted": deleted, "is_bot": False, "tz": "America/New_York", "profile": profile}
+    return {
+        "id": user_id,
+        "team_id": TEAM_ID,
+        "name": handle,
+        "real_name": name,
+        "deleted": deleted,
+        "is_bot": False,
+        "tz": "America/New_York",
+        "profile": profile,
+    }
 
 
 def dm_channel_id(user_id: str) -> str:
@@ -180,8 +239,13 @@ def render_fault(status: int, retry_after: int | None) -> tuple[object, str]:
     return {"ok": False, "error": "invalid_request"}, "application/json; charset=utf-8"  # [A]
 
 
-def response_url_for(ctx: SandboxContext | str, token: str, *, channel: str | None = None,
-                     message_ts: str | None = None) -> str:
+def response_url_for(
+    ctx: SandboxContext | str,
+    token: str,
+    *,
+    channel: str | None = None,
+    message_ts: str | None = None,
+) -> str:
     """A response_url pointing at this sandbox's sink.
 
     With ``channel`` and ``message_ts`` the token is bound to that message, so a post with
@@ -199,8 +263,9 @@ def response_url_for(ctx: SandboxContext | str, token: str, *, channel: str | No
 # --- Block Kit validation --------------------------------------------------------------------
 
 
-def _text_problems(obj: Any, where: str, *, plain_only: bool = False,
-                   max_len: int = MAX_SECTION_TEXT) -> list[str]:
+def _text_problems(
+    obj: Any, where: str, *, plain_only: bool = False, max_len: int = MAX_SECTION_TEXT
+) -> list[str]:
     if not isinstance(obj, dict):
         return [f"must be a text object [json-pointer:{where}]"]
     kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
@@ -219,20 +284,24 @@ def _element_problems(element: Any, where: str) -> list[str]:
         return [f"unsupported element type [json-pointer:{where}/type]"]
     problems: list[str] = []
     action_id = element.get("action_id")
-    if action_id is not None and (not isinstance(action_id, str)
-                                  or not 0 < len(action_id) <= MAX_ACTION_ID):
+    if action_id is not None and (
+        not isinstance(action_id, str) or not 0 < len(action_id) <= MAX_ACTION_ID
+    ):
         problems.append(f"must be 1-{MAX_ACTION_ID} characters [json-pointer:{where}/action_id]")
     if element["type"] == "button":
-        problems += _text_problems(element.get("text"), f"{where}/text", plain_only=True,
-                                   max_len=MAX_BUTTON_TEXT)
+        problems += _text_problems(
+            element.get("text"), f"{where}/text", plain_only=True, max_len=MAX_BUTTON_TEXT
+        )
         value = element.get("value")
         if value is not None and (not isinstance(value, str) or len(value) > MAX_BUTTON_VALUE):
-            problems.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters "
-                            f"[json-pointer:{where}/value]")
+            problems.append(
+                f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{where}/value]"
+            )
         url = element.get("url")
         if url is not None and (not isinstance(url, str) or len(url) > MAX_BUTTON_URL):
-            problems.append(f"must be less than {MAX_BUTTON_URL + 1} characters "
-                            f"[json-pointer:{where}/url]")
+            problems.append(
+                f"must be less than {MAX_BUTTON_URL + 1} characters [json-pointer:{where}/url]"
+            )
         if "style" in element and element["style"] not in ("primary", "danger"):
             problems.append(f"must be one of primary, danger [json-pointer:{where}/style]")
     return problems
@@ -244,8 +313,9 @@ def _block_problems(block: Any, where: str) -> list[str]:
     kind = block["type"]
     problems: list[str] = []
     if kind == "header":
-        problems += _text_problems(block.get("text"), f"{where}/text", plain_only=True,
-                                   max_len=MAX_HEADER_TEXT)
+        problems += _text_problems(
+            block.get("text"), f"{where}/text", plain_only=True, max_len=MAX_HEADER_TEXT
+        )
     elif kind == "section":
         fields = block.get("fields")
         if "text" not in block and not fields:
@@ -254,8 +324,9 @@ def _block_problems(block: Any, where: str) -> list[str]:
             problems += _text_problems(block["text"], f"{where}/text")
         if fields is not None:
             if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
-                problems.append(f"must have at most {MAX_FIELDS} items "
-                                f"[json-pointer:{where}/fields]")
+                problems.append(
+                    f"must have at most {MAX_FIELDS} items [json-pointer:{where}/fields]"
+                )
             else:
                 for i, field in enumerate(fields):
                     problems += _text_problems(field, f"{where}/fields/{i}", max_len=2000)
@@ -264,8 +335,9 @@ def _block_problems(block: Any, where: str) -> list[str]:
     elif kind == "context":
         elements = block.get("elements")
         if not isinstance(elements, list) or not 0 < len(elements) <= MAX_CONTEXT_ELEMENTS:
-            problems.append(f"must have 1-{MAX_CONTEXT_ELEMENTS} items "
-                            f"[json-pointer:{where}/elements]")
+            problems.append(
+                f"must have 1-{MAX_CONTEXT_ELEMENTS} items [json-pointer:{where}/elements]"
+            )
         else:
             for i, element in enumerate(elements):
                 if isinstance(element, dict) and element.get("type") == "image":
@@ -274,8 +346,9 @@ def _block_problems(block: Any, where: str) -> list[str]:
     elif kind == "actions":
         elements = block.get("elements")
         if not isinstance(elements, list) or not 0 < len(elements) <= MAX_ACTIONS_ELEMENTS:
-            problems.append(f"must have 1-{MAX_ACTIONS_ELEMENTS} items "
-                            f"[json-pointer:{where}/elements]")
+            problems.append(
+                f"must have 1-{MAX_ACTIONS_ELEMENTS} items [json-pointer:{where}/elements]"
+            )
         else:
             seen: set[str] = set()
             for i, element in enumerate(elements):
@@ -283,8 +356,10 @@ def _block_problems(block: Any, where: str) -> list[str]:
                 action_id = element.get("action_id") if isinstance(element, dict) else None
                 if isinstance(action_id, str):
                     if action_id in seen:
-                        problems.append("action_id must be unique within the block "
-                                        f"[json-pointer:{where}/elements/{i}/action_id]")
+                        problems.append(
+                            "action_id must be unique within the block "
+                            f"[json-pointer:{where}/elements/{i}/action_id]"
+                        )
                     seen.add(action_id)
     return problems
 
@@ -368,8 +443,9 @@ def _json_arg(args: dict[str, Any], name: str, error: str) -> Any:
 def _required(args: dict[str, Any], *names: str) -> None:
     missing = [n for n in names if args.get(n) in (None, "")]
     if missing:
-        raise SlackError("invalid_arguments",
-                         [f"[ERROR] missing required field: {n}" for n in missing])
+        raise SlackError(
+            "invalid_arguments", [f"[ERROR] missing required field: {n}" for n in missing]
+        )
 
 
 def _content(args: dict[str, Any]) -> tuple[str | None, list[Any] | None, dict[str, Any] | None]:
@@ -391,8 +467,11 @@ def _content(args: dict[str, Any]) -> tuple[str | None, list[Any] | None, dict[s
         raise SlackError("msg_too_long")
     metadata = _json_arg(args, "metadata", "invalid_metadata_format")
     if metadata is not None:
-        if (not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str)
-                or not isinstance(metadata.get("event_payload"), dict)):
+        if (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
             raise SlackError("invalid_metadata_format")
     return text, blocks, metadata
 
@@ -408,13 +487,20 @@ def _public(message: dict[str, Any], *, with_metadata: bool) -> dict[str, Any]:
 
 
 def _auth_test(ctx: SandboxContext, store: SlackStore, args: dict[str, Any]) -> dict[str, Any]:
-    return {"url": f"{ctx.base_url}/{NAME}/", "team": TEAM_NAME, "user": "dispatch",
-            "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
-            "is_enterprise_install": False}
+    return {
+        "url": f"{ctx.base_url}/{NAME}/",
+        "team": TEAM_NAME,
+        "user": "dispatch",
+        "team_id": TEAM_ID,
+        "user_id": BOT_USER_ID,
+        "bot_id": BOT_ID,
+        "is_enterprise_install": False,
+    }
 
 
-def _users_lookup_by_email(ctx: SandboxContext, store: SlackStore,
-                           args: dict[str, Any]) -> dict[str, Any]:
+def _users_lookup_by_email(
+    ctx: SandboxContext, store: SlackStore, args: dict[str, Any]
+) -> dict[str, Any]:
     _required(args, "email")
     user = store.user_by_email(str(args["email"]))
     if user is None or user["deleted"]:
@@ -430,8 +516,9 @@ def _users_info(ctx: SandboxContext, store: SlackStore, args: dict[str, Any]) ->
     return {"user": copy.deepcopy(user)}
 
 
-def _conversations_open(ctx: SandboxContext, store: SlackStore,
-                        args: dict[str, Any]) -> dict[str, Any]:
+def _conversations_open(
+    ctx: SandboxContext, store: SlackStore, args: dict[str, Any]
+) -> dict[str, Any]:
     users = args.get("users")
     channel_arg = args.get("channel")
     if isinstance(users, list):
@@ -476,15 +563,22 @@ def _resolve_channel(store: SlackStore, channel_arg: Any) -> str:
     raise SlackError("channel_not_found")
 
 
-def _chat_post_message(ctx: SandboxContext, store: SlackStore,
-                       args: dict[str, Any]) -> dict[str, Any]:
+def _chat_post_message(
+    ctx: SandboxContext, store: SlackStore, args: dict[str, Any]
+) -> dict[str, Any]:
     if not args.get("channel"):
         raise SlackError("channel_not_found")
     channel = _resolve_channel(store, args["channel"])
     text, blocks, metadata = _content(args)
-    message: dict[str, Any] = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID,
-                               "app_id": APP_ID, "team": TEAM_ID, "ts": store.next_ts(),
-                               "text": text or ""}
+    message: dict[str, Any] = {
+        "type": "message",
+        "user": BOT_USER_ID,
+        "bot_id": BOT_ID,
+        "app_id": APP_ID,
+        "team": TEAM_ID,
+        "ts": store.next_ts(),
+        "text": text or "",
+    }
     if blocks is not None:
         message["blocks"] = blocks
     if metadata is not None:
@@ -492,8 +586,11 @@ def _chat_post_message(ctx: SandboxContext, store: SlackStore,
     if args.get("thread_ts"):
         message["thread_ts"] = str(args["thread_ts"])
     store.messages[channel].append(message)
-    return {"channel": channel, "ts": message["ts"],
-            "message": _public(message, with_metadata=False)}
+    return {
+        "channel": channel,
+        "ts": message["ts"],
+        "message": _public(message, with_metadata=False),
+    }
 
 
 def _chat_update(ctx: SandboxContext, store: SlackStore, args: dict[str, Any]) -> dict[str, Any]:
@@ -512,14 +609,26 @@ def _chat_update(ctx: SandboxContext, store: SlackStore, args: dict[str, Any]) -
     if metadata is not None:
         message["metadata"] = metadata
     message["edited"] = {"user": BOT_USER_ID, "ts": store.next_ts()}
-    store.updates.append({"channel": channel, "ts": message["ts"], "text": text,
-                          "blocks": blocks, "metadata": metadata})
-    return {"channel": channel, "ts": message["ts"], "text": message["text"],
-            "message": _public(message, with_metadata=False)}
+    store.updates.append(
+        {
+            "channel": channel,
+            "ts": message["ts"],
+            "text": text,
+            "blocks": blocks,
+            "metadata": metadata,
+        }
+    )
+    return {
+        "channel": channel,
+        "ts": message["ts"],
+        "text": message["text"],
+        "message": _public(message, with_metadata=False),
+    }
 
 
-def _chat_post_ephemeral(ctx: SandboxContext, store: SlackStore,
-                         args: dict[str, Any]) -> dict[str, Any]:
+def _chat_post_ephemeral(
+    ctx: SandboxContext, store: SlackStore, args: dict[str, Any]
+) -> dict[str, Any]:
     _required(args, "channel", "user")
     channel_id = str(args["channel"])
     channel = store.channels.get(channel_id)
@@ -532,13 +641,15 @@ def _chat_post_ephemeral(ctx: SandboxContext, store: SlackStore,
         raise SlackError("user_not_in_channel")
     text, blocks, _ = _content(args)
     ts = store.next_ts()
-    store.ephemeral.append({"channel": channel_id, "user": user_id, "ts": ts,
-                            "text": text or "", "blocks": blocks})
+    store.ephemeral.append(
+        {"channel": channel_id, "user": user_id, "ts": ts, "text": text or "", "blocks": blocks}
+    )
     return {"message_ts": ts}
 
 
-def _conversations_history(ctx: SandboxContext, store: SlackStore,
-                           args: dict[str, Any]) -> dict[str, Any]:
+def _conversations_history(
+    ctx: SandboxContext, store: SlackStore, args: dict[str, Any]
+) -> dict[str, Any]:
     _required(args, "channel")
     channel = str(args["channel"])
     if channel not in store.channels:
@@ -550,7 +661,7 @@ def _conversations_history(ctx: SandboxContext, store: SlackStore,
         raise SlackError("invalid_cursor") from None
     limit = max(1, min(limit, 999))
     newest_first = list(reversed(store.messages[channel]))
-    page = newest_first[offset:offset + limit]
+    page = newest_first[offset : offset + limit]
     with_metadata = _flag(args.get("include_all_metadata", False))
     has_more = offset + limit < len(newest_first)
     return {
@@ -575,8 +686,9 @@ _METHODS = {
 
 
 def _slack_json(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=200, headers=headers,
-                        media_type="application/json; charset=utf-8")
+    return JSONResponse(
+        body, status_code=200, headers=headers, media_type="application/json; charset=utf-8"
+    )
 
 
 def create_router(ctx: SandboxContext) -> APIRouter:
@@ -621,9 +733,14 @@ def create_router(ctx: SandboxContext) -> APIRouter:
         if body.get("blocks") is not None:
             problems = validate_blocks(body["blocks"])
             if problems:
-                return JSONResponse({"ok": False, "error": "invalid_blocks",
-                                     "response_metadata": {"messages": problems}},
-                                    status_code=400)
+                return JSONResponse(
+                    {
+                        "ok": False,
+                        "error": "invalid_blocks",
+                        "response_metadata": {"messages": problems},
+                    },
+                    status_code=400,
+                )
         posts.append(body)
         _apply_to_original(store, token, body)
         return JSONResponse({"ok": True})
@@ -648,6 +765,13 @@ def _apply_to_original(store: SlackStore, token: str, body: dict[str, Any]) -> N
             message["blocks"] = body["blocks"]
         else:
             message.pop("blocks", None)
-        store.updates.append({"channel": channel, "ts": ts, "text": message["text"],
-                              "blocks": body.get("blocks"), "metadata": None,
-                              "via": "response_url"})
+        store.updates.append(
+            {
+                "channel": channel,
+                "ts": ts,
+                "text": message["text"],
+                "blocks": body.get("blocks"),
+                "metadata": None,
+                "via": "response_url",
+            }
+        )

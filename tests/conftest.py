@@ -38,7 +38,8 @@ def temporal_cli() -> str:
 
 def temporal_test_server() -> str:
     found = shutil.which("temporal-test-server") or str(
-        Path(sys.executable).parent / "temporal-test-server")
+        Path(sys.executable).parent / "temporal-test-server"
+    )
     if not Path(found).exists():
         pytest.fail("temporal-test-server is missing: install the project's [test] extra")
     return found

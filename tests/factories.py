@@ -17,10 +17,13 @@ def demo_config() -> FirmConfig:
     return load_firm_config()
 
 
-def snapshot(config: FirmConfig | None = None, today: date = MONDAY,
-             logged_this_week: dict[str, float] | None = None,
-             logged_last_week: dict[str, float] | None = None,
-             staff: list[StaffMember] | None = None) -> CapacitySnapshot:
+def snapshot(
+    config: FirmConfig | None = None,
+    today: date = MONDAY,
+    logged_this_week: dict[str, float] | None = None,
+    logged_last_week: dict[str, float] | None = None,
+    staff: list[StaffMember] | None = None,
+) -> CapacitySnapshot:
     config = config or demo_config()
     this_week = logged_this_week or {}
     last_week = logged_last_week or {}
@@ -48,9 +51,16 @@ def snapshot(config: FirmConfig | None = None, today: date = MONDAY,
     )
 
 
-def request(n: int = 1, *, service_type: str = "individual_tax", hours: float = 4.0,
-            due: date = date(2026, 12, 11), client_id: str = "cl-new", exclude: list[str] | None = None,
-            start: date | None = None) -> AssignmentRequest:
+def request(
+    n: int = 1,
+    *,
+    service_type: str = "individual_tax",
+    hours: float = 4.0,
+    due: date = date(2026, 12, 11),
+    client_id: str = "cl-new",
+    exclude: list[str] | None = None,
+    start: date | None = None,
+) -> AssignmentRequest:
     workflow_id = f"engagement-test-{n}"
     return AssignmentRequest(
         request_id=f"{workflow_id}:req-1",

@@ -54,14 +54,20 @@ class RunningWorker:
     async def snapshot(self) -> CapacitySnapshot | None:
         return await self.dispatcher.query(DispatcherWorkflow.snapshot)
 
-    async def start(self, details: EngagementDetails | None = None, *, source: str = "relay",
-                    external_id: str | None = None) -> WorkflowHandle[Any, Any]:
+    async def start(
+        self,
+        details: EngagementDetails | None = None,
+        *,
+        source: str = "relay",
+        external_id: str | None = None,
+    ) -> WorkflowHandle[Any, Any]:
         ext = external_id or (details.external_id if details else uuid.uuid4().hex[:10])
         src = details.source if details else source
         return await self.client.start_workflow(
             EngagementWorkflow.run,
-            EngagementInput(firm_id=self.config.firm.id, source=src, external_id=ext,
-                            details=details),
+            EngagementInput(
+                firm_id=self.config.firm.id, source=src, external_id=ext, details=details
+            ),
             id=engagement_workflow_id(src, ext),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -70,8 +76,9 @@ class RunningWorker:
     async def state(self, workflow_id: str) -> EngagementState:
         return await self.client.get_workflow_handle(workflow_id).query(EngagementWorkflow.state)
 
-    async def wait_state(self, workflow_id: str, done: Callable[[EngagementState], bool],
-                         timeout: float = 30.0) -> EngagementState:
+    async def wait_state(
+        self, workflow_id: str, done: Callable[[EngagementState], bool], timeout: float = 30.0
+    ) -> EngagementState:
         async def probe() -> EngagementState | None:
             try:
                 current = await self.state(workflow_id)
@@ -79,12 +86,16 @@ class RunningWorker:
                 return None
             return current if done(current) else None
 
-        return await eventually(probe, timeout=timeout,
-                                what=f"state condition for {workflow_id}")
+        return await eventually(probe, timeout=timeout, what=f"state condition for {workflow_id}")
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
-                     interval: float = 0.2, what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
@@ -108,9 +119,16 @@ async def running_worker(client: Client, config: FirmConfig) -> AsyncIterator[Ru
             await running.dispatcher.terminate("test finished")
 
 
-def details(n: int | str, *, service_type: str = "individual_tax", hours: float = 4.0,
-            due: date, client_id: str = "cl-new", client_email: str | None = "c@example.com",
-            source: str = "relay") -> EngagementDetails:
+def details(
+    n: int | str,
+    *,
+    service_type: str = "individual_tax",
+    hours: float = 4.0,
+    due: date,
+    client_id: str = "cl-new",
+    client_email: str | None = "c@example.com",
+    source: str = "relay",
+) -> EngagementDetails:
     return EngagementDetails(
         source=source,
         external_id=f"E{n}",

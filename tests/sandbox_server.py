@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import httpx
 import uvicorn
@@ -34,7 +35,9 @@ class RunningSandbox:
     config: FirmConfig
     """The demo firm with every connector pointed at this sandbox."""
 
-    def requests(self, prefix: str | None = None, method: str | None = None) -> list[dict[str, object]]:
+    def requests(
+        self, prefix: str | None = None, method: str | None = None
+    ) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.ctx.recorder.select(prefix=prefix, method=method)]
 
     def reset(self) -> None:
@@ -42,14 +45,16 @@ class RunningSandbox:
 
 
 @contextmanager
-def run_sandbox(seed: SandboxSeed | None = None, config: FirmConfig | None = None,
-                today: date | None = None) -> Iterator[RunningSandbox]:
+def run_sandbox(
+    seed: SandboxSeed | None = None, config: FirmConfig | None = None, today: date | None = None
+) -> Iterator[RunningSandbox]:
     firm = config or load_firm_config()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = create_app(seed or seed_from_firm(firm, today=today), base_url=base)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, name="sandbox", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -25,8 +25,7 @@ MON = date(2026, 11, 30)
 
 def test_working_days_skip_weekends_and_holidays() -> None:
     days = CAL.working_days(date(2026, 12, 21), date(2026, 12, 27))
-    assert days == [date(2026, 12, 21), date(2026, 12, 22), date(2026, 12, 23),
-                    date(2026, 12, 24)]
+    assert days == [date(2026, 12, 21), date(2026, 12, 22), date(2026, 12, 23), date(2026, 12, 24)]
     assert CAL.add_working_days(date(2026, 12, 24), 1) == date(2026, 12, 28)
 
 
@@ -54,7 +53,9 @@ def test_last_weeks_overtime_is_carried_over() -> None:
 
 
 def test_absence_and_ceiling_reduce_capacity() -> None:
-    away = PersonCapacity(weekly_hours=40, absences=(Absence(start=MON, end=MON + timedelta(days=1)),))
+    away = PersonCapacity(
+        weekly_hours=40, absences=(Absence(start=MON, end=MON + timedelta(days=1)),)
+    )
     assert capacity_between(away, MON, MON + timedelta(days=4), CAL) == 24
     assert capacity_between(PersonCapacity(40), MON, MON + timedelta(days=4), CAL, 0.8) == 32
 
@@ -80,8 +81,9 @@ def test_estimated_completion_runs_earliest_due_first() -> None:
     person = PersonCapacity(weekly_hours=40)
     bookings = [Booking(hours=16, due=MON + timedelta(days=3))]
     # 16 h ahead of it plus its own 8 h: done at the end of Wednesday.
-    assert estimated_completion(person, bookings, 8, MON + timedelta(days=9), MON, CAL) \
-        == MON + timedelta(days=2)
+    assert estimated_completion(
+        person, bookings, 8, MON + timedelta(days=9), MON, CAL
+    ) == MON + timedelta(days=2)
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,14 +91,15 @@ def test_estimated_completion_runs_earliest_due_first() -> None:
     weekly=st.sampled_from([20.0, 32.0, 40.0]),
     logged=st.floats(min_value=0, max_value=45),
     overtime=st.floats(min_value=0, max_value=60),
-    jobs=st.lists(st.tuples(st.floats(min_value=0.5, max_value=40), st.integers(0, 20)),
-                  max_size=25),
+    jobs=st.lists(
+        st.tuples(st.floats(min_value=0.5, max_value=40), st.integers(0, 20)), max_size=25
+    ),
 )
-def test_booking_only_what_fits_never_overbooks(weekly: float, logged: float, overtime: float,
-                                                 jobs: list[tuple[float, int]]) -> None:
+def test_booking_only_what_fits_never_overbooks(
+    weekly: float, logged: float, overtime: float, jobs: list[tuple[float, int]]
+) -> None:
     """Invariant 1 at the arithmetic level: accept jobs only when they fit, in any order."""
-    person = PersonCapacity(weekly_hours=weekly, logged_this_week=logged,
-                            logged_last_week=overtime)
+    person = PersonCapacity(weekly_hours=weekly, logged_this_week=logged, logged_last_week=overtime)
     today = MON + timedelta(days=1)
     bookings: list[Booking] = []
     for hours, offset in jobs:

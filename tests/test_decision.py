@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dispatch.capacity import Booking, WorkCalendar, is_overbooked
 from dispatch.config import Tier
 from dispatch.decision import Ledger, calendar_of, decide, decide_batch, person_of
-from dispatch.models import BlockReason, Reservation, Role
+from dispatch.models import AssignmentRequest, BlockReason, Reservation, Role
 from tests.factories import MONDAY, demo_config, request, snapshot
 
 FRIDAY = MONDAY + timedelta(days=4)
@@ -18,7 +18,8 @@ FRIDAY = MONDAY + timedelta(days=4)
 
 def test_prior_preparer_wins_when_they_have_room() -> None:
     result, reservations = decide(
-        request(client_id="cl-okafor-family", hours=4), snapshot(), Ledger(), {})
+        request(client_id="cl-okafor-family", hours=4), snapshot(), Ledger(), {}
+    )
     assert result.outcome == "assigned"
     assert result.preparer is not None and result.preparer.id == "noah"
     assert "prepared this client's last engagement" in result.reason
@@ -28,8 +29,7 @@ def test_prior_preparer_wins_when_they_have_room() -> None:
 def test_without_history_the_most_available_person_wins() -> None:
     # Seed order: available hours before tier. Grace (senior) has 40 h free, Zoe (staff) 30 h,
     # Noah (staff) only 10 h after logging 30 h already this week.
-    snap = snapshot(logged_this_week={"noah": 30.0, "mia": 20.0, "priya": 20.0,
-                                      "hannah": 20.0})
+    snap = snapshot(logged_this_week={"noah": 30.0, "mia": 20.0, "priya": 20.0, "hannah": 20.0})
     result, _ = decide(request(hours=4, due=FRIDAY), snap, Ledger(), {})
     assert result.preparer is not None and result.preparer.id == "grace"
     scores = {c.staff_id: c for c in result.decisions[0].candidates}
@@ -49,10 +49,12 @@ def test_lowest_sufficient_tier_breaks_ties_on_hours() -> None:
 
 def test_weights_are_configurable() -> None:
     config = demo_config()
-    heavy_tier = config.policy.model_copy(update={"weights": config.policy.weights.model_copy(
-        update={"lowest_tier": 50.0})})
+    heavy_tier = config.policy.model_copy(
+        update={"weights": config.policy.weights.model_copy(update={"lowest_tier": 50.0})}
+    )
     snap = snapshot(config, logged_this_week={"noah": 30.0}).model_copy(
-        update={"policy": heavy_tier})
+        update={"policy": heavy_tier}
+    )
     result, _ = decide(request(hours=4, due=FRIDAY), snap, Ledger(), {})
     assert result.preparer is not None and result.preparer.tier is Tier.STAFF
 
@@ -66,15 +68,22 @@ def test_every_candidate_is_explained() -> None:
     assert "missing skill audit_prep" in (by_id["noah"].why_blocked or "")
     # Ava is a partner: she does not prepare senior-level audit work.
     assert BlockReason.TIER in by_id["ava"].blocked
-    assert set(by_id["lucas"].scores) == {"client_history", "specialization", "available_hours",
-                                         "lowest_tier"}
+    assert set(by_id["lucas"].scores) == {
+        "client_history",
+        "specialization",
+        "available_hours",
+        "lowest_tier",
+    }
 
 
 def test_nobody_with_room_means_partner_review_never_overload() -> None:
     # 45 h of audit prep due in four working days: nobody has that much room.
     result, reservations = decide(
         request(service_type="audit_prep", hours=45, due=MONDAY + timedelta(days=3)),
-        snapshot(), Ledger(), {})
+        snapshot(),
+        Ledger(),
+        {},
+    )
     assert result.outcome == "needs_partner_review"
     assert reservations == []
     assert result.preparer is None
@@ -82,13 +91,15 @@ def test_nobody_with_room_means_partner_review_never_overload() -> None:
     assert all(not c.eligible for c in blocked)
     assert "No preparer fits 45.0 h" in result.reason
     capacity_blocked = [c for c in blocked if c.blocked == [BlockReason.CAPACITY]]
-    assert capacity_blocked and all("needs 45.0 h" in (c.why_blocked or "")
-                                    for c in capacity_blocked)
+    assert capacity_blocked and all(
+        "needs 45.0 h" in (c.why_blocked or "") for c in capacity_blocked
+    )
 
 
 def test_reviewer_comes_from_reviewer_tier_and_is_never_the_preparer() -> None:
-    result, reservations = decide(request(service_type="s_corp_return", hours=12), snapshot(),
-                                  Ledger(), {})
+    result, reservations = decide(
+        request(service_type="s_corp_return", hours=12), snapshot(), Ledger(), {}
+    )
     assert result.preparer is not None and result.reviewer is not None
     assert result.preparer.id != result.reviewer.id
     assert result.reviewer.tier.rank >= Tier.MANAGER.rank
@@ -104,18 +115,32 @@ def test_reviewer_ceiling_is_lower_than_preparers() -> None:
     # Mia (manager, 40 h) is the only s_corp manager: 0.8 x 40 = 32 h of review room a week.
     config = demo_config()
     snap = snapshot(config)
-    ledger = Ledger([Reservation(workflow_id="other", role=Role.PREPARER, staff_id="mia",
-                                 hours=30, start=MONDAY, due=FRIDAY, client_id="x")])
-    result, _ = decide(request(service_type="s_corp_return", hours=12, due=FRIDAY), snap,
-                       ledger, {})
+    ledger = Ledger(
+        [
+            Reservation(
+                workflow_id="other",
+                role=Role.PREPARER,
+                staff_id="mia",
+                hours=30,
+                start=MONDAY,
+                due=FRIDAY,
+                client_id="x",
+            )
+        ]
+    )
+    result, _ = decide(
+        request(service_type="s_corp_return", hours=12, due=FRIDAY), snap, ledger, {}
+    )
     # 40 h - 30 h = 10 h as a preparer, but only 32 - 30 = 2 h under the reviewer ceiling.
-    assert result.outcome == "needs_partner_review" or result.reviewer is not None and \
-        result.reviewer.id != "mia"
+    assert result.outcome == "needs_partner_review" or (
+        result.reviewer is not None and result.reviewer.id != "mia"
+    )
 
 
 def test_declined_people_are_not_offered_the_engagement_again() -> None:
-    result, _ = decide(request(client_id="cl-okafor-family", exclude=["noah"]), snapshot(),
-                       Ledger(), {})
+    result, _ = decide(
+        request(client_id="cl-okafor-family", exclude=["noah"]), snapshot(), Ledger(), {}
+    )
     assert result.preparer is not None and result.preparer.id != "noah"
     noah = next(c for c in result.decisions[0].candidates if c.staff_id == "noah")
     assert BlockReason.DECLINED in noah.blocked
@@ -141,8 +166,10 @@ def test_learned_history_outranks_configured_history() -> None:
 
 def test_batch_shares_one_person_without_double_booking() -> None:
     # Only Lucas, Omar and Ben do audit prep; Ben is a partner (reviewer only).
-    requests = [request(i, service_type="audit_prep", hours=45, due=FRIDAY + timedelta(days=7))
-                for i in range(4)]
+    requests = [
+        request(i, service_type="audit_prep", hours=45, due=FRIDAY + timedelta(days=7))
+        for i in range(4)
+    ]
     ledger = Ledger()
     results = decide_batch(requests, snapshot(), ledger, {})
     assigned = [r for r in results if r.outcome == "assigned"]
@@ -158,35 +185,56 @@ def test_batch_is_decided_earliest_due_first() -> None:
     assert [r.workflow_id for r in results] == [urgent.workflow_id, late.workflow_id]
 
 
-service_types = st.sampled_from(["individual_tax", "s_corp_return", "partnership_return",
-                                 "monthly_bookkeeping", "payroll", "audit_prep"])
+service_types = st.sampled_from(
+    [
+        "individual_tax",
+        "s_corp_return",
+        "partnership_return",
+        "monthly_bookkeeping",
+        "payroll",
+        "audit_prep",
+    ]
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    jobs=st.lists(st.tuples(service_types, st.floats(min_value=0.5, max_value=60),
-                            st.integers(min_value=0, max_value=25),
-                            st.sampled_from(["cl-a", "cl-b", "cl-okafor-family",
-                                             "cl-bayside-dental"])),
-                  min_size=1, max_size=30),
-    logged=st.dictionaries(st.sampled_from([m.id for m in demo_config().staff]),
-                           st.floats(min_value=0, max_value=45), max_size=8),
+    jobs=st.lists(
+        st.tuples(
+            service_types,
+            st.floats(min_value=0.5, max_value=60),
+            st.integers(min_value=0, max_value=25),
+            st.sampled_from(["cl-a", "cl-b", "cl-okafor-family", "cl-bayside-dental"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    logged=st.dictionaries(
+        st.sampled_from([m.id for m in demo_config().staff]),
+        st.floats(min_value=0, max_value=45),
+        max_size=8,
+    ),
     weekday=st.integers(min_value=0, max_value=6),
 )
-def test_never_overbooks_and_is_deterministic(jobs: list[tuple[str, float, int, str]],
-                                              logged: dict[str, float], weekday: int) -> None:
+def test_never_overbooks_and_is_deterministic(
+    jobs: list[tuple[str, float, int, str]], logged: dict[str, float], weekday: int
+) -> None:
     today = MONDAY + timedelta(days=weekday)
     snap = snapshot(today=today, logged_this_week=logged)
-    reqs = [request(i, service_type=st_, hours=round(h, 2), due=today + timedelta(days=d),
-                    client_id=c) for i, (st_, h, d, c) in enumerate(jobs)]
+    reqs = [
+        request(i, service_type=st_, hours=round(h, 2), due=today + timedelta(days=d), client_id=c)
+        for i, (st_, h, d, c) in enumerate(jobs)
+    ]
     first = decide_batch(reqs, snap, ledger := Ledger(), {})
     again = decide_batch(reqs, snap, Ledger(), {})
     assert [r.model_dump() for r in first] == [r.model_dump() for r in again]
 
     calendar: WorkCalendar = calendar_of(snap)
     by_id = {c.member.id: c for c in snap.staff}
-    ceilings = {Role.PREPARER: snap.policy.preparer_utilization_ceiling,
-                Role.REVIEWER: snap.policy.reviewer_utilization_ceiling}
+    ceilings = {
+        Role.PREPARER: snap.policy.preparer_utilization_ceiling,
+        Role.REVIEWER: snap.policy.reviewer_utilization_ceiling,
+    }
     for result in first:
         if result.outcome != "assigned":
             continue
@@ -196,14 +244,18 @@ def test_never_overbooks_and_is_deterministic(jobs: list[tuple[str, float, int, 
             assert chosen.eligible and chosen.available_hours >= decision.required_hours - 0.01
     for staff_id, cap in by_id.items():
         mine = [r for r in ledger.reservations if r.staff_id == staff_id]
-        assert not is_overbooked(person_of(cap), [Booking(r.hours, r.due) for r in mine], today,
-                                 calendar, ceiling=max(ceilings.values()))
+        assert not is_overbooked(
+            person_of(cap),
+            [Booking(r.hours, r.due) for r in mine],
+            today,
+            calendar,
+            ceiling=max(ceilings.values()),
+        )
         for reservation in mine:
-            assert all(s in cap.member.skills for s in
-                       snap.service_type(_service_of(reqs, reservation.workflow_id))
-                       .required_skills)  # type: ignore[union-attr]
+            service = snap.service_type(_service_of(reqs, reservation.workflow_id))
+            assert service is not None
+            assert all(s in cap.member.skills for s in service.required_skills)
 
 
-
-def _service_of(reqs: list, workflow_id: str) -> str:  # type: ignore[type-arg]
+def _service_of(reqs: list[AssignmentRequest], workflow_id: str) -> str:
     return next(r.service_type for r in reqs if r.workflow_id == workflow_id)

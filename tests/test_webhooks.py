@@ -46,16 +46,22 @@ def test_valid_event_becomes_details_with_service_defaults() -> None:
     assert details.source == "taxdome" and details.client_email == "one@client.example"
 
 
-@pytest.mark.parametrize(("change", "field", "reason"), [
-    ({"service_type": "crypto"}, "engagement.service_type", "unknown service type 'crypto'"),
-    ({"estimated_hours": -3}, "engagement.estimated_hours", "greater than 0"),
-    ({"due_date": "2026-11-01"}, "engagement.due_date", "in the past"),
-    ({"due_date": "2026-02-30"}, "engagement.due_date", "date"),
-    ({"start_date": "2027-01-30"}, "engagement.start_date", "after the due date"),
-    ({"external_id": "has space"}, "engagement.external_id", "letters, digits"),
-    ({"client": {"id": "c", "name": "N", "email": "not-an-email"}}, "engagement.client.email",
-     "pattern"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"service_type": "crypto"}, "engagement.service_type", "unknown service type 'crypto'"),
+        ({"estimated_hours": -3}, "engagement.estimated_hours", "greater than 0"),
+        ({"due_date": "2026-11-01"}, "engagement.due_date", "in the past"),
+        ({"due_date": "2026-02-30"}, "engagement.due_date", "date"),
+        ({"start_date": "2027-01-30"}, "engagement.start_date", "after the due date"),
+        ({"external_id": "has space"}, "engagement.external_id", "letters, digits"),
+        (
+            {"client": {"id": "c", "name": "N", "email": "not-an-email"}},
+            "engagement.client.email",
+            "pattern",
+        ),
+    ],
+)
 def test_bad_fields_are_named(change: dict[str, Any], field: str, reason: str) -> None:
     problems = fields_of(event(**change))
     assert field in problems, problems
@@ -77,8 +83,10 @@ def test_malformed_json_is_a_payload_error() -> None:
 
 
 def test_karbon_notification_needs_its_key() -> None:
-    note = parse_karbon(b'{"ResourcePermaKey":"4kT9","ResourceType":"Work",'
-                        b'"ActionType":"Inserted","TimeStamp":"2026-11-30T10:00:00Z"}')
+    note = parse_karbon(
+        b'{"ResourcePermaKey":"4kT9","ResourceType":"Work",'
+        b'"ActionType":"Inserted","TimeStamp":"2026-11-30T10:00:00Z"}'
+    )
     assert note.event_key == "karbon:Work:4kT9:Inserted:2026-11-30T10:00:00+00:00"
     with pytest.raises(PayloadError) as caught:
         parse_karbon(b'{"ResourceType":"Work","ActionType":"Inserted"}')

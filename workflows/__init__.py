@@ -1,1 +1,1 @@
-"""Deterministic orchestration only: no I/O, clocks, env or randomness outside Temporal's helpers."""
+"""Deterministic orchestration only: no I/O, clock, env or randomness beyond Temporal's helpers."""

@@ -81,13 +81,15 @@ class DispatcherWorkflow:
         staff = []
         for cap in snapshot.staff if snapshot else []:
             mine = [r for r in self._state.reservations if r.staff_id == cap.member.id]
-            staff.append(StaffBooking(
-                staff_id=cap.member.id,
-                name=cap.member.name,
-                weekly_capacity_hours=cap.weekly_capacity_hours,
-                reserved_hours=round(sum(r.hours for r in mine), 2),
-                reservations=mine,
-            ))
+            staff.append(
+                StaffBooking(
+                    staff_id=cap.member.id,
+                    name=cap.member.name,
+                    weekly_capacity_hours=cap.weekly_capacity_hours,
+                    reserved_hours=round(sum(r.hours for r in mine), 2),
+                    reservations=mine,
+                )
+            )
         return BookingsView(
             firm_id=self._firm_id,
             staff=staff,
@@ -106,8 +108,10 @@ class DispatcherWorkflow:
     async def run(self, input: DispatcherInput) -> None:
         while True:
             await workflow.wait_condition(
-                lambda: bool(self._pending or self._releases or self._forced)
-                or workflow.info().is_continue_as_new_suggested()
+                lambda: (
+                    bool(self._pending or self._releases or self._forced)
+                    or workflow.info().is_continue_as_new_suggested()
+                )
             )
             if self._pending or self._releases or self._forced:
                 await self._process()
@@ -115,14 +119,13 @@ class DispatcherWorkflow:
             # Nothing queued and the history is long: start afresh with the state carried over.
             await workflow.wait_condition(workflow.all_handlers_finished)
             if not (self._pending or self._releases or self._forced):
-                workflow.continue_as_new(DispatcherInput(firm_id=self._firm_id,
-                                                         state=self._state))
+                workflow.continue_as_new(DispatcherInput(firm_id=self._firm_id, state=self._state))
 
     async def _process(self) -> None:
         capacity_changed = self._apply_releases()
-        fresh = await self._ensure_snapshot(needed=bool(self._pending or self._forced
-                                                        or (capacity_changed
-                                                            and self._state.parked)))
+        fresh = await self._ensure_snapshot(
+            needed=bool(self._pending or self._forced or (capacity_changed and self._state.parked))
+        )
         # Requests that arrived while the snapshot was read join this batch.
         capacity_changed = self._apply_releases() or capacity_changed
         batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
@@ -150,8 +153,12 @@ class DispatcherWorkflow:
         self._state.batches += 1
         await self._send(outgoing)
 
-    def _decide(self, new: list[AssignmentRequest], parked: list[AssignmentRequest],
-                snapshot: CapacitySnapshot) -> list[AssignmentResult]:
+    def _decide(
+        self,
+        new: list[AssignmentRequest],
+        parked: list[AssignmentRequest],
+        snapshot: CapacitySnapshot,
+    ) -> list[AssignmentResult]:
         """Greedy, earliest due date first; parked requests go before new ones of the same date.
 
         Runs without awaiting: reading the ledger and writing it is one atomic step.
@@ -171,10 +178,12 @@ class DispatcherWorkflow:
             if result.outcome == "assigned":
                 for reservation in reservations:
                     ledger.add(reservation)
-                self._remember_client(request.client_id, [r.staff_id for r in reservations
-                                                          if r.role is Role.PREPARER])
-                self._state.parked = [p for p in self._state.parked
-                                      if p.request_id != request.request_id]
+                self._remember_client(
+                    request.client_id, [r.staff_id for r in reservations if r.role is Role.PREPARER]
+                )
+                self._state.parked = [
+                    p for p in self._state.parked if p.request_id != request.request_id
+                ]
                 self._cache(result)
                 outgoing.append(result)
             elif kind == 1:
@@ -192,13 +201,15 @@ class DispatcherWorkflow:
         for release in releases:
             before = len(self._state.reservations)
             self._state.reservations = [
-                r for r in self._state.reservations
+                r
+                for r in self._state.reservations
                 if not (r.workflow_id == release.workflow_id and r.role in release.roles)
             ]
             changed = changed or len(self._state.reservations) != before
             if release.withdraw_request:
-                self._state.parked = [p for p in self._state.parked
-                                      if p.workflow_id != release.workflow_id]
+                self._state.parked = [
+                    p for p in self._state.parked if p.workflow_id != release.workflow_id
+                ]
         return changed
 
     def _apply_forced(self, forced: list[ForceAssignRequest]) -> list[AssignmentResult]:
@@ -214,8 +225,9 @@ class DispatcherWorkflow:
                 if reservation is not None:
                     ledger.add(reservation)
                     self._state.reservations = ledger.reservations
-                    self._state.parked = [p for p in self._state.parked
-                                          if p.workflow_id != request.workflow_id]
+                    self._state.parked = [
+                        p for p in self._state.parked if p.workflow_id != request.workflow_id
+                    ]
                     self._remember_client(request.client_id, [request.staff_id])
                 self._cache(cached)
             if cached is not None:
@@ -229,14 +241,17 @@ class DispatcherWorkflow:
         snapshot = self._state.snapshot
         ttl = timedelta(seconds=snapshot.policy.snapshot_ttl_seconds) if snapshot else None
         taken = self._state.snapshot_at
-        if snapshot is not None and ttl is not None and taken is not None \
-                and workflow.now() - taken < ttl:
+        if (
+            snapshot is not None
+            and ttl is not None
+            and taken is not None
+            and workflow.now() - taken < ttl
+        ):
             return False
-        self._state.snapshot = await workflow.execute_activity_method(
+        self._state.snapshot = await options.FIRM.run(
             FirmActivities.capacity_snapshot,
             SnapshotInput(firm_id=self._firm_id),
-            summary="capacity snapshot",
-            **options.FIRM,
+            "capacity snapshot",
         )
         self._state.snapshot_at = workflow.now()
         return True
@@ -249,16 +264,18 @@ class DispatcherWorkflow:
         for result, delivered in zip(results, outcomes, strict=True):
             if not delivered and result.outcome == "assigned":
                 # The engagement is gone (terminated or closed): give the hours back.
-                self._releases.append(ReleaseRequest(workflow_id=result.workflow_id,
-                                                     reason="engagement not running"))
+                self._releases.append(
+                    ReleaseRequest(workflow_id=result.workflow_id, reason="engagement not running")
+                )
 
     async def _signal(self, result: AssignmentResult) -> bool:
         handle = workflow.get_external_workflow_handle(result.workflow_id)
         try:
             await handle.signal(RESULT_SIGNAL, result)
         except FailureError:
-            workflow.logger.warning("engagement %s did not take its assignment result",
-                                    result.workflow_id)
+            workflow.logger.warning(
+                "engagement %s did not take its assignment result", result.workflow_id
+            )
             return False
         return True
 
@@ -273,8 +290,9 @@ class DispatcherWorkflow:
         if not staff_ids:
             return
         known = self._state.client_history.get(client_id, [])
-        self._state.client_history[client_id] = list(
-            dict.fromkeys([*staff_ids, *known]))[:HISTORY_PER_CLIENT]
+        self._state.client_history[client_id] = list(dict.fromkeys([*staff_ids, *known]))[
+            :HISTORY_PER_CLIENT
+        ]
 
 
 __all__ = ["RESULT_SIGNAL", "DispatcherWorkflow"]

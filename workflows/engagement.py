@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.dispatcher import RESULT_SIGNAL, DispatcherWorkflow
 
 T = TypeVar("T")
+EffectState = Literal["pending", "done", "failed", "skipped"]
 
 RESULT_WAIT = timedelta(minutes=10)
 """How long to wait for the dispatcher before asking again (the request id makes it harmless)."""
@@ -125,12 +126,15 @@ class EngagementWorkflow:
             if self._state.status.is_closed:
                 return self._state
         self._apply_details(details)
-        self._context = await workflow.execute_activity_method(
+        self._context = await options.FIRM.run(
             FirmActivities.engagement_context,
-            EngagementContextInput(client_id=details.client_id, service_type=details.service_type,
-                                   due_date=details.due_date, start_date=details.start_date),
-            summary="firm context",
-            **options.FIRM,
+            EngagementContextInput(
+                client_id=details.client_id,
+                service_type=details.service_type,
+                due_date=details.due_date,
+                start_date=details.start_date,
+            ),
+            "firm context",
         )
         self._state.pm_manual_update_required = self._context.manual_pm_update is not None
         await self._assign()
@@ -139,12 +143,10 @@ class EngagementWorkflow:
 
     async def _load(self) -> EngagementDetails | None:
         try:
-            return await workflow.execute_activity_method(
+            return await options.PM.run(
                 PmActivities.load_engagement,
-                LoadEngagementInput(source=self._state.source,
-                                    external_id=self._state.external_id),
-                summary="load from PM",
-                **options.PM,
+                LoadEngagementInput(source=self._state.source, external_id=self._state.external_id),
+                "load from PM",
             )
         except ActivityError as err:
             cause = err.cause
@@ -155,8 +157,7 @@ class EngagementWorkflow:
                 await self._close(DispatchStatus.CANCELLED, "not found in the PM system")
                 return None
             self._state.error = message
-            await self._needs_partner(f"cannot be dispatched as it stands: {message}",
-                                      notify=False)
+            await self._needs_partner(f"cannot be dispatched as it stands: {message}", notify=False)
             return None
 
     async def _assign(self) -> None:
@@ -195,9 +196,11 @@ class EngagementWorkflow:
         while True:
             await self._signal_dispatcher(request)
             try:
-                await workflow.wait_condition(lambda: request.request_id in self._results,
-                                              timeout=RESULT_WAIT,
-                                              timeout_summary="waiting for the dispatcher")
+                await workflow.wait_condition(
+                    lambda: request.request_id in self._results,
+                    timeout=RESULT_WAIT,
+                    timeout_summary="waiting for the dispatcher",
+                )
                 return self._results[request.request_id]
             except TimeoutError:
                 self._note("dispatcher slow", "asking again")
@@ -211,9 +214,10 @@ class EngagementWorkflow:
             await handle.signal(signal, arg)
         except FailureError:
             # Not running (first engagement ever, or stopped by an operator): start it, retry.
-            await workflow.execute_activity_method(
-                FirmActivities.ensure_dispatcher, SnapshotInput(firm_id=self._state.firm_id),
-                summary="start dispatcher", **options.FIRM,
+            await options.FIRM.run(
+                FirmActivities.ensure_dispatcher,
+                SnapshotInput(firm_id=self._state.firm_id),
+                "start dispatcher",
             )
             await handle.signal(signal, arg)
 
@@ -245,56 +249,107 @@ class EngagementWorkflow:
         completion = result.estimated_completion or details.due_date
         start = max(details.start_date or context.today, context.today)
         effects: list[tuple[str, Awaitable[Any]]] = [
-            ("pm_write_back", workflow.execute_activity_method(
-                PmActivities.write_back,
-                PmWriteBackInput(workflow_id=wf_id, source=details.source,
-                                 external_id=details.external_id,
-                                 assignee_email=result.preparer.email,
-                                 status=DispatchStatus.ASSIGNED),
-                summary="PM write-back", **options.PM)),
+            (
+                "pm_write_back",
+                options.PM.run(
+                    PmActivities.write_back,
+                    PmWriteBackInput(
+                        workflow_id=wf_id,
+                        source=details.source,
+                        external_id=details.external_id,
+                        assignee_email=result.preparer.email,
+                        status=DispatchStatus.ASSIGNED,
+                    ),
+                    "PM write-back",
+                ),
+            ),
         ]
-        people: list[tuple[Role, StaffRef, float]] = [(Role.PREPARER, result.preparer,
-                                                       result.preparer_hours)]
+        people: list[tuple[Role, StaffRef, float]] = [
+            (Role.PREPARER, result.preparer, result.preparer_hours)
+        ]
         if result.reviewer is not None:
             people.append((Role.REVIEWER, result.reviewer, result.reviewer_hours))
         for role, person, hours in people:
-            effects.append((f"chat_{role.value}", workflow.execute_activity_method(
-                ChatActivities.notify_assignment,
-                AssignmentNotice(summary=summary, recipient=person, role=role,
-                                 preparer=result.preparer, reviewer=result.reviewer,
-                                 estimated_completion=completion,
-                                 manual_pm_update=context.manual_pm_update),
-                summary=f"notify {role.value}", **options.CHAT)))
-            effects.append((f"calendar_{role.value}", workflow.execute_activity_method(
-                CalendarActivities.block,
-                CalendarBlockInput(workflow_id=wf_id,
-                                   event_key=calendar_event_key(wf_id, role.value, seq),
-                                   staff=person, summary=summary, role=role,
-                                   start_date=start,
-                                   end_date=completion if role is Role.PREPARER
-                                   else details.due_date,
-                                   hours=hours, time_zone=context.time_zone),
-                summary=f"calendar block for {role.value}", **options.CALENDAR)))
+            effects.append(
+                (
+                    f"chat_{role.value}",
+                    options.CHAT.run(
+                        ChatActivities.notify_assignment,
+                        AssignmentNotice(
+                            summary=summary,
+                            recipient=person,
+                            role=role,
+                            preparer=result.preparer,
+                            reviewer=result.reviewer,
+                            estimated_completion=completion,
+                            manual_pm_update=context.manual_pm_update,
+                        ),
+                        f"notify {role.value}",
+                    ),
+                )
+            )
+            effects.append(
+                (
+                    f"calendar_{role.value}",
+                    options.CALENDAR.run(
+                        CalendarActivities.block,
+                        CalendarBlockInput(
+                            workflow_id=wf_id,
+                            event_key=calendar_event_key(wf_id, role.value, seq),
+                            staff=person,
+                            summary=summary,
+                            role=role,
+                            start_date=start,
+                            end_date=completion if role is Role.PREPARER else details.due_date,
+                            hours=hours,
+                            time_zone=context.time_zone,
+                        ),
+                        f"calendar block for {role.value}",
+                    ),
+                )
+            )
         if details.client_email:
-            effects.append(("client_email", workflow.execute_activity_method(
-                EmailActivities.client_confirmation,
-                ClientConfirmationInput(summary=summary, to_email=details.client_email,
-                                        to_name=details.client_contact_name,
-                                        assignee=result.preparer, reviewer=result.reviewer,
-                                        estimated_completion=completion,
-                                        upload_link=context.upload_link,
-                                        firm_name=context.firm_name),
-                summary="client confirmation", **options.EMAIL)))
+            effects.append(
+                (
+                    "client_email",
+                    options.EMAIL.run(
+                        EmailActivities.client_confirmation,
+                        ClientConfirmationInput(
+                            summary=summary,
+                            to_email=details.client_email,
+                            to_name=details.client_contact_name,
+                            assignee=result.preparer,
+                            reviewer=result.reviewer,
+                            estimated_completion=completion,
+                            upload_link=context.upload_link,
+                            firm_name=context.firm_name,
+                        ),
+                        "client confirmation",
+                    ),
+                )
+            )
         else:
             self._effect_state("client_email", "skipped", "no client email address on file")
-        effects.append(("crm_log", workflow.execute_activity_method(
-            CrmActivities.log,
-            CrmLogInput(idempotency_key=side_effect_key(wf_id, "crm-assigned", seq),
-                        event="assigned", summary=summary, status=DispatchStatus.ASSIGNED,
-                        preparer=result.preparer, reviewer=result.reviewer,
+        effects.append(
+            (
+                "crm_log",
+                options.CRM.run(
+                    CrmActivities.log,
+                    CrmLogInput(
+                        idempotency_key=side_effect_key(wf_id, "crm-assigned", seq),
+                        event="assigned",
+                        summary=summary,
+                        status=DispatchStatus.ASSIGNED,
+                        preparer=result.preparer,
+                        reviewer=result.reviewer,
                         preparer_hours=result.preparer_hours,
-                        reviewer_hours=result.reviewer_hours, occurred_at=workflow.now()),
-            summary="CRM log", **options.CRM)))
+                        reviewer_hours=result.reviewer_hours,
+                        occurred_at=workflow.now(),
+                    ),
+                    "CRM log",
+                ),
+            )
+        )
 
         outcomes = await asyncio.gather(*(self._effect(name, call) for name, call in effects))
         for (name, _), outcome in zip(effects, outcomes, strict=True):
@@ -314,37 +369,54 @@ class EngagementWorkflow:
             cause = err.cause
             detail = cause.message if isinstance(cause, FailureError) else str(err)
             self._effect_state(name, "failed", detail)
-            workflow.logger.warning("side effect %s failed for %s", name,
-                                    self._state.workflow_id)
+            workflow.logger.warning("side effect %s failed for %s", name, self._state.workflow_id)
             return None
         detail = getattr(outcome, "detail", "") or ""
         # Results say "not done" in their own words (a firm without a calendar, a relay PM).
-        delivered = all(getattr(outcome, flag, True)
-                        for flag in ("delivered", "sent", "logged", "written"))
+        delivered = all(
+            getattr(outcome, flag, True) for flag in ("delivered", "sent", "logged", "written")
+        )
         self._effect_state(name, "done" if delivered else "skipped", detail)
         return outcome
 
-    async def _needs_partner(self, reason: str, *, notify: bool,
-                             result: AssignmentResult | None = None) -> None:
+    async def _needs_partner(
+        self, reason: str, *, notify: bool, result: AssignmentResult | None = None
+    ) -> None:
         self._state.needs_partner_review_reason = reason
         self._set_status(DispatchStatus.NEEDS_PARTNER_REVIEW, reason)
         context = self._context
         if not notify or context is None:
             return
         candidates = result.decisions[-1].candidates if result and result.decisions else []
-        await self._effect("chat_partner", workflow.execute_activity_method(
-            ChatActivities.notify_partner,
-            PartnerReviewNotice(summary=self._summary(), partner=context.managing_partner,
-                                reason=reason,
-                                candidates=candidates[: context.partner_candidates_shown]),
-            summary="notify managing partner", **options.CHAT))
-        await self._effect("crm_partner_review", workflow.execute_activity_method(
-            CrmActivities.log,
-            CrmLogInput(idempotency_key=side_effect_key(self._state.workflow_id, "crm-npr",
-                                                        self._state.request_seq),
-                        event="needs_partner_review", summary=self._summary(),
-                        status=DispatchStatus.NEEDS_PARTNER_REVIEW, occurred_at=workflow.now()),
-            summary="CRM log", **options.CRM))
+        await self._effect(
+            "chat_partner",
+            options.CHAT.run(
+                ChatActivities.notify_partner,
+                PartnerReviewNotice(
+                    summary=self._summary(),
+                    partner=context.managing_partner,
+                    reason=reason,
+                    candidates=candidates[: context.partner_candidates_shown],
+                ),
+                "notify managing partner",
+            ),
+        )
+        await self._effect(
+            "crm_partner_review",
+            options.CRM.run(
+                CrmActivities.log,
+                CrmLogInput(
+                    idempotency_key=side_effect_key(
+                        self._state.workflow_id, "crm-npr", self._state.request_seq
+                    ),
+                    event="needs_partner_review",
+                    summary=self._summary(),
+                    status=DispatchStatus.NEEDS_PARTNER_REVIEW,
+                    occurred_at=workflow.now(),
+                ),
+                "CRM log",
+            ),
+        )
 
     # --- after dispatch ------------------------------------------------------------------
 
@@ -363,9 +435,9 @@ class EngagementWorkflow:
             fresh = update.details or await self._load()
             if fresh is None or self._state.status.is_closed:
                 continue
-            previous = self._details
+            previous = self._details or fresh
             self._details = fresh
-            if fresh.pm_status == "Completed":
+            if update.action == "Completed" or fresh.pm_status == "Completed":
                 await self._close(DispatchStatus.COMPLETED, "completed in the PM system")
             elif fresh.due_date != previous.due_date:
                 self._apply_details(fresh)
@@ -373,18 +445,28 @@ class EngagementWorkflow:
 
     async def _close(self, status: DispatchStatus, why: str) -> None:
         self._set_status(status, why)
-        await self._to_dispatcher(DispatcherWorkflow.release,
-                                  ReleaseRequest(workflow_id=self._state.workflow_id, reason=why))
+        await self._to_dispatcher(
+            DispatcherWorkflow.release,
+            ReleaseRequest(workflow_id=self._state.workflow_id, reason=why),
+        )
         if self._details is not None:
             event = "completed" if status is DispatchStatus.COMPLETED else "cancelled"
-            await self._effect(f"crm_{event}", workflow.execute_activity_method(
-                CrmActivities.log,
-                CrmLogInput(idempotency_key=side_effect_key(self._state.workflow_id,
-                                                            f"crm-{event}", 0),
-                            event=event, summary=self._summary(), status=status,
-                            preparer=self._state.preparer, reviewer=self._state.reviewer,
-                            occurred_at=workflow.now()),
-                summary="CRM log", **options.CRM))
+            await self._effect(
+                f"crm_{event}",
+                options.CRM.run(
+                    CrmActivities.log,
+                    CrmLogInput(
+                        idempotency_key=side_effect_key(self._state.workflow_id, f"crm-{event}", 0),
+                        event=event,
+                        summary=self._summary(),
+                        status=status,
+                        preparer=self._state.preparer,
+                        reviewer=self._state.reviewer,
+                        occurred_at=workflow.now(),
+                    ),
+                    "CRM log",
+                ),
+            )
 
     # --- state helpers -------------------------------------------------------------------
 
@@ -397,11 +479,13 @@ class EngagementWorkflow:
         s.service_type = details.service_type
         s.due_date = details.due_date
         s.estimated_hours = details.estimated_hours
-        workflow.upsert_search_attributes([
-            sa.CLIENT_ID.value_set(details.client_id),
-            sa.SERVICE_TYPE.value_set(details.service_type),
-            sa.DUE_DATE.value_set(datetime.combine(details.due_date, time(), tzinfo=UTC)),
-        ])
+        workflow.upsert_search_attributes(
+            [
+                sa.CLIENT_ID.value_set(details.client_id),
+                sa.SERVICE_TYPE.value_set(details.service_type),
+                sa.DUE_DATE.value_set(datetime.combine(details.due_date, time(), tzinfo=UTC)),
+            ]
+        )
         self._memo()
 
     def _summary(self) -> EngagementSummary:
@@ -409,10 +493,17 @@ class EngagementWorkflow:
         assert d is not None
         service_name = (self._context.service_name if self._context else None) or d.service_type
         return EngagementSummary(
-            workflow_id=self._state.workflow_id, title=d.title, client_id=d.client_id,
-            client_name=d.client_name, service_type=d.service_type, service_name=service_name,
-            due_date=d.due_date, estimated_hours=d.estimated_hours, pm_url=d.pm_url,
-            scope_summary=d.scope_summary, documents_needed=d.documents_needed,
+            workflow_id=self._state.workflow_id,
+            title=d.title,
+            client_id=d.client_id,
+            client_name=d.client_name,
+            service_type=d.service_type,
+            service_name=service_name,
+            due_date=d.due_date,
+            estimated_hours=d.estimated_hours,
+            pm_url=d.pm_url,
+            scope_summary=d.scope_summary,
+            documents_needed=d.documents_needed,
         )
 
     def _set_status(self, status: DispatchStatus, detail: str = "") -> None:
@@ -438,11 +529,13 @@ class EngagementWorkflow:
             memo["why"] = why
         workflow.upsert_memo(memo)
 
-    def _effect_state(self, name: str, state: str, detail: str = "") -> None:
+    def _effect_state(self, name: str, state: EffectState, detail: str = "") -> None:
         effects = [e for e in self._state.side_effects if e.name != name]
-        effects.append(SideEffect(name=name, state=state, detail=detail))  # type: ignore[arg-type]
+        effects.append(SideEffect(name=name, state=state, detail=detail))
         self._state.side_effects = effects
 
     def _note(self, kind: str, detail: str = "") -> None:
-        self._state.timeline = [*self._state.timeline,
-                                TimelineEntry(at=workflow.now(), kind=kind, detail=detail)]
+        self._state.timeline = [
+            *self._state.timeline,
+            TimelineEntry(at=workflow.now(), kind=kind, detail=detail),
+        ]

@@ -8,60 +8,50 @@ Retry-After from the vendor replaces the backoff through ``next_retry_delay``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityConfig
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
-def _policy(max_interval_s: float) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=max_interval_s),
-    )
+@dataclass(frozen=True)
+class Integration:
+    attempt: timedelta
+    """start_to_close: one try."""
+    total: timedelta
+    """schedule_to_close: every try together."""
+    max_interval: timedelta
+
+    def run(self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str) -> Awaitable[R]:
+        """Schedule the activity with this integration's timeouts and retries."""
+        return workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=self.attempt,
+            schedule_to_close_timeout=self.total,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=self.max_interval,
+            ),
+            summary=summary,
+        )
 
 
-PM = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    schedule_to_close_timeout=timedelta(minutes=15),
-    retry_policy=_policy(60),
-)
+PM = Integration(timedelta(seconds=30), timedelta(minutes=15), timedelta(seconds=60))
 """Karbon allows ~120 requests/min; bursts meet 429s that Retry-After paces."""
 
-TIME_TRACKER = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=60),
-    schedule_to_close_timeout=timedelta(minutes=5),
-    retry_policy=_policy(30),
-)
+CHAT = Integration(timedelta(seconds=20), timedelta(minutes=15), timedelta(seconds=60))
+CALENDAR = Integration(timedelta(seconds=30), timedelta(minutes=15), timedelta(seconds=60))
+EMAIL = Integration(timedelta(seconds=30), timedelta(minutes=30), timedelta(seconds=120))
+CRM = Integration(timedelta(seconds=20), timedelta(minutes=30), timedelta(seconds=120))
 
-CHAT = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=20),
-    schedule_to_close_timeout=timedelta(minutes=15),
-    retry_policy=_policy(60),
-)
-
-CALENDAR = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    schedule_to_close_timeout=timedelta(minutes=15),
-    retry_policy=_policy(60),
-)
-
-EMAIL = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    schedule_to_close_timeout=timedelta(minutes=30),
-    retry_policy=_policy(120),
-)
-
-CRM = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=20),
-    schedule_to_close_timeout=timedelta(minutes=30),
-    retry_policy=_policy(120),
-)
-
-FIRM = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    schedule_to_close_timeout=timedelta(minutes=5),
-    retry_policy=_policy(10),
-)
-"""Reads of the firm config and the capacity snapshot (which calls the time tracker)."""
+FIRM = Integration(timedelta(seconds=90), timedelta(minutes=5), timedelta(seconds=10))
+"""Reads of the firm config and the capacity snapshot. The snapshot pages through the time
+tracker (Harvest allows 100 requests per 15 s), so one attempt may take a while."""

@@ -51,14 +51,17 @@ def test_verify_accepts_either_case_and_prefix_only_when_asked() -> None:
     assert verify_hex_signature("key", FOX, FOX_HMAC, allow_prefix=True)
 
 
-@pytest.mark.parametrize(("secret", "body", "given"), [
-    ("other", FOX, FOX_HMAC),                # wrong key
-    ("key", FOX + b" ", FOX_HMAC),           # body changed by one byte
-    ("key", FOX, FOX_HMAC[:-1]),             # truncated
-    ("key", FOX, ""),                        # missing
-    ("", FOX, hmac_sha256_hex("", FOX)),     # an unset secret never verifies
-    ("key", FOX, FOX_HMAC[:-1] + "é"),       # non-ASCII header
-])
+@pytest.mark.parametrize(
+    ("secret", "body", "given"),
+    [
+        ("other", FOX, FOX_HMAC),  # wrong key
+        ("key", FOX + b" ", FOX_HMAC),  # body changed by one byte
+        ("key", FOX, FOX_HMAC[:-1]),  # truncated
+        ("key", FOX, ""),  # missing
+        ("", FOX, hmac_sha256_hex("", FOX)),  # an unset secret never verifies
+        ("key", FOX, FOX_HMAC[:-1] + "é"),  # non-ASCII header
+    ],
+)
 def test_verify_rejects(secret: str, body: bytes, given: str) -> None:
     assert not verify_hex_signature(secret, body, given, allow_prefix=True)
 
@@ -84,15 +87,25 @@ def person(sandbox: RunningSandbox, staff_id: str) -> StaffRef:
 
 def log_input(sandbox: RunningSandbox, key: str = f"{WORKFLOW_ID}:crm-assigned:1") -> CrmLogInput:
     summary = EngagementSummary(
-        workflow_id=WORKFLOW_ID, title="2026 S-Corp return", client_id="cl-bayside-dental",
-        client_name="Bayside Dental Group", service_type="s_corp_return",
-        service_name="S-Corporation return (1120-S)", due_date=date(2026, 12, 11),
-        estimated_hours=12, pm_url="https://app2.karbonhq.com/harbor-finch/work/4kTq9bQ2",
+        workflow_id=WORKFLOW_ID,
+        title="2026 S-Corp return",
+        client_id="cl-bayside-dental",
+        client_name="Bayside Dental Group",
+        service_type="s_corp_return",
+        service_name="S-Corporation return (1120-S)",
+        due_date=date(2026, 12, 11),
+        estimated_hours=12,
+        pm_url="https://app2.karbonhq.com/harbor-finch/work/4kTq9bQ2",
     )
     return CrmLogInput(
-        idempotency_key=key, event="assigned", summary=summary, status=DispatchStatus.ASSIGNED,
-        preparer=person(sandbox, "priya"), reviewer=person(sandbox, "mia"),
-        preparer_hours=12, reviewer_hours=4.2,
+        idempotency_key=key,
+        event="assigned",
+        summary=summary,
+        status=DispatchStatus.ASSIGNED,
+        preparer=person(sandbox, "priya"),
+        reviewer=person(sandbox, "mia"),
+        preparer_hours=12,
+        reviewer_hours=4.2,
         occurred_at=datetime(2026, 11, 30, 14, 5, tzinfo=UTC),
     )
 
@@ -117,9 +130,13 @@ async def test_assignment_is_logged_as_a_signed_record(sandbox: RunningSandbox) 
         "event": "assigned",
         "occurred_at": "2026-11-30T14:05:00+00:00",
         "engagement": {
-            "workflow_id": WORKFLOW_ID, "title": "2026 S-Corp return",
-            "client_id": "cl-bayside-dental", "client_name": "Bayside Dental Group",
-            "service_type": "s_corp_return", "due_date": "2026-12-11", "estimated_hours": 12.0,
+            "workflow_id": WORKFLOW_ID,
+            "title": "2026 S-Corp return",
+            "client_id": "cl-bayside-dental",
+            "client_name": "Bayside Dental Group",
+            "service_type": "s_corp_return",
+            "due_date": "2026-12-11",
+            "estimated_hours": 12.0,
             "pm_url": "https://app2.karbonhq.com/harbor-finch/work/4kTq9bQ2",
         },
         "status": "Assigned",
@@ -133,8 +150,9 @@ async def test_assignment_is_logged_as_a_signed_record(sandbox: RunningSandbox) 
     assert isinstance(headers, dict)
     assert headers["content-type"] == "application/json"
     # The signature covers the exact bytes that were sent.
-    expected = hmac.new(demo_secret(SECRET_ENV).encode(), str(request["body"]).encode(),
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        demo_secret(SECRET_ENV).encode(), str(request["body"]).encode(), hashlib.sha256
+    ).hexdigest()
     assert headers["x-dispatch-signature"] == f"sha256={expected}"
 
 
@@ -158,13 +176,15 @@ async def test_injected_http_client_is_used(sandbox: RunningSandbox) -> None:
         seen.append(request.headers["Idempotency-Key"])
 
     async with httpx.AsyncClient(event_hooks={"request": [note]}) as http:
-        result = await crm_log(WebhookCrmActivities(connector_of(sandbox), http=http),
-                               log_input(sandbox))
+        result = await crm_log(
+            WebhookCrmActivities(connector_of(sandbox), http=http), log_input(sandbox)
+        )
     assert result.logged and seen == [f"{WORKFLOW_ID}:crm-assigned:1"]
 
 
-async def test_wrong_secret_is_non_retryable(sandbox: RunningSandbox,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_wrong_secret_is_non_retryable(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRM_TEST_WRONG_SECRET", "not-the-shared-secret")
     activities = WebhookCrmActivities(connector_of(sandbox, secret_env="CRM_TEST_WRONG_SECRET"))
     with pytest.raises(ApplicationError) as caught:
@@ -174,8 +194,9 @@ async def test_wrong_secret_is_non_retryable(sandbox: RunningSandbox,
     assert store_of(sandbox).records == []
 
 
-async def test_missing_secret_is_a_config_error(sandbox: RunningSandbox,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_secret_is_a_config_error(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(SECRET_ENV)
     with pytest.raises(ApplicationError) as caught:
         await crm_log(WebhookCrmActivities(connector_of(sandbox)), log_input(sandbox))
@@ -204,8 +225,7 @@ async def test_server_errors_are_retryable(sandbox: RunningSandbox, status: int)
     assert caught.value.non_retryable is False and caught.value.type == "ServerError"
 
 
-async def test_unreachable_receiver_is_a_retryable_transport_error(
-        sandbox: RunningSandbox) -> None:
+async def test_unreachable_receiver_is_a_retryable_transport_error(sandbox: RunningSandbox) -> None:
     dead = connector_of(sandbox, url=f"http://127.0.0.1:{free_port()}/crm/records")
     with pytest.raises(ApplicationError) as caught:
         await crm_log(WebhookCrmActivities(dead), log_input(sandbox))
@@ -216,8 +236,9 @@ async def test_timeout_is_a_retryable_transport_error(sandbox: RunningSandbox) -
     set_faults(sandbox, {"route": "/crm/", "delay_ms": 1500, "count": 1})
     async with httpx.AsyncClient(timeout=0.3) as http:
         with pytest.raises(ApplicationError) as caught:
-            await crm_log(WebhookCrmActivities(connector_of(sandbox), http=http),
-                          log_input(sandbox))
+            await crm_log(
+                WebhookCrmActivities(connector_of(sandbox), http=http), log_input(sandbox)
+            )
     assert caught.value.non_retryable is False and caught.value.type == "TransportError"
     # The server still finishes the abandoned request; let it, so it cannot land in a later test.
     await settled(sandbox, "/crm/")
@@ -234,12 +255,21 @@ async def settled(sandbox: RunningSandbox, prefix: str) -> None:
 # --- the emulator's contract -----------------------------------------------------------------
 
 
-def post_record(sandbox: RunningSandbox, payload: Any, *, key: str | None = "k-1",
-                secret: str | None = None, signature: str | None = None) -> httpx.Response:
+def post_record(
+    sandbox: RunningSandbox,
+    payload: Any,
+    *,
+    key: str | None = "k-1",
+    secret: str | None = None,
+    signature: str | None = None,
+) -> httpx.Response:
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json",
-               "X-Dispatch-Signature": signature if signature is not None
-               else dispatch_signature_header(secret or demo_secret(SECRET_ENV), body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Dispatch-Signature": signature
+        if signature is not None
+        else dispatch_signature_header(secret or demo_secret(SECRET_ENV), body),
+    }
     if key is not None:
         headers["Idempotency-Key"] = key
     return httpx.post(f"{sandbox.base_url}/crm/records", content=body, headers=headers)
@@ -265,13 +295,17 @@ def test_missing_idempotency_key_is_400(sandbox: RunningSandbox) -> None:
     assert store_of(sandbox).records == []
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"engagement": {"workflow_id": WORKFLOW_ID}}, "event"),
-    ({"event": "assigned"}, "engagement.workflow_id"),
-    ({"event": "assigned", "engagement": {"workflow_id": ""}}, "engagement.workflow_id"),
-])
-def test_missing_fields_are_422_naming_the_field(sandbox: RunningSandbox,
-                                                 payload: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"engagement": {"workflow_id": WORKFLOW_ID}}, "event"),
+        ({"event": "assigned"}, "engagement.workflow_id"),
+        ({"event": "assigned", "engagement": {"workflow_id": ""}}, "engagement.workflow_id"),
+    ],
+)
+def test_missing_fields_are_422_naming_the_field(
+    sandbox: RunningSandbox, payload: dict[str, Any], field: str
+) -> None:
     answer = post_record(sandbox, payload)
     assert answer.status_code == 422 and answer.json()["field"] == field
     assert store_of(sandbox).records == []

@@ -60,23 +60,41 @@ def staff_ref(sandbox: RunningSandbox, staff_id: str = "priya") -> StaffRef:
     return StaffRef(id=m.id, name=m.name, email=m.email, tier=m.tier)
 
 
-def block_input(sandbox: RunningSandbox, *, role: Role = Role.PREPARER, seq: int = 1,
-                start: date = START, end: date = END) -> CalendarBlockInput:
+def block_input(
+    sandbox: RunningSandbox,
+    *,
+    role: Role = Role.PREPARER,
+    seq: int = 1,
+    start: date = START,
+    end: date = END,
+) -> CalendarBlockInput:
     summary = EngagementSummary(
-        workflow_id=WORKFLOW_ID, title="2026 S-Corp return", client_id="cl-bayside-dental",
-        client_name="Bayside Dental Group", service_type="s_corp_return",
-        service_name="S-Corporation return (1120-S)", due_date=date(2026, 12, 11),
-        estimated_hours=12, pm_url="https://app2.karbonhq.com/harbor-finch/work/4kTq9bQ2",
+        workflow_id=WORKFLOW_ID,
+        title="2026 S-Corp return",
+        client_id="cl-bayside-dental",
+        client_name="Bayside Dental Group",
+        service_type="s_corp_return",
+        service_name="S-Corporation return (1120-S)",
+        due_date=date(2026, 12, 11),
+        estimated_hours=12,
+        pm_url="https://app2.karbonhq.com/harbor-finch/work/4kTq9bQ2",
     )
     return CalendarBlockInput(
-        workflow_id=WORKFLOW_ID, event_key=f"{WORKFLOW_ID}:{role.value}:{seq}",
-        staff=staff_ref(sandbox), summary=summary, role=role, start_date=start, end_date=end,
-        hours=12, time_zone="America/New_York",
+        workflow_id=WORKFLOW_ID,
+        event_key=f"{WORKFLOW_ID}:{role.value}:{seq}",
+        staff=staff_ref(sandbox),
+        summary=summary,
+        role=role,
+        start_date=start,
+        end_date=end,
+        hours=12,
+        time_zone="America/New_York",
     )
 
 
-async def block(activities: GoogleCalendarActivities,
-                input: CalendarBlockInput) -> CalendarBlockResult:
+async def block(
+    activities: GoogleCalendarActivities, input: CalendarBlockInput
+) -> CalendarBlockResult:
     result: CalendarBlockResult = await ActivityEnvironment().run(activities.block, input)
     return result
 
@@ -90,8 +108,11 @@ def bearer() -> dict[str, str]:
 
 
 def all_day(event_id: str | None = None, day: date = START, days: int = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {"summary": "x", "start": {"date": day.isoformat()},
-                            "end": {"date": (day + timedelta(days=days)).isoformat()}}
+    body: dict[str, Any] = {
+        "summary": "x",
+        "start": {"date": day.isoformat()},
+        "end": {"date": (day + timedelta(days=days)).isoformat()},
+    }
     if event_id is not None:
         body["id"] = event_id
     return body
@@ -113,7 +134,8 @@ def test_event_id_is_deterministic_base32hex() -> None:
 
 
 async def test_block_creates_an_all_day_event_on_the_staff_calendar(
-        sandbox: RunningSandbox) -> None:
+    sandbox: RunningSandbox,
+) -> None:
     input = block_input(sandbox)
     result = await block(GoogleCalendarActivities(connector_of(sandbox)), input)
 
@@ -151,8 +173,9 @@ async def test_html_link_opens_the_event(sandbox: RunningSandbox) -> None:
 
 
 async def test_reviewer_block_says_review(sandbox: RunningSandbox) -> None:
-    result = await block(GoogleCalendarActivities(connector_of(sandbox)),
-                         block_input(sandbox, role=Role.REVIEWER))
+    result = await block(
+        GoogleCalendarActivities(connector_of(sandbox)), block_input(sandbox, role=Role.REVIEWER)
+    )
     event = store_of(sandbox).live("priya@harborfinch.example")[result.event_id]
     assert event["summary"].startswith("Engagement review: ")
     assert "Role: reviewer" in event["description"]
@@ -192,8 +215,9 @@ async def test_block_deleted_in_the_calendar_is_not_recreated(sandbox: RunningSa
 
 
 async def test_end_before_start_blocks_the_start_day(sandbox: RunningSandbox) -> None:
-    result = await block(GoogleCalendarActivities(connector_of(sandbox)),
-                         block_input(sandbox, start=END, end=START))
+    result = await block(
+        GoogleCalendarActivities(connector_of(sandbox)), block_input(sandbox, start=END, end=START)
+    )
     event = store_of(sandbox).live("priya@harborfinch.example")[result.event_id]
     assert event["start"] == {"date": "2026-12-04"} and event["end"] == {"date": "2026-12-05"}
     assert "end date was before the start" in result.detail
@@ -208,18 +232,28 @@ async def test_a_fixed_calendar_id_is_used_as_is(sandbox: RunningSandbox) -> Non
 
 def service_account_key(path: Path, token_uri: str) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "sandbox", "private_key_id": "k1",
-        "private_key": pem, "client_email": "dispatch@sandbox.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": token_uri,
-    }))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "sandbox",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "dispatch@sandbox.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
     return path
 
 
 async def test_service_account_impersonates_staff_and_invites_them(
-        sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv(TOKEN_ENV)
     key_file = service_account_key(tmp_path / "sa.json", f"{sandbox.base_url}{TOKEN_PATH}")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
@@ -231,18 +265,25 @@ async def test_service_account_impersonates_staff_and_invites_them(
     assert first.created and second.created
     assert store_of(sandbox).dump()["delegated_subjects"] == ["priya@harborfinch.example"]
     event = store_of(sandbox).live("priya@harborfinch.example")[first.event_id]
-    assert event["attendees"] == [{"email": "priya@harborfinch.example",
-                                   "displayName": "Priya Nair", "responseStatus": "accepted"}]
+    assert event["attendees"] == [
+        {
+            "email": "priya@harborfinch.example",
+            "displayName": "Priya Nair",
+            "responseStatus": "accepted",
+        }
+    ]
     [grant] = sandbox.requests(prefix=TOKEN_PATH)  # the token is reused for the second block
     assert "jwt-bearer" in str(grant["body"])
     assert [r["status"] for r in sandbox.requests(prefix="/google/calendar")] == [200, 200]
 
 
-async def test_wrong_token_is_a_non_retryable_auth_error(sandbox: RunningSandbox,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_wrong_token_is_a_non_retryable_auth_error(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GOOGLE_TEST_WRONG_TOKEN", "ya29.not-the-right-token")
-    activities = GoogleCalendarActivities(connector_of(sandbox),
-                                          access_token_env="GOOGLE_TEST_WRONG_TOKEN")
+    activities = GoogleCalendarActivities(
+        connector_of(sandbox), access_token_env="GOOGLE_TEST_WRONG_TOKEN"
+    )
     with pytest.raises(ApplicationError) as caught:
         await block(activities, block_input(sandbox))
     # google-auth answers Google's 401 by trying to refresh; a bare token cannot, so it raises.
@@ -254,7 +295,8 @@ async def test_wrong_token_is_a_non_retryable_auth_error(sandbox: RunningSandbox
 
 
 async def test_no_credentials_is_a_non_retryable_config_error(
-        sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(TOKEN_ENV)
     with pytest.raises(ApplicationError) as caught:
         await block(GoogleCalendarActivities(connector_of(sandbox)), block_input(sandbox))
@@ -265,7 +307,8 @@ async def test_no_credentials_is_a_non_retryable_config_error(
 
 
 async def test_unreadable_service_account_file_is_a_config_error(
-        sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv(TOKEN_ENV)
     broken = tmp_path / "sa.json"
     broken.write_text("{}")
@@ -276,8 +319,16 @@ async def test_unreadable_service_account_file_is_a_config_error(
 
 
 async def test_429_is_retryable_after_the_vendors_delay(sandbox: RunningSandbox) -> None:
-    set_faults(sandbox, {"route": "/google/calendar/v3/calendars/", "method": "POST",
-                         "status": 429, "retry_after": 7, "count": 1})
+    set_faults(
+        sandbox,
+        {
+            "route": "/google/calendar/v3/calendars/",
+            "method": "POST",
+            "status": 429,
+            "retry_after": 7,
+            "count": 1,
+        },
+    )
     activities = GoogleCalendarActivities(connector_of(sandbox))
     with pytest.raises(ApplicationError) as caught:
         await block(activities, block_input(sandbox))
@@ -319,8 +370,9 @@ async def test_server_error_on_the_recovery_get_is_retryable(sandbox: RunningSan
 async def test_unreachable_endpoint_is_a_retryable_transport_error(sandbox: RunningSandbox) -> None:
     from tests.sandbox_server import free_port
 
-    dead = GoogleCalendarConnector(kind="google",
-                                   api_endpoint=f"http://127.0.0.1:{free_port()}/calendar/v3/")
+    dead = GoogleCalendarConnector(
+        kind="google", api_endpoint=f"http://127.0.0.1:{free_port()}/calendar/v3/"
+    )
     with pytest.raises(ApplicationError) as caught:
         await block(GoogleCalendarActivities(dead), block_input(sandbox))
     assert caught.value.non_retryable is False and caught.value.type == "TransportError"
@@ -348,8 +400,9 @@ def test_client_ids_outside_base32hex_are_rejected(sandbox: RunningSandbox, bad_
 
 @pytest.mark.parametrize("good_id", ["abcde", "0123456789abcdefghijklmnopqrstuv", "v" * 1024])
 def test_client_ids_in_base32hex_are_accepted(sandbox: RunningSandbox, good_id: str) -> None:
-    answer = httpx.post(api(sandbox), json=all_day(good_id), params={"alt": "json"},
-                        headers=bearer())
+    answer = httpx.post(
+        api(sandbox), json=all_day(good_id), params={"alt": "json"}, headers=bearer()
+    )
     assert answer.status_code == 200
     event = answer.json()
     assert event["id"] == good_id and event["kind"] == "calendar#event"
@@ -381,8 +434,9 @@ def test_deleted_id_stays_reserved(sandbox: RunningSandbox) -> None:
 
 def test_unknown_event_and_unknown_calendar_are_404(sandbox: RunningSandbox) -> None:
     assert httpx.get(f"{api(sandbox)}/nosuchevent", headers=bearer()).status_code == 404
-    stranger = httpx.post(api(sandbox, "someone@elsewhere.example"), json=all_day(),
-                          headers=bearer())
+    stranger = httpx.post(
+        api(sandbox, "someone@elsewhere.example"), json=all_day(), headers=bearer()
+    )
     assert stranger.status_code == 404
     assert stranger.json()["error"]["errors"][0]["reason"] == "notFound"
 
@@ -412,22 +466,29 @@ def test_patch_merges_and_put_replaces(sandbox: RunningSandbox) -> None:
 
 
 def test_list_filters_by_window_and_pages(sandbox: RunningSandbox) -> None:
-    for n, day in enumerate([date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3),
-                             date(2026, 12, 20)]):
+    for n, day in enumerate(
+        [date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3), date(2026, 12, 20)]
+    ):
         httpx.post(api(sandbox), json=all_day(f"list{n}", day), headers=bearer()).raise_for_status()
-    params = {"timeMin": "2026-12-01T00:00:00Z", "timeMax": "2026-12-10T00:00:00Z",
-              "maxResults": "2", "alt": "json"}
+    params = {
+        "timeMin": "2026-12-01T00:00:00Z",
+        "timeMax": "2026-12-10T00:00:00Z",
+        "maxResults": "2",
+        "alt": "json",
+    }
     first = httpx.get(api(sandbox), params=params, headers=bearer()).json()
     assert first["kind"] == "calendar#events"
     assert [e["id"] for e in first["items"]] == ["list0", "list1"]
-    second = httpx.get(api(sandbox), params={**params, "pageToken": first["nextPageToken"]},
-                       headers=bearer()).json()
+    second = httpx.get(
+        api(sandbox), params={**params, "pageToken": first["nextPageToken"]}, headers=bearer()
+    ).json()
     assert [e["id"] for e in second["items"]] == ["list2"]
     assert "nextPageToken" not in second
 
     # timeMin bounds the event's end (exclusive): a block ending at midnight Dec 2 is out.
-    later = httpx.get(api(sandbox), params={"timeMin": "2026-12-02T00:00:00Z"},
-                      headers=bearer()).json()
+    later = httpx.get(
+        api(sandbox), params={"timeMin": "2026-12-02T00:00:00Z"}, headers=bearer()
+    ).json()
     assert [e["id"] for e in later["items"]] == ["list1", "list2", "list3"]
 
 

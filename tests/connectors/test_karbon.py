@@ -67,8 +67,9 @@ def client(connector: KarbonConnector, http: httpx.AsyncClient) -> KarbonClient:
 
 
 @pytest.fixture
-def acts(sandbox: RunningSandbox, connector: KarbonConnector,
-         http: httpx.AsyncClient) -> KarbonActivities:
+def acts(
+    sandbox: RunningSandbox, connector: KarbonConnector, http: httpx.AsyncClient
+) -> KarbonActivities:
     return KarbonActivities(sandbox.config, connector, http)
 
 
@@ -78,8 +79,10 @@ def store(sandbox: RunningSandbox) -> KarbonStore:
 
 
 def auth_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {demo_secret('KARBON_BEARER_TOKEN')}",
-            "AccessKey": demo_secret("KARBON_ACCESS_KEY")}
+    return {
+        "Authorization": f"Bearer {demo_secret('KARBON_BEARER_TOKEN')}",
+        "AccessKey": demo_secret("KARBON_ACCESS_KEY"),
+    }
 
 
 def fault(sandbox: RunningSandbox, **rule: Any) -> None:
@@ -105,21 +108,33 @@ async def new_item(client: KarbonClient, **overrides: Any) -> str:
 
 async def load(acts: KarbonActivities, key: str) -> EngagementDetails:
     result: EngagementDetails = await ActivityEnvironment().run(
-        acts.load_engagement, LoadEngagementInput(source="karbon", external_id=key))
+        acts.load_engagement, LoadEngagementInput(source="karbon", external_id=key)
+    )
     return result
 
 
-async def write_back(acts: KarbonActivities, key: str, email: str | None,
-                     status: DispatchStatus) -> PmWriteBackResult:
+async def write_back(
+    acts: KarbonActivities, key: str, email: str | None, status: DispatchStatus
+) -> PmWriteBackResult:
     result: PmWriteBackResult = await ActivityEnvironment().run(
-        acts.write_back, PmWriteBackInput(workflow_id=f"engagement-karbon-{key}", source="karbon",
-                                          external_id=key, assignee_email=email, status=status))
+        acts.write_back,
+        PmWriteBackInput(
+            workflow_id=f"engagement-karbon-{key}",
+            source="karbon",
+            external_id=key,
+            assignee_email=email,
+            status=status,
+        ),
+    )
     return result
 
 
 def writes(sandbox: RunningSandbox) -> list[str]:
-    return [str(r["method"]) for r in sandbox.requests(prefix="/karbon/v3/WorkItems/")
-            if r["method"] in ("PUT", "PATCH")]
+    return [
+        str(r["method"])
+        for r in sandbox.requests(prefix="/karbon/v3/WorkItems/")
+        if r["method"] in ("PUT", "PATCH")
+    ]
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -140,10 +155,12 @@ def test_both_credentials_are_required(sandbox: RunningSandbox) -> None:
     assert [c["Name"] for c in statuses["ReadyToStart"]["Children"]] == ["Assigned"]
 
 
-async def test_a_wrong_access_key_fails_for_good(sandbox: RunningSandbox,
-                                                 connector: KarbonConnector,
-                                                 http: httpx.AsyncClient,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_wrong_access_key_fails_for_good(
+    sandbox: RunningSandbox,
+    connector: KarbonConnector,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KARBON_TEST_WRONG_ACCESS_KEY", "eyJ3cm9uZyI6dHJ1ZX0.d3Jvbmc.c2ln")
     wrong = connector.model_copy(update={"access_key_env": "KARBON_TEST_WRONG_ACCESS_KEY"})
     acts = KarbonActivities(sandbox.config, wrong, http)
@@ -156,7 +173,8 @@ async def test_a_wrong_access_key_fails_for_good(sandbox: RunningSandbox,
 
 
 async def test_a_missing_secret_is_a_clear_non_retryable_error(
-        sandbox: RunningSandbox, acts: KarbonActivities, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox: RunningSandbox, acts: KarbonActivities, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KARBON_ACCESS_KEY")
     with pytest.raises(ApplicationError) as caught:
         await load(acts, "anything")
@@ -168,8 +186,9 @@ async def test_a_missing_secret_is_a_clear_non_retryable_error(
 # --- load engagement --------------------------------------------------------------------------
 
 
-async def test_load_engagement_maps_the_work_item(sandbox: RunningSandbox, client: KarbonClient,
-                                                  acts: KarbonActivities) -> None:
+async def test_load_engagement_maps_the_work_item(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
     store(sandbox).clients[ORG]["EmailAddress"] = "books@baysidedental.example"
     key = await new_item(client)
 
@@ -197,19 +216,23 @@ async def test_load_engagement_maps_the_work_item(sandbox: RunningSandbox, clien
 
 
 async def test_load_engagement_of_an_individual_reads_the_contact(
-        client: KarbonClient, acts: KarbonActivities) -> None:
-    key = await new_item(client, ClientKey=HOUSEHOLD, ClientType="Contact",
-                         WorkType="Tax Return - Individual")
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(
+        client, ClientKey=HOUSEHOLD, ClientType="Contact", WorkType="Tax Return - Individual"
+    )
     details = await load(acts, key)
     assert details.service_type == "individual_tax"
     assert details.client_email == "eze.household@mail.example"
     assert details.client_contact_name == "Chidi & Ngozi Eze"
 
 
-async def test_load_engagement_fallbacks(sandbox: RunningSandbox, client: KarbonClient,
-                                         acts: KarbonActivities) -> None:
-    key = await new_item(client, DueDate=None, DeadlineDate="2027-01-31T00:00:00Z",
-                         Description=None)
+async def test_load_engagement_fallbacks(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(
+        client, DueDate=None, DeadlineDate="2027-01-31T00:00:00Z", Description=None
+    )
     del store(sandbox).clients[ORG]  # the client record is gone: the firm config has the email
 
     details = await load(acts, key)
@@ -220,8 +243,9 @@ async def test_load_engagement_fallbacks(sandbox: RunningSandbox, client: Karbon
     assert details.client_name == "Bayside Dental Group"
 
 
-async def test_unmapped_work_type_is_non_retryable_and_named(client: KarbonClient,
-                                                              acts: KarbonActivities) -> None:
+async def test_unmapped_work_type_is_non_retryable_and_named(
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client, WorkType="Advisory Retainer")
     with pytest.raises(ApplicationError) as caught:
         await load(acts, key)
@@ -229,20 +253,23 @@ async def test_unmapped_work_type_is_non_retryable_and_named(client: KarbonClien
     assert "Advisory Retainer" in str(caught.value)
 
 
-async def test_missing_due_date_is_non_retryable(client: KarbonClient,
-                                                 acts: KarbonActivities) -> None:
+async def test_missing_due_date_is_non_retryable(
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client, DueDate=None)
     with pytest.raises(ApplicationError) as caught:
         await load(acts, key)
     assert caught.value.type == "MissingDueDate" and caught.value.non_retryable
 
 
-async def test_unknown_work_item(sandbox: RunningSandbox, acts: KarbonActivities,
-                                 http: httpx.AsyncClient) -> None:
+async def test_unknown_work_item(
+    sandbox: RunningSandbox, acts: KarbonActivities, http: httpx.AsyncClient
+) -> None:
     raw = await http.get(f"{sandbox.base_url}/karbon/v3/WorkItems/nope", headers=auth_headers())
     assert raw.status_code == 404
-    assert raw.json() == {"error": {"code": "4004",
-                                    "message": "No Work Item found for provided key"}}
+    assert raw.json() == {
+        "error": {"code": "4004", "message": "No Work Item found for provided key"}
+    }
     with pytest.raises(ApplicationError) as caught:
         await load(acts, "nope")
     assert caught.value.type == "EngagementNotFound" and caught.value.non_retryable
@@ -251,8 +278,9 @@ async def test_unknown_work_item(sandbox: RunningSandbox, acts: KarbonActivities
 # --- write-back -------------------------------------------------------------------------------
 
 
-async def test_assign_writes_assignee_and_status_once(sandbox: RunningSandbox, client: KarbonClient,
-                                                      acts: KarbonActivities) -> None:
+async def test_assign_writes_assignee_and_status_once(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
 
     first = await write_back(acts, key, "priya@harborfinch.example", DispatchStatus.ASSIGNED)
@@ -272,34 +300,42 @@ async def test_assign_writes_assignee_and_status_once(sandbox: RunningSandbox, c
     assert writes(sandbox) == ["PUT"]  # nothing new: our own write is never repeated
 
 
-async def test_assignee_only_change_is_a_patch(sandbox: RunningSandbox, client: KarbonClient,
-                                               acts: KarbonActivities) -> None:
+async def test_assignee_only_change_is_a_patch(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
-    result = await write_back(acts, key, "noah@harborfinch.example",
-                              DispatchStatus.READY_FOR_REVIEW)  # status left as Karbon has it
+    result = await write_back(
+        acts, key, "noah@harborfinch.example", DispatchStatus.READY_FOR_REVIEW
+    )  # status left as Karbon has it
     assert result.written
     patches = sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}", method="PATCH")
     assert [json.loads(str(p["body"])) for p in patches] == [
-        {"AssigneeEmailAddress": "noah@harborfinch.example"}]
+        {"AssigneeEmailAddress": "noah@harborfinch.example"}
+    ]
     assert writes(sandbox) == ["PATCH"]
     await write_back(acts, key, "noah@harborfinch.example", DispatchStatus.READY_FOR_REVIEW)
     assert writes(sandbox) == ["PATCH"]
 
 
-async def test_completed_clears_the_secondary_status(client: KarbonClient,
-                                                     acts: KarbonActivities) -> None:
+async def test_completed_clears_the_secondary_status(
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client, PrimaryStatus="ReadyToStart", SecondaryStatus="Assigned")
     await write_back(acts, key, None, DispatchStatus.COMPLETED)
     item = await client.get_work_item(key)
     assert item is not None
     assert (item["PrimaryStatus"], item["SecondaryStatus"], item["WorkStatus"]) == (
-        "Completed", None, "Completed")
+        "Completed",
+        None,
+        "Completed",
+    )
     assert item["CompletedDate"] is not None
     assert item["AssigneeEmailAddress"] == "ava@harborfinch.example"
 
 
 async def test_conflict_on_put_is_retried_after_a_fresh_read(
-        sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities) -> None:
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
     fault(sandbox, route=f"/karbon/v3/WorkItems/{key}", method="PUT", status=409, count=1)
 
@@ -313,14 +349,14 @@ async def test_conflict_on_put_is_retried_after_a_fresh_read(
     assert conflict["fault"] == f"409@/karbon/v3/WorkItems/{key}"
 
 
-async def test_persistent_conflict_surfaces_as_retryable(sandbox: RunningSandbox,
-                                                         client: KarbonClient,
-                                                         acts: KarbonActivities,
-                                                         http: httpx.AsyncClient) -> None:
+async def test_persistent_conflict_surfaces_as_retryable(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities, http: httpx.AsyncClient
+) -> None:
     key = await new_item(client)
     fault(sandbox, route=f"/karbon/v3/WorkItems/{key}", method="PUT", status=409)
-    raw = await http.put(f"{sandbox.base_url}/karbon/v3/WorkItems/{key}", headers=auth_headers(),
-                    json={})
+    raw = await http.put(
+        f"{sandbox.base_url}/karbon/v3/WorkItems/{key}", headers=auth_headers(), json={}
+    )
     assert raw.json()["error"]["code"] == "4020"
 
     with pytest.raises(ApplicationError) as caught:
@@ -330,8 +366,9 @@ async def test_persistent_conflict_surfaces_as_retryable(sandbox: RunningSandbox
     assert writes(sandbox) == ["PUT"] * 5  # the raw probe + 1 try + 3 re-reads and retries
 
 
-async def test_rate_limit_carries_retry_after(sandbox: RunningSandbox,
-                                              acts: KarbonActivities) -> None:
+async def test_rate_limit_carries_retry_after(
+    sandbox: RunningSandbox, acts: KarbonActivities
+) -> None:
     fault(sandbox, route="/karbon/v3/WorkItems", method="GET", status=429, retry_after=7, count=1)
     with pytest.raises(ApplicationError) as caught:
         await load(acts, "any-key")
@@ -345,15 +382,22 @@ def test_fault_bodies_speak_karbon(sandbox: RunningSandbox) -> None:
     fault(sandbox, route="/karbon/v3/Users", status=429, retry_after=12, count=1)
     limited = httpx.get(f"{sandbox.base_url}/karbon/v3/Users", headers=auth_headers())
     assert limited.headers["retry-after"] == "12"
-    assert limited.json() == {"statusCode": "429",
-                              "message": "Rate limit is exceeded. Try again in 12 seconds."}
+    assert limited.json() == {
+        "statusCode": "429",
+        "message": "Rate limit is exceeded. Try again in 12 seconds.",
+    }
     fault(sandbox, route="/karbon/v3/Users", status=503, count=1)
-    assert httpx.get(f"{sandbox.base_url}/karbon/v3/Users",
-                     headers=auth_headers()).json()["error"]["code"] == "5001"
+    assert (
+        httpx.get(f"{sandbox.base_url}/karbon/v3/Users", headers=auth_headers()).json()["error"][
+            "code"
+        ]
+        == "5001"
+    )
 
 
-async def test_server_error_is_retryable(sandbox: RunningSandbox, client: KarbonClient,
-                                         acts: KarbonActivities) -> None:
+async def test_server_error_is_retryable(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
     fault(sandbox, route=f"/karbon/v3/WorkItems/{key}", method="GET", status=500, count=1)
     with pytest.raises(ApplicationError) as caught:
@@ -364,7 +408,8 @@ async def test_server_error_is_retryable(sandbox: RunningSandbox, client: Karbon
 
 
 async def test_patch_outside_the_whitelist_is_rejected_with_karbons_reason(
-        client: KarbonClient, acts: KarbonActivities) -> None:
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
     with pytest.raises(ApplicationError) as caught:
         await client.patch_work_item(key, {"PrimaryStatus": "Completed"})
@@ -374,7 +419,8 @@ async def test_patch_outside_the_whitelist_is_rejected_with_karbons_reason(
 
 
 async def test_unknown_assignee_is_rejected_without_leaking_the_address(
-        client: KarbonClient, acts: KarbonActivities) -> None:
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
     key = await new_item(client)
     with pytest.raises(ApplicationError) as caught:
         await write_back(acts, key, "stranger@elsewhere.example", DispatchStatus.READY_FOR_REVIEW)
@@ -383,11 +429,14 @@ async def test_unknown_assignee_is_rejected_without_leaking_the_address(
     assert "stranger@" not in str(caught.value)
 
 
-async def test_create_validates_required_fields(sandbox: RunningSandbox,
-                                                http: httpx.AsyncClient) -> None:
-    response = await http.post(f"{sandbox.base_url}/karbon/v3/WorkItems", headers=auth_headers(),
-                               json={"Title": "No client",
-                                     "AssigneeEmailAddress": "ava@harborfinch.example"})
+async def test_create_validates_required_fields(
+    sandbox: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    response = await http.post(
+        f"{sandbox.base_url}/karbon/v3/WorkItems",
+        headers=auth_headers(),
+        json={"Title": "No client", "AssigneeEmailAddress": "ava@harborfinch.example"},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["details"]["target"] == "workItem.ClientKey"
 
@@ -395,8 +444,9 @@ async def test_create_validates_required_fields(sandbox: RunningSandbox,
 # --- lists and paging -------------------------------------------------------------------------
 
 
-async def test_users_page_through_next_link(sandbox: RunningSandbox, client: KarbonClient,
-                                            http: httpx.AsyncClient) -> None:
+async def test_users_page_through_next_link(
+    sandbox: RunningSandbox, client: KarbonClient, http: httpx.AsyncClient
+) -> None:
     store(sandbox).page_size = 4
 
     users = await client.list_users()
@@ -408,8 +458,11 @@ async def test_users_page_through_next_link(sandbox: RunningSandbox, client: Kar
     assert "$skip=12" in str(pages[-1]["query"])  # nextLink followed verbatim
     first = (await http.get(f"{sandbox.base_url}/karbon/v3/Users", headers=auth_headers())).json()
     assert first["@odata.count"] == 15 and "@odata.nextLink" in first
-    capped = (await http.get(f"{sandbox.base_url}/karbon/v3/Users", headers=auth_headers(),
-                             params={"$top": "2"})).json()
+    capped = (
+        await http.get(
+            f"{sandbox.base_url}/karbon/v3/Users", headers=auth_headers(), params={"$top": "2"}
+        )
+    ).json()
     assert len(capped["value"]) == 2 and "@odata.nextLink" not in capped
 
 
@@ -420,36 +473,50 @@ async def test_user_capacity(sandbox: RunningSandbox, client: KarbonClient) -> N
     assert user["Name"] == "Mia Chen"
 
 
-async def test_work_items_filter_and_paging(sandbox: RunningSandbox, client: KarbonClient,
-                                            http: httpx.AsyncClient) -> None:
+async def test_work_items_filter_and_paging(
+    sandbox: RunningSandbox, client: KarbonClient, http: httpx.AsyncClient
+) -> None:
     for n in range(5):
-        await new_item(client, Title=f"Payroll {n}", WorkType="Payroll",
-                       AssigneeEmailAddress="ethan@harborfinch.example")
+        await new_item(
+            client,
+            Title=f"Payroll {n}",
+            WorkType="Payroll",
+            AssigneeEmailAddress="ethan@harborfinch.example",
+        )
     for n in range(2):
         await new_item(client, Title=f"Close {n}", WorkType="Month-End Close")
     store(sandbox).page_size = 2
 
-    mine = await client.list_work_items("AssigneeEmailAddress eq 'ethan@harborfinch.example' "
-                                        "and WorkType eq 'Payroll'")
+    mine = await client.list_work_items(
+        "AssigneeEmailAddress eq 'ethan@harborfinch.example' and WorkType eq 'Payroll'"
+    )
 
     assert sorted(i["Title"] for i in mine) == [f"Payroll {n}" for n in range(5)]
     assert len(sandbox.requests(prefix="/karbon/v3/WorkItems", method="GET")) == 3
-    bad = await http.get(f"{sandbox.base_url}/karbon/v3/WorkItems", headers=auth_headers(),
-                         params={"$filter": "Colour eq 'blue'"})
+    bad = await http.get(
+        f"{sandbox.base_url}/karbon/v3/WorkItems",
+        headers=auth_headers(),
+        params={"$filter": "Colour eq 'blue'"},
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "4002"
-    either = await http.get(f"{sandbox.base_url}/karbon/v3/WorkItems", headers=auth_headers(),
-                            params={"$filter": "WorkType eq 'Payroll' or WorkType eq 'X'"})
+    either = await http.get(
+        f"{sandbox.base_url}/karbon/v3/WorkItems",
+        headers=auth_headers(),
+        params={"$filter": "WorkType eq 'Payroll' or WorkType eq 'X'"},
+    )
     assert either.status_code == 400 and "'Or'" in either.json()["error"]["message"]
 
 
-async def test_time_entries_add_up_to_the_seed(sandbox: RunningSandbox,
-                                               client: KarbonClient) -> None:
+async def test_time_entries_add_up_to_the_seed(
+    sandbox: RunningSandbox, client: KarbonClient
+) -> None:
     seed = sandbox.ctx.seed
     member = seed.staff[0]
     [user] = await client.list_users(f"EmailAddress eq {odata_str(member.email)}")
     this_week = await client.list_time_entries(seed.week_start, seed.today, user["Id"])
-    last_week = await client.list_time_entries(seed.week_start - timedelta(days=7),
-                                               seed.week_start - timedelta(days=1), user["Id"])
+    last_week = await client.list_time_entries(
+        seed.week_start - timedelta(days=7), seed.week_start - timedelta(days=1), user["Id"]
+    )
     assert sum(e["Minutes"] for e in this_week) == round(member.logged_this_week * 60)
     assert sum(e["Minutes"] for e in last_week) == round(member.logged_last_week * 60)
     assert {e["UserKey"] for e in this_week + last_week} == {user["Id"]}
@@ -500,10 +567,13 @@ def signed_by(key: str, headers: dict[str, str], body: bytes) -> bool:
     return hmac.compare_digest(headers.get("signature", ""), expected)
 
 
-async def test_signed_inserted_then_updated_webhooks(sandbox: RunningSandbox,
-                                                     connector: KarbonConnector,
-                                                     client: KarbonClient, acts: KarbonActivities,
-                                                     receiver: Receiver) -> None:
+async def test_signed_inserted_then_updated_webhooks(
+    sandbox: RunningSandbox,
+    connector: KarbonConnector,
+    client: KarbonClient,
+    acts: KarbonActivities,
+    receiver: Receiver,
+) -> None:
     assert await ensure_work_subscription(connector, receiver.url) is True
     key = await new_item(client)
 
@@ -513,7 +583,10 @@ async def test_signed_inserted_then_updated_webhooks(sandbox: RunningSandbox,
     assert not signed_by("some-other-signing-key", headers, body)
     event = json.loads(body)
     assert {k: event[k] for k in ("ResourcePermaKey", "ResourceType", "ActionType")} == {
-        "ResourcePermaKey": key, "ResourceType": "Work", "ActionType": "Inserted"}
+        "ResourcePermaKey": key,
+        "ResourceType": "Work",
+        "ActionType": "Inserted",
+    }
     assert event["TimeStamp"].endswith("Z")
 
     await write_back(acts, key, "priya@harborfinch.example", DispatchStatus.ASSIGNED)
@@ -525,12 +598,14 @@ async def test_signed_inserted_then_updated_webhooks(sandbox: RunningSandbox,
     assert len(receiver.calls) == 2  # a no-op write-back causes no echo
     deliveries = store(sandbox).dump()["deliveries"]
     assert [(d["ActionType"], d["delivered"]) for d in deliveries] == [
-        ("Inserted", True), ("Updated", True)]
+        ("Inserted", True),
+        ("Updated", True),
+    ]
 
 
-async def test_coalescing_sends_one_notification(sandbox: RunningSandbox,
-                                                 connector: KarbonConnector, client: KarbonClient,
-                                                 receiver: Receiver) -> None:
+async def test_coalescing_sends_one_notification(
+    sandbox: RunningSandbox, connector: KarbonConnector, client: KarbonClient, receiver: Receiver
+) -> None:
     store(sandbox).coalesce_seconds = 0.3
     await ensure_work_subscription(connector, receiver.url)
     key = await new_item(client)
@@ -541,9 +616,9 @@ async def test_coalescing_sends_one_notification(sandbox: RunningSandbox,
     assert [json.loads(b)["ActionType"] for _, b in receiver.calls] == ["Inserted"]
 
 
-async def test_failed_deliveries_cancel_the_subscription(sandbox: RunningSandbox,
-                                                         connector: KarbonConnector,
-                                                         client: KarbonClient) -> None:
+async def test_failed_deliveries_cancel_the_subscription(
+    sandbox: RunningSandbox, connector: KarbonConnector, client: KarbonClient
+) -> None:
     s = store(sandbox)
     s.delivery_attempts, s.retry_base_delay = 2, 0.01
     await ensure_work_subscription(connector, "http://127.0.0.1:9/nobody-listens")
@@ -557,10 +632,12 @@ async def test_failed_deliveries_cancel_the_subscription(sandbox: RunningSandbox
     assert await client.get_subscription("Work") is None
 
 
-async def test_ensure_subscription_creates_once(sandbox: RunningSandbox,
-                                                connector: KarbonConnector,
-                                                client: KarbonClient,
-                                                http: httpx.AsyncClient) -> None:
+async def test_ensure_subscription_creates_once(
+    sandbox: RunningSandbox,
+    connector: KarbonConnector,
+    client: KarbonClient,
+    http: httpx.AsyncClient,
+) -> None:
     target = "https://dispatch.harborfinch.example/webhooks/karbon"
 
     assert await ensure_work_subscription(connector, target) is True
@@ -569,16 +646,22 @@ async def test_ensure_subscription_creates_once(sandbox: RunningSandbox,
     posts = sandbox.requests(prefix="/karbon/v3/WebhookSubscriptions", method="POST")
     assert len(posts) == 1
     sent = json.loads(str(posts[0]["body"]))
-    assert sent == {"TargetUrl": target, "WebhookType": "Work",
-                    "SigningKey": demo_secret("KARBON_WEBHOOK_SIGNING_KEY")}
+    assert sent == {
+        "TargetUrl": target,
+        "WebhookType": "Work",
+        "SigningKey": demo_secret("KARBON_WEBHOOK_SIGNING_KEY"),
+    }
     existing = await client.get_subscription("Work")
     assert existing is not None and existing["TargetUrl"] == target
-    again = await http.post(f"{sandbox.base_url}/karbon/v3/WebhookSubscriptions",
-                            headers=auth_headers(),
-                            json={"TargetUrl": target, "WebhookType": "Work"})
+    again = await http.post(
+        f"{sandbox.base_url}/karbon/v3/WebhookSubscriptions",
+        headers=auth_headers(),
+        json={"TargetUrl": target, "WebhookType": "Work"},
+    )
     assert again.status_code == 400  # one subscription per type
 
-    deleted = await http.delete(f"{sandbox.base_url}/karbon/v3/WebhookSubscriptions/Work",
-                                headers=auth_headers())
+    deleted = await http.delete(
+        f"{sandbox.base_url}/karbon/v3/WebhookSubscriptions/Work", headers=auth_headers()
+    )
     assert deleted.status_code == 204
     assert await ensure_work_subscription(connector, target) is True  # re-created after a 404

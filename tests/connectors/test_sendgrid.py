@@ -50,20 +50,31 @@ def person(sandbox: RunningSandbox, staff_id: str) -> StaffRef:
     return StaffRef(id=m.id, name=m.name, email=m.email, tier=m.tier)
 
 
-def confirmation(sandbox: RunningSandbox, *, reviewer: bool = True,
-                 to_email: str = "eze.household@mail.example",
-                 documents: list[str] | None = None) -> ClientConfirmationInput:
+def confirmation(
+    sandbox: RunningSandbox,
+    *,
+    reviewer: bool = True,
+    to_email: str = "eze.household@mail.example",
+    documents: list[str] | None = None,
+) -> ClientConfirmationInput:
     summary = EngagementSummary(
-        workflow_id=WORKFLOW_ID, title="2026 individual return <Eze household>",
-        client_id="cl-okafor-family", client_name="Chidi & Ngozi Eze",
-        service_type="individual_tax", service_name="Individual tax return (1040)",
-        due_date=date(2027, 4, 15), estimated_hours=4,
+        workflow_id=WORKFLOW_ID,
+        title="2026 individual return <Eze household>",
+        client_id="cl-okafor-family",
+        client_name="Chidi & Ngozi Eze",
+        service_type="individual_tax",
+        service_name="Individual tax return (1040)",
+        due_date=date(2027, 4, 15),
+        estimated_hours=4,
         scope_summary="Federal & state returns; <b>Schedule C</b> for the side business",
         documents_needed=DOCUMENTS if documents is None else documents,
     )
     return ClientConfirmationInput(
-        summary=summary, to_email=to_email, to_name="Ngozi Eze",
-        assignee=person(sandbox, "noah"), reviewer=person(sandbox, "grace") if reviewer else None,
+        summary=summary,
+        to_email=to_email,
+        to_name="Ngozi Eze",
+        assignee=person(sandbox, "noah"),
+        reviewer=person(sandbox, "grace") if reviewer else None,
         estimated_completion=date(2027, 3, 12),
         upload_link="https://portal.harborfinch.example/upload/cl-okafor-family?x=1&y=2",
         firm_name="Harbor & Finch CPAs",
@@ -96,12 +107,16 @@ async def test_confirmation_is_queued_with_the_message_id(sandbox: RunningSandbo
     assert result.sent is True
     assert result.message_id == stored["message_id"] and result.message_id
     message = stored["request"]
-    assert message["personalizations"] == [{
-        "to": [{"email": "eze.household@mail.example", "name": "Ngozi Eze"}],
-        "custom_args": {"dispatch_id": WORKFLOW_ID},
-    }]
-    assert message["from"] == {"email": "dispatch@harborfinch.example",
-                               "name": "Harbor & Finch CPAs"}
+    assert message["personalizations"] == [
+        {
+            "to": [{"email": "eze.household@mail.example", "name": "Ngozi Eze"}],
+            "custom_args": {"dispatch_id": WORKFLOW_ID},
+        }
+    ]
+    assert message["from"] == {
+        "email": "dispatch@harborfinch.example",
+        "name": "Harbor & Finch CPAs",
+    }
     assert message["reply_to"] == {"email": "noah@harborfinch.example", "name": "Noah Patel"}
     assert message["subject"] == "Your Individual tax return (1040) is scheduled"
     assert message["categories"] == ["engagement-confirmation"]
@@ -136,14 +151,17 @@ async def test_body_says_who_when_and_what_is_missing(sandbox: RunningSandbox) -
     assert "<li>W-2 and 1099 forms</li>" in html
     assert "<li>Receipts &lt;for&gt; donations &amp; gifts</li>" in html
     assert "<li>Prior-year return</li>" in html
-    assert ('<a href="https://portal.harborfinch.example/upload/cl-okafor-family?x=1&amp;y=2">'
-            in html)
+    assert (
+        '<a href="https://portal.harborfinch.example/upload/cl-okafor-family?x=1&amp;y=2">' in html
+    )
     assert "Harbor &amp; Finch CPAs" in html and "Harbor & Finch" not in html
 
 
 async def test_without_reviewer_or_documents(sandbox: RunningSandbox) -> None:
-    await send(SendGridActivities(connector_of(sandbox)),
-               confirmation(sandbox, reviewer=False, documents=[]))
+    await send(
+        SendGridActivities(connector_of(sandbox)),
+        confirmation(sandbox, reviewer=False, documents=[]),
+    )
     plain, html = content_of(store_of(sandbox).messages[0]["request"])
     assert "reviews it" not in plain and "reviews it" not in html
     assert "We have what we need to start" in plain
@@ -151,13 +169,15 @@ async def test_without_reviewer_or_documents(sandbox: RunningSandbox) -> None:
 
 
 async def test_reply_to_follows_the_connector(sandbox: RunningSandbox) -> None:
-    await send(SendGridActivities(connector_of(sandbox, reply_to_assignee=False)),
-               confirmation(sandbox))
+    await send(
+        SendGridActivities(connector_of(sandbox, reply_to_assignee=False)), confirmation(sandbox)
+    )
     assert "reply_to" not in store_of(sandbox).messages[0]["request"]
 
 
-async def test_bad_api_key_is_non_retryable(sandbox: RunningSandbox,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bad_api_key_is_non_retryable(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SENDGRID_TEST_WRONG_KEY", "SG.wrong-key.wrong-secret")
     activities = SendGridActivities(connector_of(sandbox, api_key_env="SENDGRID_TEST_WRONG_KEY"))
     with pytest.raises(ApplicationError) as caught:
@@ -171,8 +191,10 @@ async def test_bad_api_key_is_non_retryable(sandbox: RunningSandbox,
 
 async def test_validation_error_names_the_field(sandbox: RunningSandbox) -> None:
     with pytest.raises(ApplicationError) as caught:
-        await send(SendGridActivities(connector_of(sandbox)),
-                   confirmation(sandbox, to_email="not-an-address"))
+        await send(
+            SendGridActivities(connector_of(sandbox)),
+            confirmation(sandbox, to_email="not-an-address"),
+        )
     assert caught.value.non_retryable is True
     assert "400" in caught.value.message
     assert "personalizations.0.to.0.email" in caught.value.message
@@ -181,14 +203,17 @@ async def test_validation_error_names_the_field(sandbox: RunningSandbox) -> None
 
 async def test_bad_sender_is_reported_with_its_field(sandbox: RunningSandbox) -> None:
     with pytest.raises(ApplicationError) as caught:
-        await send(SendGridActivities(connector_of(sandbox, from_email="dispatch-at-firm")),
-                   confirmation(sandbox))
+        await send(
+            SendGridActivities(connector_of(sandbox, from_email="dispatch-at-firm")),
+            confirmation(sandbox),
+        )
     assert caught.value.non_retryable is True and "from.email" in caught.value.message
 
 
 async def test_429_is_retryable_after_the_vendors_delay(sandbox: RunningSandbox) -> None:
-    set_faults(sandbox, {"route": "/sendgrid/v3/mail/send", "status": 429, "retry_after": 4,
-                         "count": 1})
+    set_faults(
+        sandbox, {"route": "/sendgrid/v3/mail/send", "status": 429, "retry_after": 4, "count": 1}
+    )
     activities = SendGridActivities(connector_of(sandbox))
     with pytest.raises(ApplicationError) as caught:
         await send(activities, confirmation(sandbox))
@@ -240,8 +265,9 @@ async def settled(sandbox: RunningSandbox, prefix: str) -> None:
 
 def mail_send(sandbox: RunningSandbox, body: Any, key: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or demo_secret(KEY_ENV)}"}
-    return httpx.post(f"{sandbox.base_url}/sendgrid/v3/mail/send", headers=headers,
-                      content=json.dumps(body))
+    return httpx.post(
+        f"{sandbox.base_url}/sendgrid/v3/mail/send", headers=headers, content=json.dumps(body)
+    )
 
 
 def valid() -> dict[str, Any]:
@@ -263,8 +289,9 @@ def fields(answer: httpx.Response) -> list[str | None]:
 def test_missing_key_is_401(sandbox: RunningSandbox) -> None:
     answer = httpx.post(f"{sandbox.base_url}/sendgrid/v3/mail/send", json=valid())
     assert answer.status_code == 401
-    assert answer.json() == {"errors": [{"message": "authorization required", "field": None,
-                                         "help": None}]}
+    assert answer.json() == {
+        "errors": [{"message": "authorization required", "field": None, "help": None}]
+    }
     assert mail_send(sandbox, valid(), key="SG.other").status_code == 401
 
 
@@ -280,24 +307,37 @@ def test_sandbox_mode_validates_without_queueing(sandbox: RunningSandbox) -> Non
     assert store_of(sandbox).messages == []
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"personalizations": []}, "personalizations"),
-    ({"personalizations": [{"to": []}]}, "personalizations.0.to"),
-    ({"personalizations": [{"to": [{"email": "nope"}]}]}, "personalizations.0.to.0.email"),
-    ({"from": {}}, "from.email"),
-    ({"subject": None}, "subject"),
-    ({"content": None}, "content"),
-    ({"content": [{"type": "text/html", "value": "<p>x"}, {"type": "text/plain", "value": "x"}]},
-     "content"),
-    ({"content": [{"type": "text/plain", "value": ""}]}, "content.0.value"),
-    ({"personalizations": [{"to": [{"email": "a@example.com"}], "custom_args": {"n": 1}}]},
-     "personalizations.0.custom_args.n"),
-    ({"custom_args": {"dispatch_id": 7}}, "custom_args.dispatch_id"),
-    ({"reply_to": {"email": "nope"}}, "reply_to.email"),
-    ({"categories": [f"c{i}" for i in range(11)]}, "categories"),
-])
-def test_validation_errors_name_the_field(sandbox: RunningSandbox, change: dict[str, Any],
-                                          field: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"personalizations": []}, "personalizations"),
+        ({"personalizations": [{"to": []}]}, "personalizations.0.to"),
+        ({"personalizations": [{"to": [{"email": "nope"}]}]}, "personalizations.0.to.0.email"),
+        ({"from": {}}, "from.email"),
+        ({"subject": None}, "subject"),
+        ({"content": None}, "content"),
+        (
+            {
+                "content": [
+                    {"type": "text/html", "value": "<p>x"},
+                    {"type": "text/plain", "value": "x"},
+                ]
+            },
+            "content",
+        ),
+        ({"content": [{"type": "text/plain", "value": ""}]}, "content.0.value"),
+        (
+            {"personalizations": [{"to": [{"email": "a@example.com"}], "custom_args": {"n": 1}}]},
+            "personalizations.0.custom_args.n",
+        ),
+        ({"custom_args": {"dispatch_id": 7}}, "custom_args.dispatch_id"),
+        ({"reply_to": {"email": "nope"}}, "reply_to.email"),
+        ({"categories": [f"c{i}" for i in range(11)]}, "categories"),
+    ],
+)
+def test_validation_errors_name_the_field(
+    sandbox: RunningSandbox, change: dict[str, Any], field: str
+) -> None:
     body = {k: v for k, v in {**valid(), **change}.items() if v is not None}
     assert field in fields(mail_send(sandbox, body))
     assert store_of(sandbox).messages == []
@@ -315,8 +355,11 @@ def test_more_than_1000_recipients_is_rejected(sandbox: RunningSandbox) -> None:
 
 
 def test_injected_faults_use_sendgrids_shape(sandbox: RunningSandbox) -> None:
-    set_faults(sandbox, {"route": "/sendgrid/", "status": 429, "retry_after": 1, "count": 1},
-               {"route": "/sendgrid/", "status": 500, "count": 1})
+    set_faults(
+        sandbox,
+        {"route": "/sendgrid/", "status": 429, "retry_after": 1, "count": 1},
+        {"route": "/sendgrid/", "status": 500, "count": 1},
+    )
     limited = mail_send(sandbox, valid())
     assert limited.status_code == 429
     assert limited.json() == {"errors": [{"field": None, "message": "too many requests"}]}

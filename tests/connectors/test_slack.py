@@ -60,8 +60,7 @@ def connector_of(sandbox: RunningSandbox) -> SlackConnector:
     return chat
 
 
-def activities_of(sandbox: RunningSandbox, client: AsyncWebClient | None = None
-                  ) -> SlackActivities:
+def activities_of(sandbox: RunningSandbox, client: AsyncWebClient | None = None) -> SlackActivities:
     return SlackActivities(sandbox.config, connector_of(sandbox), client)
 
 
@@ -72,36 +71,53 @@ def store_of(sandbox: RunningSandbox) -> SlackStore:
 
 def person(sandbox: RunningSandbox, staff_id: str, *, with_slack_id: bool = True) -> StaffRef:
     m = sandbox.config.staff_by_id(staff_id)
-    return StaffRef(id=m.id, name=m.name, email=m.email, tier=m.tier,
-                    slack_id=m.slack_id if with_slack_id else None)
+    return StaffRef(
+        id=m.id,
+        name=m.name,
+        email=m.email,
+        tier=m.tier,
+        slack_id=m.slack_id if with_slack_id else None,
+    )
 
 
 def summary(**changes: Any) -> EngagementSummary:
     base = EngagementSummary(
-        workflow_id=WORKFLOW_ID, title="2026 1040 - Eze household",
-        client_id="cl-okafor-family", client_name="Chidi & Ngozi Eze",
-        service_type="individual_tax", service_name="Individual tax return (1040)",
-        due_date=date(2027, 4, 15), estimated_hours=4.5,
+        workflow_id=WORKFLOW_ID,
+        title="2026 1040 - Eze household",
+        client_id="cl-okafor-family",
+        client_name="Chidi & Ngozi Eze",
+        service_type="individual_tax",
+        service_name="Individual tax return (1040)",
+        due_date=date(2027, 4, 15),
+        estimated_hours=4.5,
         pm_url="https://app2.karbonhq.com/harbor-finch#/work/4kTz9QwP",
         documents_needed=["W-2 and 1099 forms", "Prior-year return"],
     )
     return base.model_copy(update=changes)
 
 
-def notice(sandbox: RunningSandbox, *, role: Role = Role.PREPARER,
-           recipient: StaffRef | None = None, **changes: Any) -> AssignmentNotice:
+def notice(
+    sandbox: RunningSandbox,
+    *,
+    role: Role = Role.PREPARER,
+    recipient: StaffRef | None = None,
+    **changes: Any,
+) -> AssignmentNotice:
     preparer, reviewer = person(sandbox, "noah"), person(sandbox, "grace")
     fields: dict[str, Any] = {
-        "summary": summary(), "role": role,
+        "summary": summary(),
+        "role": role,
         "recipient": recipient or (preparer if role is Role.PREPARER else reviewer),
-        "preparer": preparer, "reviewer": reviewer,
+        "preparer": preparer,
+        "reviewer": reviewer,
         "estimated_completion": date(2027, 3, 12),
     }
     return AssignmentNotice(**{**fields, **changes})
 
 
-async def notify(activities: SlackActivities, input: AssignmentNotice, *,
-                 attempt: int = 1) -> ChatResult:
+async def notify(
+    activities: SlackActivities, input: AssignmentNotice, *, attempt: int = 1
+) -> ChatResult:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, attempt=attempt)
     result: ChatResult = await env.run(activities.notify_assignment, input)
@@ -114,21 +130,36 @@ async def notify_partner(activities: SlackActivities, input: PartnerReviewNotice
 
 
 def posts(sandbox: RunningSandbox) -> list[dict[str, Any]]:
-    return [json.loads(str(r["body"]))
-            for r in sandbox.requests(prefix="/slack/api/chat.postMessage")]
+    return [
+        json.loads(str(r["body"])) for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
+    ]
 
 
 def set_faults(sandbox: RunningSandbox, *rules: dict[str, Any]) -> None:
-    httpx.post(f"{sandbox.base_url}/_sandbox/faults",
-               json={"rules": list(rules)}).raise_for_status()
+    httpx.post(
+        f"{sandbox.base_url}/_sandbox/faults", json={"rules": list(rules)}
+    ).raise_for_status()
 
 
-def call(sandbox: RunningSandbox, method: str, *, token: str | None = None,
-         json_body: dict[str, Any] | None = None, form: dict[str, str] | None = None,
-         params: dict[str, str] | None = None, verb: str = "POST") -> dict[str, Any]:
+def call(
+    sandbox: RunningSandbox,
+    method: str,
+    *,
+    token: str | None = None,
+    json_body: dict[str, Any] | None = None,
+    form: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    verb: str = "POST",
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token or demo_secret(TOKEN_ENV)}"}
-    answer = httpx.request(verb, f"{sandbox.base_url}/slack/api/{method}", headers=headers,
-                           json=json_body, data=form, params=params)
+    answer = httpx.request(
+        verb,
+        f"{sandbox.base_url}/slack/api/{method}",
+        headers=headers,
+        json=json_body,
+        data=form,
+        params=params,
+    )
     assert answer.status_code == 200
     body: dict[str, Any] = answer.json()
     return body
@@ -152,8 +183,9 @@ async def test_assignment_dm_has_both_buttons_and_carries_no_pii(sandbox: Runnin
     [opened] = sandbox.requests(prefix="/slack/api/conversations.open")
     assert parse_qs(str(opened["query"]) or str(opened["body"])) == {"users": ["U10NOAH"]}
     [stored] = store_of(sandbox).messages[channel]
-    assert result == ChatResult(delivered=True,
-                                message=MessageRef(channel=channel, ts=stored["ts"]))
+    assert result == ChatResult(
+        delivered=True, message=MessageRef(channel=channel, ts=stored["ts"])
+    )
 
     found = buttons(stored["blocks"])
     assert [(b["action_id"], b.get("style"), b["text"]["text"]) for b in found] == [
@@ -168,8 +200,11 @@ async def test_assignment_dm_has_both_buttons_and_carries_no_pii(sandbox: Runnin
     assert stored["text"]  # notification fallback
     assert stored["metadata"] == {
         "event_type": ASSIGNMENT_EVENT,
-        "event_payload": {"workflow_id": WORKFLOW_ID, "role": "preparer",
-                          "digest": stored["metadata"]["event_payload"]["digest"]},
+        "event_payload": {
+            "workflow_id": WORKFLOW_ID,
+            "role": "preparer",
+            "digest": stored["metadata"]["event_payload"]["digest"],
+        },
     }
     # chat.postMessage goes out as JSON, with the bot token as a Bearer header.
     [request] = sandbox.requests(prefix="/slack/api/chat.postMessage")
@@ -185,23 +220,38 @@ async def test_assignment_says_what_when_who_and_what_is_missing(sandbox: Runnin
 
     [stored] = store_of(sandbox).messages[dm_channel_id("U07GRACE")]
     text = all_text(stored["blocks"])
-    for expected in ("Chidi &amp; Ngozi Eze", "Individual tax return (1040)",
-                     "Thu Apr 15, 2027", "4.5 h", "Reviewer", "Fri Mar 12, 2027",
-                     "Prepared by Noah Patel, then reviewed by Grace Kim",
-                     "W-2 and 1099 forms", "Prior-year return",
-                     "https://app2.karbonhq.com/harbor-finch#/work/4kTz9QwP",
-                     "by hand", "TaxDome has no write API"):
+    for expected in (
+        "Chidi &amp; Ngozi Eze",
+        "Individual tax return (1040)",
+        "Thu Apr 15, 2027",
+        "4.5 h",
+        "Reviewer",
+        "Fri Mar 12, 2027",
+        "Prepared by Noah Patel, then reviewed by Grace Kim",
+        "W-2 and 1099 forms",
+        "Prior-year return",
+        "https://app2.karbonhq.com/harbor-finch#/work/4kTz9QwP",
+        "by hand",
+        "TaxDome has no write API",
+    ):
         assert expected in text, expected
     assert stored["metadata"]["event_payload"]["role"] == "reviewer"
     assert "Chidi &amp; Ngozi Eze" in stored["text"]
 
 
 def test_blocks_without_a_reviewer_or_manual_step() -> None:
-    noah = StaffRef(id="noah", name="Noah Patel", email="noah@harborfinch.example",
-                    tier="staff", slack_id="U10NOAH")
-    blocks = assignment_blocks(AssignmentNotice(summary=summary(documents_needed=[]),
-                                                recipient=noah, role=Role.PREPARER,
-                                                preparer=noah))
+    noah = StaffRef(
+        id="noah",
+        name="Noah Patel",
+        email="noah@harborfinch.example",
+        tier="staff",
+        slack_id="U10NOAH",
+    )
+    blocks = assignment_blocks(
+        AssignmentNotice(
+            summary=summary(documents_needed=[]), recipient=noah, role=Role.PREPARER, preparer=noah
+        )
+    )
     text = all_text(blocks)
     assert "then reviewed by" not in text and "by hand" not in text
     assert "None outstanding" in text
@@ -221,8 +271,7 @@ async def test_recipient_without_slack_id_is_found_by_email(sandbox: RunningSand
 
 
 async def test_recipient_with_no_slack_account_is_not_a_failure(sandbox: RunningSandbox) -> None:
-    stranger = StaffRef(id="temp", name="Temp Worker", email="temp@agency.example",
-                        tier="staff")
+    stranger = StaffRef(id="temp", name="Temp Worker", email="temp@agency.example", tier="staff")
     result = await notify(activities_of(sandbox), notice(sandbox, recipient=stranger))
 
     assert result == ChatResult(delivered=False, detail="no Slack user for the assignee")
@@ -235,8 +284,7 @@ async def test_previous_message_is_updated_not_reposted(sandbox: RunningSandbox)
     first = await notify(activities, notice(sandbox))
     assert first.message is not None
 
-    later = notice(sandbox, previous=first.message,
-                   estimated_completion=date(2027, 3, 19))
+    later = notice(sandbox, previous=first.message, estimated_completion=date(2027, 3, 19))
     second = await notify(activities, later)
 
     assert second.message == first.message
@@ -289,8 +337,10 @@ async def test_first_attempt_does_not_read_history(sandbox: RunningSandbox) -> N
 
 
 async def test_rate_limit_is_retryable_with_slacks_delay(sandbox: RunningSandbox) -> None:
-    set_faults(sandbox, {"route": "/slack/api/chat.postMessage", "status": 429,
-                         "retry_after": 7, "count": 1})
+    set_faults(
+        sandbox,
+        {"route": "/slack/api/chat.postMessage", "status": 429, "retry_after": 7, "count": 1},
+    )
     with pytest.raises(ApplicationError) as caught:
         await notify(activities_of(sandbox), notice(sandbox))
 
@@ -311,8 +361,9 @@ async def test_server_error_is_retryable(sandbox: RunningSandbox) -> None:
 
 
 async def test_invalid_auth_is_final(sandbox: RunningSandbox) -> None:
-    client = AsyncWebClient(token="xoxb-not-the-right-token",
-                            base_url=connector_of(sandbox).base_url)
+    client = AsyncWebClient(
+        token="xoxb-not-the-right-token", base_url=connector_of(sandbox).base_url
+    )
     with pytest.raises(ApplicationError) as caught:
         await notify(activities_of(sandbox, client), notice(sandbox))
 
@@ -330,8 +381,9 @@ async def test_unknown_channel_on_update_is_final(sandbox: RunningSandbox) -> No
 
 
 async def test_unreachable_slack_is_retryable(sandbox: RunningSandbox) -> None:
-    client = AsyncWebClient(token=demo_secret(TOKEN_ENV),
-                            base_url=f"http://127.0.0.1:{free_port()}/slack/api/")
+    client = AsyncWebClient(
+        token=demo_secret(TOKEN_ENV), base_url=f"http://127.0.0.1:{free_port()}/slack/api/"
+    )
     with pytest.raises(ApplicationError) as caught:
         await notify(activities_of(sandbox, client), notice(sandbox))
     assert caught.value.type == "TransportError" and not caught.value.non_retryable
@@ -340,50 +392,84 @@ async def test_unreachable_slack_is_retryable(sandbox: RunningSandbox) -> None:
 # --- partner review --------------------------------------------------------------------------
 
 
-def candidate(staff_id: str, name: str, tier: str, hours: float, blocked: list[BlockReason],
-              why: str | None) -> CandidateScore:
-    return CandidateScore(staff_id=staff_id, name=name, tier=tier, eligible=False,
-                          blocked=blocked, why_blocked=why, available_hours=hours)
+def candidate(
+    staff_id: str, name: str, tier: str, hours: float, blocked: list[BlockReason], why: str | None
+) -> CandidateScore:
+    return CandidateScore(
+        staff_id=staff_id,
+        name=name,
+        tier=tier,
+        eligible=False,
+        blocked=blocked,
+        why_blocked=why,
+        available_hours=hours,
+    )
 
 
 async def test_partner_sees_candidates_and_why_each_was_blocked(sandbox: RunningSandbox) -> None:
     candidates = [
-        candidate("lucas", "Lucas Weber", "senior", 12.5, [BlockReason.CAPACITY],
-                  "capacity: needs 30 h, has 12.5 h"),
-        candidate("priya", "Priya Nair", "senior", 31.0, [BlockReason.SKILL],
-                  "skill: missing audit_prep"),
-        candidate("noah", "Noah Patel", "staff", 20.0, [BlockReason.TIER, BlockReason.SKILL],
-                  None),
+        candidate(
+            "lucas",
+            "Lucas Weber",
+            "senior",
+            12.5,
+            [BlockReason.CAPACITY],
+            "capacity: needs 30 h, has 12.5 h",
+        ),
+        candidate(
+            "priya", "Priya Nair", "senior", 31.0, [BlockReason.SKILL], "skill: missing audit_prep"
+        ),
+        candidate("noah", "Noah Patel", "staff", 20.0, [BlockReason.TIER, BlockReason.SKILL], None),
     ]
-    input = PartnerReviewNotice(summary=summary(service_name="Audit preparation"),
-                                partner=person(sandbox, "ava"),
-                                reason="No preparer fits: every audit_prep senior is full",
-                                candidates=candidates)
+    input = PartnerReviewNotice(
+        summary=summary(service_name="Audit preparation"),
+        partner=person(sandbox, "ava"),
+        reason="No preparer fits: every audit_prep senior is full",
+        candidates=candidates,
+    )
     result = await notify_partner(activities_of(sandbox), input)
 
     assert result.delivered and result.message is not None
     assert result.message.channel == dm_channel_id("U01AVA")
     [stored] = store_of(sandbox).messages[dm_channel_id("U01AVA")]
     text = all_text(stored["blocks"])
-    for expected in ("every audit_prep senior is full", "Lucas Weber", "senior", "12.5 h",
-                     "capacity: needs 30 h, has 12.5 h", "skill: missing audit_prep",
-                     "tier, skill"):
+    for expected in (
+        "every audit_prep senior is full",
+        "Lucas Weber",
+        "senior",
+        "12.5 h",
+        "capacity: needs 30 h, has 12.5 h",
+        "skill: missing audit_prep",
+        "tier, skill",
+    ):
         assert expected in text, expected
     found = buttons(stored["blocks"])
     assert [b["action_id"] for b in found] == [
-        "partner_assign:lucas", "partner_assign:priya", "partner_assign:noah"]
+        "partner_assign:lucas",
+        "partner_assign:priya",
+        "partner_assign:noah",
+    ]
     assert [b["value"] for b in found] == [
-        f"{WORKFLOW_ID}|lucas", f"{WORKFLOW_ID}|priya", f"{WORKFLOW_ID}|noah"]
+        f"{WORKFLOW_ID}|lucas",
+        f"{WORKFLOW_ID}|priya",
+        f"{WORKFLOW_ID}|noah",
+    ]
     assert not EMAIL.search(text)
     assert stored["metadata"]["event_type"] == PARTNER_EVENT
     assert stored["metadata"]["event_payload"]["workflow_id"] == WORKFLOW_ID
 
 
 async def test_partner_candidates_are_capped_by_policy(sandbox: RunningSandbox) -> None:
-    many = [candidate(f"s{i}", f"Person {i}", "staff", 1.0, [BlockReason.CAPACITY], None)
-            for i in range(12)]
-    input = PartnerReviewNotice(summary=summary(), partner=person(sandbox, "ava"),
-                                reason="No preparer fits", candidates=many)
+    many = [
+        candidate(f"s{i}", f"Person {i}", "staff", 1.0, [BlockReason.CAPACITY], None)
+        for i in range(12)
+    ]
+    input = PartnerReviewNotice(
+        summary=summary(),
+        partner=person(sandbox, "ava"),
+        reason="No preparer fits",
+        candidates=many,
+    )
     await notify_partner(activities_of(sandbox), input)
     [stored] = store_of(sandbox).messages[dm_channel_id("U01AVA")]
     assert len(buttons(stored["blocks"])) == sandbox.config.policy.partner_candidates_shown
@@ -405,106 +491,213 @@ def test_auth_is_checked_like_slack(sandbox: RunningSandbox) -> None:
 
 
 def test_invalid_blocks_are_rejected(sandbox: RunningSandbox) -> None:
-    duplicate = [{"type": "actions", "elements": [
-        {"type": "button", "action_id": "same", "text": {"type": "plain_text", "text": "A"}},
-        {"type": "button", "action_id": "same", "text": {"type": "plain_text", "text": "B"}},
-    ]}]
-    answer = call(sandbox, "chat.postMessage",
-                  json_body={"channel": "U10NOAH", "text": "x", "blocks": duplicate})
+    duplicate = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "same",
+                    "text": {"type": "plain_text", "text": "A"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "same",
+                    "text": {"type": "plain_text", "text": "B"},
+                },
+            ],
+        }
+    ]
+    answer = call(
+        sandbox,
+        "chat.postMessage",
+        json_body={"channel": "U10NOAH", "text": "x", "blocks": duplicate},
+    )
     assert answer["ok"] is False and answer["error"] == "invalid_blocks"
-    assert any("/blocks/0/elements/1/action_id" in m
-               for m in answer["response_metadata"]["messages"])
+    assert any(
+        "/blocks/0/elements/1/action_id" in m for m in answer["response_metadata"]["messages"]
+    )
 
-    long_text = [{"type": "actions", "elements": [
-        {"type": "button", "action_id": "a", "value": "v",
-         "text": {"type": "plain_text", "text": "x" * 76}}]}]
-    too_many = [{"type": "actions", "elements": [
-        {"type": "button", "action_id": f"a{i}", "text": {"type": "plain_text", "text": "x"}}
-        for i in range(26)]}]
-    big_value = [{"type": "actions", "elements": [
-        {"type": "button", "action_id": "a", "value": "v" * 2001,
-         "text": {"type": "plain_text", "text": "x"}}]}]
-    long_action = [{"type": "actions", "elements": [
-        {"type": "button", "action_id": "a" * 256, "text": {"type": "plain_text", "text": "x"}}]}]
+    long_text = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "a",
+                    "value": "v",
+                    "text": {"type": "plain_text", "text": "x" * 76},
+                }
+            ],
+        }
+    ]
+    too_many = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": f"a{i}",
+                    "text": {"type": "plain_text", "text": "x"},
+                }
+                for i in range(26)
+            ],
+        }
+    ]
+    big_value = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "a",
+                    "value": "v" * 2001,
+                    "text": {"type": "plain_text", "text": "x"},
+                }
+            ],
+        }
+    ]
+    long_action = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "a" * 256,
+                    "text": {"type": "plain_text", "text": "x"},
+                }
+            ],
+        }
+    ]
     for blocks in (long_text, too_many, big_value, long_action):
-        answer = call(sandbox, "chat.postMessage",
-                      json_body={"channel": "U10NOAH", "text": "x", "blocks": blocks})
+        answer = call(
+            sandbox,
+            "chat.postMessage",
+            json_body={"channel": "U10NOAH", "text": "x", "blocks": blocks},
+        )
         assert answer["error"] == "invalid_blocks"
     assert store_of(sandbox).messages.get(dm_channel_id("U10NOAH"), []) == []
 
 
 def test_post_rules(sandbox: RunningSandbox) -> None:
-    assert call(sandbox, "chat.postMessage",
-                json_body={"channel": "U10NOAH"})["error"] == "no_text"
-    assert call(sandbox, "chat.postMessage",
-                json_body={"channel": "C0NOPE", "text": "x"})["error"] == "channel_not_found"
+    assert call(sandbox, "chat.postMessage", json_body={"channel": "U10NOAH"})["error"] == "no_text"
+    assert (
+        call(sandbox, "chat.postMessage", json_body={"channel": "C0NOPE", "text": "x"})["error"]
+        == "channel_not_found"
+    )
     # Form-encoded posts carry blocks and metadata as JSON strings.
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]
-    first = call(sandbox, "chat.postMessage", form={
-        "channel": "U10NOAH", "text": "one", "blocks": json.dumps(blocks),
-        "metadata": json.dumps({"event_type": "t", "event_payload": {"k": "v"}})})
-    second = call(sandbox, "chat.postMessage", json_body={"channel": first["channel"],
-                                                          "text": "two"})
+    first = call(
+        sandbox,
+        "chat.postMessage",
+        form={
+            "channel": "U10NOAH",
+            "text": "one",
+            "blocks": json.dumps(blocks),
+            "metadata": json.dumps({"event_type": "t", "event_payload": {"k": "v"}}),
+        },
+    )
+    second = call(
+        sandbox, "chat.postMessage", json_body={"channel": first["channel"], "text": "two"}
+    )
     assert first["ok"] and first["channel"] == dm_channel_id("U10NOAH")
     assert re.fullmatch(r"\d{10}\.\d{6}", first["ts"])
     assert float(second["ts"]) > float(first["ts"])
 
-    history = call(sandbox, "conversations.history", verb="GET",
-                   params={"channel": first["channel"], "limit": "10"})
+    history = call(
+        sandbox,
+        "conversations.history",
+        verb="GET",
+        params={"channel": first["channel"], "limit": "10"},
+    )
     assert [m["text"] for m in history["messages"]] == ["two", "one"]  # newest first
     assert "metadata" not in history["messages"][1]
-    with_meta = call(sandbox, "conversations.history", verb="GET",
-                     params={"channel": first["channel"], "include_all_metadata": "true"})
-    assert with_meta["messages"][1]["metadata"] == {"event_type": "t",
-                                                    "event_payload": {"k": "v"}}
-    paged = call(sandbox, "conversations.history", verb="GET",
-                 params={"channel": first["channel"], "limit": "1"})
+    with_meta = call(
+        sandbox,
+        "conversations.history",
+        verb="GET",
+        params={"channel": first["channel"], "include_all_metadata": "true"},
+    )
+    assert with_meta["messages"][1]["metadata"] == {"event_type": "t", "event_payload": {"k": "v"}}
+    paged = call(
+        sandbox,
+        "conversations.history",
+        verb="GET",
+        params={"channel": first["channel"], "limit": "1"},
+    )
     assert paged["has_more"] is True and paged["response_metadata"]["next_cursor"]
 
-    assert call(sandbox, "chat.update", json_body={
-        "channel": first["channel"], "ts": "1.000001", "text": "x"})["error"] == "message_not_found"
-    updated = call(sandbox, "chat.update", json_body={
-        "channel": first["channel"], "ts": first["ts"], "text": "edited"})
+    assert (
+        call(
+            sandbox,
+            "chat.update",
+            json_body={"channel": first["channel"], "ts": "1.000001", "text": "x"},
+        )["error"]
+        == "message_not_found"
+    )
+    updated = call(
+        sandbox,
+        "chat.update",
+        json_body={"channel": first["channel"], "ts": first["ts"], "text": "edited"},
+    )
     assert updated["ok"] and updated["ts"] == first["ts"] and updated["text"] == "edited"
 
 
 def test_users_and_dms(sandbox: RunningSandbox) -> None:
-    found = call(sandbox, "users.lookupByEmail", verb="GET",
-                 params={"email": "Grace@HarborFinch.example"})
+    found = call(
+        sandbox, "users.lookupByEmail", verb="GET", params={"email": "Grace@HarborFinch.example"}
+    )
     assert found["user"]["id"] == "U07GRACE"
-    assert call(sandbox, "users.lookupByEmail",
-                form={"email": "nobody@harborfinch.example"})["error"] == "users_not_found"
+    assert (
+        call(sandbox, "users.lookupByEmail", form={"email": "nobody@harborfinch.example"})["error"]
+        == "users_not_found"
+    )
     # users.lookupByEmail reads form/query arguments only: a JSON body is not read.
-    assert call(sandbox, "users.lookupByEmail",
-                json_body={"email": "grace@harborfinch.example"})["error"] == "invalid_arguments"
-    assert call(sandbox, "users.info", verb="GET",
-                params={"user": "U07GRACE"})["user"]["real_name"] == "Grace Kim"
+    assert (
+        call(sandbox, "users.lookupByEmail", json_body={"email": "grace@harborfinch.example"})[
+            "error"
+        ]
+        == "invalid_arguments"
+    )
+    assert (
+        call(sandbox, "users.info", verb="GET", params={"user": "U07GRACE"})["user"]["real_name"]
+        == "Grace Kim"
+    )
 
     opened = call(sandbox, "conversations.open", form={"users": "U07GRACE"})
     again = call(sandbox, "conversations.open", form={"users": "U07GRACE"})
     assert opened == {"ok": True, "channel": {"id": "D07GRACE"}}
     assert again["channel"] == {"id": "D07GRACE"} and again["already_open"] is True
-    assert call(sandbox, "conversations.open",
-                form={"users": "U99NOBODY"})["error"] == "user_not_found"
+    assert (
+        call(sandbox, "conversations.open", form={"users": "U99NOBODY"})["error"]
+        == "user_not_found"
+    )
     assert call(sandbox, "conversations.open", form={})["error"] == "users_list_not_supplied"
 
-    ephemeral = call(sandbox, "chat.postEphemeral", json_body={
-        "channel": "D07GRACE", "user": "U07GRACE", "text": "only you"})
+    ephemeral = call(
+        sandbox,
+        "chat.postEphemeral",
+        json_body={"channel": "D07GRACE", "user": "U07GRACE", "text": "only you"},
+    )
     assert ephemeral["ok"] and ephemeral["message_ts"]
-    assert call(sandbox, "chat.postEphemeral", json_body={
-        "channel": "D07GRACE", "user": "U10NOAH", "text": "x"})["error"] == "user_not_in_channel"
+    assert (
+        call(
+            sandbox,
+            "chat.postEphemeral",
+            json_body={"channel": "D07GRACE", "user": "U10NOAH", "text": "x"},
+        )["error"]
+        == "user_not_in_channel"
+    )
 
 
 def test_response_url_sink(sandbox: RunningSandbox) -> None:
     posted = call(sandbox, "chat.postMessage", json_body={"channel": "U10NOAH", "text": "ask"})
-    url = response_url_for(sandbox.ctx, "tok-1", channel=posted["channel"],
-                           message_ts=posted["ts"])
+    url = response_url_for(sandbox.ctx, "tok-1", channel=posted["channel"], message_ts=posted["ts"])
     assert url == f"{sandbox.base_url}/slack/response/tok-1"
     answer = httpx.post(url, json={"replace_original": True, "text": "Accepted by Noah"})
     assert answer.status_code == 200
     store = store_of(sandbox)
-    assert store.response_posts["tok-1"] == [{"replace_original": True,
-                                              "text": "Accepted by Noah"}]
+    assert store.response_posts["tok-1"] == [{"replace_original": True, "text": "Accepted by Noah"}]
     [message] = store.messages[posted["channel"]]
     assert message["text"] == "Accepted by Noah"
     dumped = httpx.get(f"{sandbox.base_url}/_sandbox/state/slack").json()
@@ -512,9 +705,11 @@ def test_response_url_sink(sandbox: RunningSandbox) -> None:
 
 
 def test_faults_look_like_slack(sandbox: RunningSandbox) -> None:
-    set_faults(sandbox,
-               {"route": "/slack/api/auth.test", "status": 429, "retry_after": 3, "count": 1},
-               {"route": "/slack/api/auth.test", "status": 502, "count": 1})
+    set_faults(
+        sandbox,
+        {"route": "/slack/api/auth.test", "status": 429, "retry_after": 3, "count": 1},
+        {"route": "/slack/api/auth.test", "status": 502, "count": 1},
+    )
     headers = {"Authorization": f"Bearer {demo_secret(TOKEN_ENV)}"}
     limited = httpx.post(f"{sandbox.base_url}/slack/api/auth.test", headers=headers)
     assert limited.status_code == 429 and limited.headers["retry-after"] == "3"

@@ -21,7 +21,8 @@ def sandbox() -> Iterator[RunningSandbox]:
 def relay_firm(config: FirmConfig) -> FirmConfig:
     """The demo firm with a relay PM (TaxDome-style): engagements arrive whole, no write-back."""
     connectors = config.connectors.model_copy(
-        update={"pm": RelayConnector(kind="relay", system_name="TaxDome")})
+        update={"pm": RelayConnector(kind="relay", system_name="TaxDome")}
+    )
     return config.model_copy(update={"connectors": connectors})
 
 

@@ -43,17 +43,23 @@ def settled(state: EngagementState) -> bool:
     return False
 
 
-async def test_burst_never_overbooks_and_duplicates_nothing(client: Client,
-                                                            sandbox: RunningSandbox) -> None:
+async def test_burst_never_overbooks_and_duplicates_nothing(
+    client: Client, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     config = relay_firm(small_firm(sandbox.config))
     rng = random.Random(7)
     events = []
     for n in range(BURST):
         service = rng.choice(["individual_tax", "individual_tax", "s_corp_return"])
-        events.append(relay_event(
-            f"B{n:03d}", workdays_ahead(config, rng.randint(3, 15)),
-            service_type=service, estimated_hours=rng.choice([2, 3, 4, 6, 8, 12])))
+        events.append(
+            relay_event(
+                f"B{n:03d}",
+                workdays_ahead(config, rng.randint(3, 15)),
+                service_type=service,
+                estimated_hours=rng.choice([2, 3, 4, 6, 8, 12]),
+            )
+        )
     async with running_worker(client, config) as worker, http_for(worker) as http:
         responses = await asyncio.gather(*(post_signed(http, e) for e in events))
         assert Counter(r.status_code for r in responses) == {202: BURST}
@@ -63,8 +69,12 @@ async def test_burst_never_overbooks_and_duplicates_nothing(client: Client,
             states = await asyncio.gather(*(worker.state(i) for i in ids))
             return states if all(settled(s) for s in states) else None
 
-        states = await eventually(all_settled, timeout=240, interval=1.0,
-                                  what="every engagement assigned or in partner review")
+        states = await eventually(
+            all_settled,
+            timeout=240,
+            interval=1.0,
+            what="every engagement assigned or in partner review",
+        )
         bookings = await worker.bookings()
         snapshot = await worker.snapshot()
     assert snapshot is not None
@@ -79,23 +89,34 @@ async def test_burst_never_overbooks_and_duplicates_nothing(client: Client,
     capacity = {c.member.id: c for c in snapshot.staff}
     for staff in bookings.staff:
         mine = [Booking(r.hours, r.due) for r in staff.reservations]
-        assert not is_overbooked(person_of(capacity[staff.staff_id]), mine, snapshot.today,
-                                 calendar), f"{staff.staff_id} is overbooked"
+        assert not is_overbooked(
+            person_of(capacity[staff.staff_id]), mine, snapshot.today, calendar
+        ), f"{staff.staff_id} is overbooked"
     reserved = Counter(r.workflow_id for s in bookings.staff for r in s.reservations)
     for state in assigned:
         roles = 2 if state.reviewer else 1
         assert reserved[state.workflow_id] == roles
-        assert state.preparer is not None and state.preparer.id != getattr(state.reviewer, "id", None)
+        assert state.preparer is not None and state.preparer.id != getattr(
+            state.reviewer, "id", None
+        )
     for state in waiting:
         assert reserved[state.workflow_id] == 0
         assert state.workflow_id in bookings.parked
 
     # No duplicate side effects: one message per role, one calendar block per role, one email.
-    posts = [json.loads(str(r["body"])) for r in
-             sandbox.requests(prefix="/slack/api/chat.postMessage") if r["status"] == 200]
+    posts = [
+        json.loads(str(r["body"]))
+        for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
+        if r["status"] == 200
+    ]
     per_engagement = Counter(
-        (p["metadata"]["event_payload"]["workflow_id"], p["metadata"]["event_type"],
-         p["metadata"]["event_payload"].get("role")) for p in posts)
+        (
+            p["metadata"]["event_payload"]["workflow_id"],
+            p["metadata"]["event_type"],
+            p["metadata"]["event_payload"].get("role"),
+        )
+        for p in posts
+    )
     assert all(n == 1 for n in per_engagement.values()), per_engagement.most_common(3)
     expected_posts = sum(2 if s.reviewer else 1 for s in assigned) + len(waiting)
     assert len(posts) == expected_posts

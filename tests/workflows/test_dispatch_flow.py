@@ -34,21 +34,30 @@ def workdays_ahead(config: FirmConfig, n: int) -> date:
 
 
 def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:
-    return [json.loads(str(r["body"])) for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
-            if int(r["seq"]) > since and r["status"] == 200]
+    return [
+        json.loads(str(r["body"]))
+        for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
+        if int(r["seq"]) > since and r["status"] == 200
+    ]
 
 
-async def test_assignment_fires_every_side_effect_once(client: Client,
-                                                       sandbox: RunningSandbox) -> None:
+async def test_assignment_fires_every_side_effect_once(
+    client: Client, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     config = relay_firm(sandbox.config)
     async with running_worker(client, config) as worker:
-        eng = details("side-effects", due=workdays_ahead(config, 8),
-                      client_email="owner@client.example")
+        eng = details(
+            "side-effects", due=workdays_ahead(config, 8), client_email="owner@client.example"
+        )
         handle = await worker.start(eng)
         state = await worker.wait_state(
-            handle.id, lambda s: s.status is DispatchStatus.ASSIGNED
-            and all(e.state != "pending" for e in s.side_effects))
+            handle.id,
+            lambda s: (
+                s.status is DispatchStatus.ASSIGNED
+                and all(e.state != "pending" for e in s.side_effects)
+            ),
+        )
 
         assert state.preparer is not None and state.reviewer is not None
         assert state.preparer.id != state.reviewer.id
@@ -57,16 +66,24 @@ async def test_assignment_fires_every_side_effect_once(client: Client,
         effects = {e.name: e.state for e in state.side_effects}
         assert effects == {
             "pm_write_back": "skipped",  # a relay PM has no write API: the DM says so
-            "chat_preparer": "done", "chat_reviewer": "done",
-            "calendar_preparer": "done", "calendar_reviewer": "done",
-            "client_email": "done", "crm_log": "done",
+            "chat_preparer": "done",
+            "chat_reviewer": "done",
+            "calendar_preparer": "done",
+            "calendar_reviewer": "done",
+            "client_email": "done",
+            "crm_log": "done",
         }
         assert state.pm_manual_update_required
 
         posts = chat_posts(sandbox)
         assert len(posts) == 2
-        buttons = [el for post in posts for block in post["blocks"]
-                   if block["type"] == "actions" for el in block["elements"]]
+        buttons = [
+            el
+            for post in posts
+            for block in post["blocks"]
+            if block["type"] == "actions"
+            for el in block["elements"]
+        ]
         assert {b["action_id"] for b in buttons} == {"assignment_accept", "assignment_reassign"}
         assert all(b["value"] == handle.id for b in buttons)
         assert len(sandbox.requests(prefix="/google/calendar/v3", method="POST")) == 2
@@ -79,8 +96,12 @@ async def test_assignment_fires_every_side_effect_once(client: Client,
 
         # The partner's questions are answerable from visibility.
         async def listed() -> bool | None:
-            found = [w async for w in client.list_workflows(
-                f'DispatchStatus="Assigned" AND WorkflowId="{handle.id}"')]
+            found = [
+                w
+                async for w in client.list_workflows(
+                    f'DispatchStatus="Assigned" AND WorkflowId="{handle.id}"'
+                )
+            ]
             return True if found else None
 
         await eventually(listed, what="visibility to show the assignment")
@@ -93,8 +114,13 @@ async def test_starting_twice_is_one_engagement(client: Client, sandbox: Running
         eng = details("twice", due=workdays_ahead(config, 8))
         first, second = await asyncio.gather(worker.start(eng), worker.start(eng))
         assert first.id == second.id
-        await worker.wait_state(first.id, lambda s: s.status is DispatchStatus.ASSIGNED
-                                and all(e.state != "pending" for e in s.side_effects))
+        await worker.wait_state(
+            first.id,
+            lambda s: (
+                s.status is DispatchStatus.ASSIGNED
+                and all(e.state != "pending" for e in s.side_effects)
+            ),
+        )
         third = await worker.start(eng)
         assert third.result_run_id == first.result_run_id
         await asyncio.sleep(0.5)
@@ -104,29 +130,36 @@ async def test_starting_twice_is_one_engagement(client: Client, sandbox: Running
         assert sorted(r.role for r in mine) == [Role.PREPARER, Role.REVIEWER]
 
 
-async def test_karbon_engagement_is_loaded_and_written_back(client: Client,
-                                                            sandbox: RunningSandbox) -> None:
+async def test_karbon_engagement_is_loaded_and_written_back(
+    client: Client, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     config = sandbox.config
     pm = config.connectors.pm
     assert isinstance(pm, KarbonConnector)
     karbon = KarbonClient(pm)
     try:
-        item = await karbon.create_work_item({
-            "Title": "2026 1120-S - Bayside Dental",
-            "ClientKey": "cl-bayside-dental",
-            "ClientType": "Organization",
-            "AssigneeEmailAddress": "ava@harborfinch.example",
-            "StartDate": firm_today(config).isoformat() + "T00:00:00Z",
-            "DueDate": workdays_ahead(config, 15).isoformat() + "T00:00:00Z",
-            "WorkType": "Tax Return - S Corp",
-        })
+        item = await karbon.create_work_item(
+            {
+                "Title": "2026 1120-S - Bayside Dental",
+                "ClientKey": "cl-bayside-dental",
+                "ClientType": "Organization",
+                "AssigneeEmailAddress": "ava@harborfinch.example",
+                "StartDate": firm_today(config).isoformat() + "T00:00:00Z",
+                "DueDate": workdays_ahead(config, 15).isoformat() + "T00:00:00Z",
+                "WorkType": "Tax Return - S Corp",
+            }
+        )
         key = item["WorkItemKey"]
         async with running_worker(client, config) as worker:
             handle = await worker.start(source="karbon", external_id=key)
             state = await worker.wait_state(
-                handle.id, lambda s: s.status is DispatchStatus.ASSIGNED
-                and all(e.state != "pending" for e in s.side_effects))
+                handle.id,
+                lambda s: (
+                    s.status is DispatchStatus.ASSIGNED
+                    and all(e.state != "pending" for e in s.side_effects)
+                ),
+            )
             # Priya prepared Bayside Dental's last return and has the S-Corp skill.
             assert state.preparer is not None and state.preparer.id == "priya"
             assert "prepared this client's last engagement" in state.decisions[0].reason
@@ -142,7 +175,8 @@ async def test_karbon_engagement_is_loaded_and_written_back(client: Client,
 
 
 async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(
-        client: Client, sandbox: RunningSandbox) -> None:
+    client: Client, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     config = relay_firm(sandbox.config)
     due = workdays_ahead(config, 4)
@@ -150,26 +184,37 @@ async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(
     assert isinstance(tracker, HarvestConnector)
     snap = await ActivityEnvironment().run(
         FirmActivities(config, HarvestActivities(tracker)).capacity_snapshot,
-        SnapshotInput(firm_id=config.firm.id))
+        SnapshotInput(firm_id=config.firm.id),
+    )
     calendar = WorkCalendar.of(snap.workdays, snap.holidays)
     # Only Lucas and Omar prepare audits: size three jobs so each of them can take one.
-    room = min(available_hours(person_of(c), [], due, snap.today, calendar)
-               for c in snap.staff if c.member.id in ("lucas", "omar"))
+    room = min(
+        available_hours(person_of(c), [], due, snap.today, calendar)
+        for c in snap.staff
+        if c.member.id in ("lucas", "omar")
+    )
     hours = round(room * 0.6, 1)
     assert hours > 0
 
     async with running_worker(client, config) as worker:
-        first = await worker.start(details("audit-1", service_type="audit_prep", hours=hours,
-                                           due=due))
-        second = await worker.start(details("audit-2", service_type="audit_prep", hours=hours,
-                                            due=due))
+        first = await worker.start(
+            details("audit-1", service_type="audit_prep", hours=hours, due=due)
+        )
+        second = await worker.start(
+            details("audit-2", service_type="audit_prep", hours=hours, due=due)
+        )
         for handle in (first, second):
             await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
-        third = await worker.start(details("audit-3", service_type="audit_prep", hours=hours,
-                                           due=due))
+        third = await worker.start(
+            details("audit-3", service_type="audit_prep", hours=hours, due=due)
+        )
         waiting = await worker.wait_state(
-            third.id, lambda s: s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
-            and any(e.name == "chat_partner" and e.state == "done" for e in s.side_effects))
+            third.id,
+            lambda s: (
+                s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+                and any(e.name == "chat_partner" and e.state == "done" for e in s.side_effects)
+            ),
+        )
         assert waiting.preparer is None
         assert "No preparer fits" in (waiting.needs_partner_review_reason or "")
         partner_dm = chat_posts(sandbox)[-1]
@@ -179,10 +224,10 @@ async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(
 
         # The first engagement is cancelled in the PM: its hours go back, the third takes them.
         freed = (await worker.state(first.id)).preparer
-        await first.signal(EngagementWorkflow.pm_updated,
-                           PmUpdate(event_key="cancel-audit-1", action="Deleted"))
-        done = await worker.wait_state(third.id,
-                                       lambda s: s.status is DispatchStatus.ASSIGNED)
+        await first.signal(
+            EngagementWorkflow.pm_updated, PmUpdate(event_key="cancel-audit-1", action="Deleted")
+        )
+        done = await worker.wait_state(third.id, lambda s: s.status is DispatchStatus.ASSIGNED)
         assert freed is not None and done.preparer is not None
         assert done.preparer.id == freed.id
         assert any(t.kind == "capacity freed" for t in done.timeline)

@@ -20,8 +20,9 @@ from tests.workflows.test_dispatch_flow import workdays_ahead
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
     """A dev server that suggests continue-as-new after 40 events, so it happens in seconds."""
-    env = await start_dev_server("--dynamic-config-value",
-                                 "limit.historyCount.suggestContinueAsNew=40")
+    env = await start_dev_server(
+        "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"
+    )
     try:
         yield env
     finally:
@@ -29,7 +30,8 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_dispatcher_continues_as_new_without_losing_reservations(
-        short_history_env: WorkflowEnvironment, sandbox: RunningSandbox) -> None:
+    short_history_env: WorkflowEnvironment, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     client = short_history_env.client
     config = relay_firm(sandbox.config)
@@ -37,17 +39,28 @@ async def test_dispatcher_continues_as_new_without_losing_reservations(
         first_run = (await worker.dispatcher.describe()).run_id
         handles = []
         for wave in range(4):  # several waves, so several batches and histories
-            handles += await asyncio.gather(*(worker.start(details(
-                f"can-{wave}-{n}", service_type="monthly_bookkeeping", hours=1,
-                due=workdays_ahead(config, 10), client_id=f"cl-{wave}-{n}"))
-                for n in range(8)))
+            handles += await asyncio.gather(
+                *(
+                    worker.start(
+                        details(
+                            f"can-{wave}-{n}",
+                            service_type="monthly_bookkeeping",
+                            hours=1,
+                            due=workdays_ahead(config, 10),
+                            client_id=f"cl-{wave}-{n}",
+                        )
+                    )
+                    for n in range(8)
+                )
+            )
             for handle in handles[-8:]:
-                await worker.wait_state(handle.id,
-                                        lambda s: s.status is DispatchStatus.ASSIGNED)
+                await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
 
-        async def runs() -> list[WorkflowExecutionStatus] | None:
-            found = [w.status async for w in client.list_workflows(
-                f'WorkflowId="{worker.dispatcher.id}"')]
+        async def runs() -> list[WorkflowExecutionStatus | None] | None:
+            found = [
+                w.status
+                async for w in client.list_workflows(f'WorkflowId="{worker.dispatcher.id}"')
+            ]
             return found if len(found) > 1 else None
 
         statuses = await eventually(runs, what="the dispatcher to continue as new")
@@ -62,8 +75,9 @@ async def test_dispatcher_continues_as_new_without_losing_reservations(
         assert total == len(handles)  # bookkeeping has no reviewer
 
 
-async def test_engagement_restarts_a_stopped_dispatcher(client: Client,
-                                                        sandbox: RunningSandbox) -> None:
+async def test_engagement_restarts_a_stopped_dispatcher(
+    client: Client, sandbox: RunningSandbox
+) -> None:
     sandbox.reset()
     config = relay_firm(sandbox.config)
     async with running_worker(client, config) as worker:

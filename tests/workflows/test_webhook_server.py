@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -45,22 +44,36 @@ def http_for(worker: RunningWorker) -> httpx.AsyncClient:
 
 def relay_event(external_id: str, due: date, **engagement: Any) -> dict[str, Any]:
     return {
-        "event": "engagement.created", "event_id": f"evt-{external_id}", "source": "taxdome",
+        "event": "engagement.created",
+        "event_id": f"evt-{external_id}",
+        "source": "taxdome",
         "engagement": {
-            "external_id": external_id, "title": f"Return {external_id}",
-            "client": {"id": "cl-marlow-family", "name": "Dana & Sam Marlow",
-                       "email": "marlow.family@mail.example"},
-            "service_type": "individual_tax", "due_date": due.isoformat(), **engagement,
+            "external_id": external_id,
+            "title": f"Return {external_id}",
+            "client": {
+                "id": "cl-marlow-family",
+                "name": "Dana & Sam Marlow",
+                "email": "marlow.family@mail.example",
+            },
+            "service_type": "individual_tax",
+            "due_date": due.isoformat(),
+            **engagement,
         },
     }
 
 
-async def post_signed(http: httpx.AsyncClient, body: dict[str, Any],
-                      secret: str = SECRET) -> httpx.Response:
+async def post_signed(
+    http: httpx.AsyncClient, body: dict[str, Any], secret: str = SECRET
+) -> httpx.Response:
     raw = json.dumps(body).encode()
-    return await http.post("/webhooks/engagements", content=raw, headers={
-        "Content-Type": "application/json",
-        "X-Dispatch-Signature": dispatch_signature_header(secret, raw)})
+    return await http.post(
+        "/webhooks/engagements",
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            "X-Dispatch-Signature": dispatch_signature_header(secret, raw),
+        },
+    )
 
 
 async def exists(client: Client, workflow_id: str) -> bool:
@@ -78,33 +91,45 @@ async def test_bad_input_is_refused_and_starts_nothing(relay: RunningWorker) -> 
     async with http_for(relay) as http:
         raw = json.dumps(relay_event("BAD-1", due)).encode()
         unsigned = await http.post("/webhooks/engagements", content=raw)
-        wrong = await http.post("/webhooks/engagements", content=raw, headers={
-            "X-Dispatch-Signature": dispatch_signature_header("not-the-secret-xxxx", raw)})
+        wrong = await http.post(
+            "/webhooks/engagements",
+            content=raw,
+            headers={"X-Dispatch-Signature": dispatch_signature_header("not-the-secret-xxxx", raw)},
+        )
         assert (unsigned.status_code, wrong.status_code) == (401, 401)
         assert unsigned.json() == {"error": "invalid signature"}
 
-        bad = {
+        bad: dict[str, tuple[dict[str, Any], str]] = {
             "BAD-2": ({"service_type": "crypto"}, "engagement.service_type"),
             "BAD-3": ({"estimated_hours": -2}, "engagement.estimated_hours"),
-            "BAD-4": ({"due_date": (firm_today(relay.config) - timedelta(days=1)).isoformat()},
-                      "engagement.due_date"),
+            "BAD-4": (
+                {"due_date": (firm_today(relay.config) - timedelta(days=1)).isoformat()},
+                "engagement.due_date",
+            ),
         }
         for external_id, (change, field) in bad.items():
             response = await post_signed(http, relay_event(external_id, due, **change))
             assert response.status_code == 422, response.text
             assert field in [f["field"] for f in response.json()["fields"]]
         malformed = b'{"event": "engagement.created", "engagement": '
-        response = await http.post("/webhooks/engagements", content=malformed, headers={
-            "X-Dispatch-Signature": dispatch_signature_header(SECRET, malformed)})
+        response = await http.post(
+            "/webhooks/engagements",
+            content=malformed,
+            headers={"X-Dispatch-Signature": dispatch_signature_header(SECRET, malformed)},
+        )
         assert response.status_code == 422
 
         karbon_raw = b'{"ResourcePermaKey":"K-1","ResourceType":"Work","ActionType":"Inserted"}'
-        bad_karbon = await http.post("/webhooks/karbon", content=karbon_raw,
-                                     headers={"Signature": "00" * 32})
+        bad_karbon = await http.post(
+            "/webhooks/karbon", content=karbon_raw, headers={"Signature": "00" * 32}
+        )
         assert bad_karbon.status_code == 401
         no_key = b'{"ResourceType":"Work","ActionType":"Inserted"}'
-        response = await http.post("/webhooks/karbon", content=no_key,
-                                   headers={"Signature": hmac_sha256_hex(KARBON_KEY, no_key)})
+        response = await http.post(
+            "/webhooks/karbon",
+            content=no_key,
+            headers={"Signature": hmac_sha256_hex(KARBON_KEY, no_key)},
+        )
         assert response.status_code == 422
         assert response.json()["fields"][0]["field"] == "ResourcePermaKey"
 
@@ -113,38 +138,53 @@ async def test_bad_input_is_refused_and_starts_nothing(relay: RunningWorker) -> 
     assert not await exists(relay.client, engagement_workflow_id("karbon", "K-1"))
 
 
-async def test_same_webhook_five_times_is_one_of_everything(client: Client,
-                                                            sandbox: RunningSandbox) -> None:
+async def test_same_webhook_five_times_is_one_of_everything(
+    client: Client, sandbox: RunningSandbox
+) -> None:
     """Invariant 2 through the front door: five deliveries, one workflow, one of each effect."""
     sandbox.reset()
     config = sandbox.config
     pm = config.connectors.pm
     assert isinstance(pm, KarbonConnector)
     karbon = KarbonClient(pm)
-    item = await karbon.create_work_item({
-        "Title": "2026 Form 1040 - Marlow household", "ClientKey": "cl-marlow-family",
-        "ClientType": client_type_for("cl-marlow-family"),
-        "AssigneeEmailAddress": "ava@harborfinch.example",
-        "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
-        "DueDate": f"{workdays_ahead(config, 10).isoformat()}T00:00:00Z",
-        "WorkType": "Tax Return - Individual",
-    })
+    item = await karbon.create_work_item(
+        {
+            "Title": "2026 Form 1040 - Marlow household",
+            "ClientKey": "cl-marlow-family",
+            "ClientType": client_type_for("cl-marlow-family"),
+            "AssigneeEmailAddress": "ava@harborfinch.example",
+            "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
+            "DueDate": f"{workdays_ahead(config, 10).isoformat()}T00:00:00Z",
+            "WorkType": "Tax Return - Individual",
+        }
+    )
     key = str(item["WorkItemKey"])
-    body = json.dumps({"ResourcePermaKey": key, "ResourceType": "Work", "ActionType": "Inserted",
-                       "TimeStamp": "2026-11-30T10:00:00Z"}).encode()
+    body = json.dumps(
+        {
+            "ResourcePermaKey": key,
+            "ResourceType": "Work",
+            "ActionType": "Inserted",
+            "TimeStamp": "2026-11-30T10:00:00Z",
+        }
+    ).encode()
     headers = {"Content-Type": "application/json", "Signature": hmac_sha256_hex(KARBON_KEY, body)}
     async with running_worker(client, config) as worker, http_for(worker) as http:
-        responses = await asyncio.gather(*(http.post("/webhooks/karbon", content=body,
-                                                     headers=headers) for _ in range(5)))
+        responses = await asyncio.gather(
+            *(http.post("/webhooks/karbon", content=body, headers=headers) for _ in range(5))
+        )
         assert [r.status_code for r in responses] == [202] * 5
         ids = {r.json()["workflow_id"] for r in responses}
         assert ids == {engagement_workflow_id("karbon", key)}
         assert sum(1 for r in responses if not r.json()["duplicate"]) == 1
         workflow_id = ids.pop()
         state = await worker.wait_state(
-            workflow_id, lambda s: s.status is DispatchStatus.ASSIGNED
-            and any(e.name == "crm_log" and e.state == "done" for e in s.side_effects)
-            and all(e.state != "pending" for e in s.side_effects))
+            workflow_id,
+            lambda s: (
+                s.status is DispatchStatus.ASSIGNED
+                and any(e.name == "crm_log" and e.state == "done" for e in s.side_effects)
+                and all(e.state != "pending" for e in s.side_effects)
+            ),
+        )
         # And once more after it all happened.
         late = await http.post("/webhooks/karbon", content=body, headers=headers)
         assert late.status_code == 202 and late.json()["duplicate"] is True
@@ -158,8 +198,11 @@ async def test_same_webhook_five_times_is_one_of_everything(client: Client,
     assert len(sandbox.requests(prefix="/google/calendar/v3", method="POST")) == roles
     assert len(sandbox.requests(prefix="/sendgrid/v3/mail/send")) == 1
     assert len(sandbox.requests(prefix="/crm/records", method="POST")) == 1
-    writes = [r for r in sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}")
-              if r["method"] in ("PUT", "PATCH")]
+    writes = [
+        r
+        for r in sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}")
+        if r["method"] in ("PUT", "PATCH")
+    ]
     # Assignee and status go in one full PUT (status cannot be PATCHed): written once.
     assert [w["method"] for w in writes] == ["PUT"], writes
 
@@ -169,8 +212,9 @@ async def test_temporal_unreachable_answers_503(relay: RunningWorker) -> None:
         return await Client.connect("127.0.0.1:1")
 
     app = create_app(relay.config, down, task_queue=relay.task_queue)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://starter") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://starter"
+    ) as http:
         response = await post_signed(http, relay_event("DOWN-1", workdays_ahead(relay.config, 5)))
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"

@@ -1,0 +1,185 @@
+"""End to end with real processes: dev server, sandbox, worker and webhook server.
+
+An outside client sends signed Karbon webhooks; the side effects are read back from the
+sandbox's request log, the assignment is found with the ``temporal`` CLI as an operator would,
+and the worker is stopped mid-way to show a webhook accepted while it is down is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+
+from activities.karbon import KarbonClient
+from activities.signing import hmac_sha256_hex
+from dispatch.config import KarbonConnector, load_firm_config, rebase_connectors
+from dispatch.models import DispatchStatus, EngagementState
+from dispatch.secrets_demo import demo_secret
+from dispatch.stack import Ports, Stack
+from dispatch.temporal import connect
+from sandbox.karbon import client_type_for
+from tests.conftest import temporal_cli
+from tests.harness import eventually
+from tests.sandbox_server import DEMO_BASE, free_port
+from tests.workflows.test_dispatch_flow import firm_today, workdays_ahead
+from workflows.engagement import EngagementWorkflow
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    data = tmp_path_factory.mktemp("stack")
+    ports = Ports(temporal=free_port(), ui=free_port(), starter=free_port(), sandbox=free_port())
+    config = rebase_connectors(load_firm_config(), DEMO_BASE, f"http://127.0.0.1:{ports.sandbox}")
+    firm_file = data / "firm.yaml"
+    firm_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+    running = Stack(load_firm_config(firm_file), firm_file, root=ROOT, ports=ports, data=data)
+    try:
+        await running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+async def new_work_item(
+    stack: Stack, title: str, client_id: str, work_type: str, due_in: int
+) -> str:
+    pm = stack.config.connectors.pm
+    assert isinstance(pm, KarbonConnector)
+    karbon = KarbonClient(pm)
+    try:
+        item = await karbon.create_work_item(
+            {
+                "Title": title,
+                "ClientKey": client_id,
+                "ClientType": client_type_for(client_id),
+                "AssigneeEmailAddress": stack.config.managing_partner.email,
+                "StartDate": f"{firm_today(stack.config).isoformat()}T00:00:00Z",
+                "DueDate": f"{workdays_ahead(stack.config, due_in).isoformat()}T00:00:00Z",
+                "WorkType": work_type,
+            }
+        )
+    finally:
+        await karbon.aclose()
+    return str(item["WorkItemKey"])
+
+
+async def send_inserted(stack: Stack, key: str) -> httpx.Response:
+    body = json.dumps(
+        {
+            "ResourcePermaKey": key,
+            "ResourceType": "Work",
+            "ActionType": "Inserted",
+            "TimeStamp": "2026-11-30T10:00:00Z",
+        }
+    ).encode()
+    signature = hmac_sha256_hex(demo_secret("KARBON_WEBHOOK_SIGNING_KEY"), body)
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            f"{stack.starter_url}/webhooks/karbon",
+            content=body,
+            headers={"Signature": signature, "Content-Type": "application/json"},
+        )
+
+
+async def state_of(stack: Stack, workflow_id: str) -> EngagementState:
+    client = await connect(stack.temporal_address)
+    return await client.get_workflow_handle(workflow_id).query(EngagementWorkflow.state)
+
+
+async def settled(stack: Stack, workflow_id: str, timeout: float = 60) -> EngagementState:
+    async def probe() -> EngagementState | None:
+        try:
+            state = await state_of(stack, workflow_id)
+        except Exception:
+            return None
+        done = state.status is DispatchStatus.ASSIGNED and any(
+            e.name == "crm_log" and e.state == "done" for e in state.side_effects
+        )
+        return state if done else None
+
+    return await eventually(probe, timeout=timeout, what=f"{workflow_id} to be assigned")
+
+
+def sandbox_log(stack: Stack, prefix: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{stack.sandbox_base}/_sandbox/requests", params={"prefix": prefix})
+    return list(response.json()["requests"])
+
+
+async def test_signed_webhook_to_assignment_through_real_processes(stack: Stack) -> None:
+    key = await new_work_item(
+        stack, "2026 1120-S - Bayside Dental Group", "cl-bayside-dental", "Tax Return - S Corp", 15
+    )
+    response = await send_inserted(stack, key)
+    assert response.status_code == 202, response.text
+    workflow_id = response.json()["workflow_id"]
+    state = await settled(stack, workflow_id)
+    assert state.preparer is not None and state.preparer.id == "priya"
+    assert state.decisions and len(state.decisions[0].candidates) == len(stack.config.staff)
+
+    # What an operator would type.
+    def listed() -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [
+                temporal_cli(),
+                "workflow",
+                "list",
+                "--address",
+                stack.temporal_address,
+                "--query",
+                'DispatchStatus="Assigned"',
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        return json.loads(out) if out.strip() else []
+
+    async def found() -> bool | None:
+        rows = await asyncio.to_thread(listed)
+        return True if any(workflow_id in json.dumps(r) for r in rows) else None
+
+    await eventually(found, what="temporal workflow list to find the assignment")
+
+    posts = [
+        r for r in sandbox_log(stack, "/slack/api/chat.postMessage") if workflow_id in r["body"]
+    ]
+    assert len(posts) == 2  # preparer and reviewer
+    assert len([r for r in sandbox_log(stack, "/google/calendar/v3") if r["method"] == "POST"]) >= 2
+    assert any(
+        "office@baysidedental.example" in r["body"]
+        for r in sandbox_log(stack, "/sendgrid/v3/mail/send")
+    )
+    assert any(workflow_id in r["body"] for r in sandbox_log(stack, "/crm/records"))
+    puts = [r for r in sandbox_log(stack, f"/karbon/v3/WorkItems/{key}") if r["method"] == "PUT"]
+    assert len(puts) == 1 and "priya@harborfinch.example" in puts[0]["body"]
+
+
+async def test_webhook_accepted_while_the_worker_is_down_is_not_lost(stack: Stack) -> None:
+    key = await new_work_item(
+        stack, "November close - Harbor Bistro", "cl-harbor-bistro", "Month-End Close", 8
+    )
+    stack.stop_process("worker")
+    try:
+        response = await send_inserted(stack, key)
+        assert response.status_code == 202
+        workflow_id = response.json()["workflow_id"]
+        await asyncio.sleep(1.0)
+    finally:
+        await stack.start_worker()
+    state = await settled(stack, workflow_id)
+    assert state.preparer is not None
