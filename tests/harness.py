@@ -7,16 +7,19 @@ tests never meet on the shared dev server.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
+from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig
 from dispatch.ids import dispatcher_workflow_id, engagement_workflow_id
 from dispatch.models import (
@@ -26,6 +29,7 @@ from dispatch.models import (
     EngagementInput,
     EngagementState,
 )
+from tests.sandbox_server import RunningSandbox
 from worker import build_worker, ensure_dispatcher
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
@@ -142,3 +146,20 @@ def details(
         documents_needed=["Bank statements"],
         scope_summary="Year-end work",
     )
+
+
+def firm_today(config: FirmConfig) -> date:
+    return datetime.now(ZoneInfo(config.firm.time_zone)).date()
+
+
+def workdays_ahead(config: FirmConfig, n: int) -> date:
+    calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
+    return calendar.add_working_days(firm_today(config), n)
+
+
+def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:
+    return [
+        json.loads(str(r["body"]))
+        for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
+        if int(r["seq"]) > since and r["status"] == 200
+    ]

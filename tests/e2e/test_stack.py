@@ -28,9 +28,8 @@ from dispatch.stack import Ports, Stack
 from dispatch.temporal import connect
 from sandbox.karbon import client_type_for
 from tests.conftest import temporal_cli
-from tests.harness import eventually
+from tests.harness import eventually, firm_today, workdays_ahead
 from tests.sandbox_server import DEMO_BASE, free_port
-from tests.workflows.test_dispatch_flow import firm_today, workdays_ahead
 from workflows.engagement import EngagementWorkflow
 
 pytestmark = pytest.mark.e2e

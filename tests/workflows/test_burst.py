@@ -17,10 +17,9 @@ from dispatch.capacity import Booking, is_overbooked
 from dispatch.config import FirmConfig
 from dispatch.decision import calendar_of, person_of
 from dispatch.models import DispatchStatus, EngagementState
-from tests.harness import eventually, running_worker
+from tests.harness import eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
-from tests.workflows.test_dispatch_flow import workdays_ahead
 from tests.workflows.test_webhook_server import http_for, post_signed, relay_event
 
 BURST = 200

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date, datetime
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -15,30 +12,20 @@ from activities.firm import FirmActivities
 from activities.harvest import HarvestActivities
 from activities.karbon import KarbonClient
 from dispatch.capacity import WorkCalendar, available_hours
-from dispatch.config import FirmConfig, HarvestConnector, KarbonConnector
+from dispatch.config import HarvestConnector, KarbonConnector
 from dispatch.decision import person_of
 from dispatch.models import DispatchStatus, PmUpdate, Role, SnapshotInput
-from tests.harness import details, eventually, running_worker
+from tests.harness import (
+    chat_posts,
+    details,
+    eventually,
+    firm_today,
+    running_worker,
+    workdays_ahead,
+)
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
-
-
-def firm_today(config: FirmConfig) -> date:
-    return datetime.now(ZoneInfo(config.firm.time_zone)).date()
-
-
-def workdays_ahead(config: FirmConfig, n: int) -> date:
-    calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
-    return calendar.add_working_days(firm_today(config), n)
-
-
-def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:
-    return [
-        json.loads(str(r["body"]))
-        for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
-        if int(r["seq"]) > since and r["status"] == 200
-    ]
 
 
 async def test_assignment_fires_every_side_effect_once(

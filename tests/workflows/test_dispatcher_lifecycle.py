@@ -11,10 +11,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from dispatch.models import DispatchStatus
 from tests.conftest import start_dev_server
-from tests.harness import details, eventually, running_worker
+from tests.harness import details, eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
-from tests.workflows.test_dispatch_flow import workdays_ahead
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

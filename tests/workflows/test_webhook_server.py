@@ -21,10 +21,9 @@ from dispatch.ids import engagement_workflow_id
 from dispatch.models import DispatchStatus
 from sandbox.karbon import client_type_for
 from starter import create_app
-from tests.harness import RunningWorker, running_worker
+from tests.harness import RunningWorker, chat_posts, firm_today, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
-from tests.workflows.test_dispatch_flow import chat_posts, firm_today, workdays_ahead
 
 SECRET = os.environ["DISPATCH_WEBHOOK_SECRET"]
 KARBON_KEY = os.environ["KARBON_WEBHOOK_SIGNING_KEY"]
