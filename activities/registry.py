@@ -27,14 +27,16 @@ from activities.unconfigured import (
     NoEmailActivities,
     RelayPmActivities,
 )
-from dispatch.config import FirmConfig
+from dispatch.config import FirmConfig, FirmConfigError
 
 
 def pm_for(config: FirmConfig) -> PmActivities:
     pm = config.connectors.pm
     if pm.kind == "karbon":
         return KarbonActivities(config, pm)
-    return RelayPmActivities(pm)
+    if pm.kind == "relay":
+        return RelayPmActivities(pm)
+    raise FirmConfigError(f"connectors.pm: {pm.kind!r} is not wired into this worker yet")
 
 
 def tracker_for(config: FirmConfig) -> TimeTrackerActivities | None:

@@ -14,16 +14,23 @@ from dispatch.models import (
     AssignmentNotice,
     CalendarBlockInput,
     CalendarBlockResult,
+    CalendarRemoveInput,
+    CalendarRemoveResult,
     ChatResult,
     ClientConfirmationInput,
     CrmLogInput,
     CrmLogResult,
     EmailResult,
     EngagementDetails,
+    JobHours,
+    JobHoursInput,
+    JobList,
+    ListJobsInput,
     LoadEngagementInput,
     PartnerReviewNotice,
     PmWriteBackInput,
     PmWriteBackResult,
+    StaffNotice,
     TrackerReadInput,
     TrackerReadResult,
 )
@@ -40,12 +47,21 @@ class PmActivities:
     async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
         raise NotImplementedError
 
+    @activity.defn(name="pm_list_new_jobs")
+    async def list_new_jobs(self, input: ListJobsInput) -> JobList:
+        """Only for PM systems polled on a schedule (no webhooks), e.g. Xero Practice Manager."""
+        raise NotImplementedError
+
 
 class TimeTrackerActivities:
     """Weekly capacity and logged hours per person."""
 
     @activity.defn(name="tracker_read")
     async def read(self, input: TrackerReadInput) -> TrackerReadResult:
+        raise NotImplementedError
+
+    @activity.defn(name="tracker_job_hours")
+    async def job_hours(self, input: JobHoursInput) -> JobHours:
         raise NotImplementedError
 
 
@@ -60,16 +76,30 @@ class ChatActivities:
     async def notify_partner(self, input: PartnerReviewNotice) -> ChatResult:
         raise NotImplementedError
 
+    @activity.defn(name="chat_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> ChatResult:
+        """Checkpoints, reminders and escalations (plain messages, no buttons)."""
+        raise NotImplementedError
+
 
 class CalendarActivities:
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
         raise NotImplementedError
 
+    @activity.defn(name="calendar_remove")
+    async def remove(self, input: CalendarRemoveInput) -> CalendarRemoveResult:
+        """Idempotent: removing a block that is already gone is success."""
+        raise NotImplementedError
+
 
 class EmailActivities:
     @activity.defn(name="email_client_confirmation")
     async def client_confirmation(self, input: ClientConfirmationInput) -> EmailResult:
+        raise NotImplementedError
+
+    @activity.defn(name="email_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> EmailResult:
         raise NotImplementedError
 
 

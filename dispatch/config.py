@@ -101,6 +101,10 @@ class Weights(_Strict):
     lowest_tier: Annotated[float, Field(ge=0)] = 1.0
 
 
+Channel = Literal["chat", "email"]
+_BOTH_CHANNELS: list[Channel] = ["chat", "email"]
+
+
 class Policy(_Strict):
     weights: Weights = Field(default_factory=Weights)
     preparer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -109,6 +113,20 @@ class Policy(_Strict):
     snapshot_ttl_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     """How long a time-tracker capacity snapshot is reused before the dispatcher reads it again."""
     partner_candidates_shown: Annotated[int, Field(ge=1, le=20)] = 5
+    max_declines: Annotated[int, Field(ge=1, le=10)] = 2
+    """After this many "Request reassignment" answers the engagement goes to partner review."""
+    response_reminder_hours: Annotated[float, Field(gt=0, le=24 * 14)] = 24
+    """No Accept / Request reassignment by then: remind the assignee."""
+    response_escalation_hours: Annotated[float, Field(gt=0, le=24 * 14)] = 48
+    """Still no answer by then (from assignment): tell their manager."""
+    not_started_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 48
+    """Assigned but not started by then: alert the manager (the seed's 48 h checkpoint)."""
+    status_check_days_before_due: Annotated[int, Field(ge=0, le=60)] = 3
+    checkpoint_channels: list[Channel] = Field(default_factory=lambda: list(_BOTH_CHANNELS))
+    """How checkpoint and escalation notices reach people."""
+    batch_window_seconds: Annotated[float, Field(ge=0, le=300)] = 0
+    """Collect arrivals this long and assign them jointly (0 = decide as they come)."""
+    optimizer_time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 5
 
 
 class Escalation(_Strict):
@@ -172,6 +190,23 @@ class KarbonConnector(_Strict):
     """Karbon has no built-in "Assigned" status: map it to a tenant secondary status."""
 
 
+class XpmConnector(_Strict):
+    """Xero Practice Manager: no job webhooks, so new jobs are polled on a Temporal Schedule."""
+
+    kind: Literal["xpm"]
+    base_url: str = "https://api.xero.com/practicemanager/3.1"
+    access_token_env: str = "XERO_ACCESS_TOKEN"
+    tenant_id_env: str = "XERO_TENANT_ID"
+    app_url: str = "https://practicemanager.xero.com"
+    poll_minutes: Annotated[int, Field(ge=1, le=1440)] = 5
+    lookback_days: Annotated[int, Field(ge=1, le=365)] = 7
+    """How far back each poll lists jobs (job.api/list is by creation date)."""
+    assigned_state: str | None = None
+    """The firm's job-state interface code for "assigned" (XPM states are firm-defined)."""
+    in_progress_state: str | None = None
+    completed_state: str | None = "COMPLETED"
+
+
 class RelayConnector(_Strict):
     """A PM system with no usable API (TaxDome, Canopy): engagements arrive through a relay."""
 
@@ -179,7 +214,9 @@ class RelayConnector(_Strict):
     system_name: str = "your practice management system"
 
 
-PmConnector = Annotated[KarbonConnector | RelayConnector, Field(discriminator="kind")]
+PmConnector = Annotated[
+    KarbonConnector | XpmConnector | RelayConnector, Field(discriminator="kind")
+]
 
 
 class HarvestConnector(_Strict):
@@ -190,13 +227,46 @@ class HarvestConnector(_Strict):
     user_agent: str = "Engagement Dispatch (ops@example.com)"
 
 
+class KarbonTimeTracker(_Strict):
+    """Karbon as the capacity source: ``CapacityMinutesPerWeek`` and ``IndividualTimeEntries``."""
+
+    kind: Literal["karbon"]
+    base_url: str = "https://api.karbonhq.com"
+    bearer_token_env: str = "KARBON_BEARER_TOKEN"
+    access_key_env: str = "KARBON_ACCESS_KEY"
+
+
+class TogglConnector(_Strict):
+    """Toggl Track: logged hours from the Reports API; capacity from the firm config."""
+
+    kind: Literal["toggl"]
+    base_url: str = "https://api.track.toggl.com"
+    api_token_env: str = "TOGGL_API_TOKEN"
+    workspace_id: int
+
+
+class QuickBooksTimeConnector(_Strict):
+    """QuickBooks Time (TSheets): logged hours from timesheets; capacity from the firm config."""
+
+    kind: Literal["quickbooks_time"]
+    base_url: str = "https://rest.tsheets.com/api/v1"
+    access_token_env: str = "QBTIME_ACCESS_TOKEN"
+
+
 class ConfigOnlyTracker(_Strict):
     """No time tracker: capacity comes from ``weekly_capacity_hours`` and nothing is logged."""
 
     kind: Literal["config"]
 
 
-TimeTrackerConnector = Annotated[HarvestConnector | ConfigOnlyTracker, Field(discriminator="kind")]
+TimeTrackerConnector = Annotated[
+    HarvestConnector
+    | KarbonTimeTracker
+    | TogglConnector
+    | QuickBooksTimeConnector
+    | ConfigOnlyTracker,
+    Field(discriminator="kind"),
+]
 
 
 class SlackConnector(_Strict):
@@ -206,11 +276,24 @@ class SlackConnector(_Strict):
     signing_secret_env: str = "SLACK_SIGNING_SECRET"
 
 
+class TeamsConnector(_Strict):
+    """Microsoft Teams through a Workflows webhook: an Adaptive Card whose Accept / Request
+    reassignment buttons are signed, expiring, single-use links served by the webhook server."""
+
+    kind: Literal["teams"]
+    webhook_url_env: str = "TEAMS_WEBHOOK_URL"
+    """The Workflows "post to a channel when a webhook request is received" URL (a secret)."""
+    public_base_url: str = "http://127.0.0.1:8000"
+    """Where staff reach the webhook server (the links in the cards point here)."""
+    link_secret_env: str = "DISPATCH_LINK_SECRET"
+    link_ttl_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72
+
+
 class NoChat(_Strict):
     kind: Literal["none"]
 
 
-ChatConnector = Annotated[SlackConnector | NoChat, Field(discriminator="kind")]
+ChatConnector = Annotated[SlackConnector | TeamsConnector | NoChat, Field(discriminator="kind")]
 
 
 class GoogleCalendarConnector(_Strict):
@@ -221,11 +304,24 @@ class GoogleCalendarConnector(_Strict):
     calendar_id: str = "primary"
 
 
+class OutlookCalendarConnector(_Strict):
+    """Outlook calendars through Microsoft Graph (app-only, client-credentials token)."""
+
+    kind: Literal["outlook"]
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    token_url: str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+    tenant_id_env: str = "MS_TENANT_ID"
+    client_id_env: str = "MS_CLIENT_ID"
+    client_secret_env: str = "MS_CLIENT_SECRET"
+
+
 class NoCalendar(_Strict):
     kind: Literal["none"]
 
 
-CalendarConnector = Annotated[GoogleCalendarConnector | NoCalendar, Field(discriminator="kind")]
+CalendarConnector = Annotated[
+    GoogleCalendarConnector | OutlookCalendarConnector | NoCalendar, Field(discriminator="kind")
+]
 
 
 class SendGridConnector(_Strict):
@@ -270,6 +366,32 @@ class Connectors(_Strict):
     crm: CrmConnector = Field(default_factory=lambda: NoCrm(kind="none"))
 
 
+class RecurringTemplate(_Strict):
+    """Work that comes back every period: one Temporal Schedule per template.
+
+    Periods are calendar months, quarters or years (``period_start_month`` shifts a year to
+    a fiscal year). The due date is ``due_day`` of the month ``due_months_after_period_end``
+    months after the period's last month (0 = in it), rolled to a working day; the engagement
+    is created ``lead_days`` (default: the service type's) before it.
+    """
+
+    id: Annotated[str, Field(pattern=_ID)]
+    client: str
+    service_type: str
+    cadence: Literal["monthly", "quarterly", "annual"]
+    due_day: Annotated[int, Field(ge=1, le=31)] | Literal["last_day", "last_business_day"]
+    due_months_after_period_end: Annotated[int, Field(ge=0, le=12)] = 0
+    roll: Literal["preceding", "following", "none"] = "preceding"
+    """A due date on a weekend or holiday moves to the working day before (or after)."""
+    period_start_month: Annotated[int, Field(ge=1, le=12)] = 1
+    lead_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    title: str = "{service} - {client} - {period}"
+    estimated_hours: Annotated[float, Field(gt=0, le=2000)] | None = None
+    create_in_pm: bool = True
+    """Also create the job in the PM system (Karbon), so recurring work is never off the books."""
+    active: bool = True
+
+
 class FirmConfig(_Strict):
     firm: FirmInfo
     staff: list[StaffMember]
@@ -277,6 +399,7 @@ class FirmConfig(_Strict):
     escalation: Escalation
     policy: Policy = Field(default_factory=Policy)
     clients: list[ClientRecord] = Field(default_factory=list)
+    recurring: list[RecurringTemplate] = Field(default_factory=list)
     connectors: Connectors
 
     @model_validator(mode="after")
@@ -305,6 +428,12 @@ class FirmConfig(_Strict):
         for team, manager in self.escalation.team_managers.items():
             if manager not in known:
                 raise ValueError(f"escalation.team_managers.{team}: {manager!r} is not a staff id")
+        _no_duplicates("recurring", [r.id for r in self.recurring])
+        for template in self.recurring:
+            if self.service_type(template.service_type) is None:
+                raise ValueError(
+                    f"recurring {template.id!r}: unknown service_type {template.service_type!r}"
+                )
         work_types: dict[str, str] = {}
         for st in self.service_types:
             if st.reviewer_tier is not None and st.reviewer_tier.rank < st.preparer_tier.rank:
@@ -400,12 +529,17 @@ def _field_path(loc: tuple[int | str, ...], raw: Any) -> str:
 
 _CONNECTOR_KINDS = {
     "karbon",
+    "xpm",
     "relay",
     "harvest",
+    "toggl",
+    "quickbooks_time",
     "config",
     "slack",
+    "teams",
     "none",
     "google",
+    "outlook",
     "sendgrid",
     "webhook",
 }

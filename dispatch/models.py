@@ -442,6 +442,108 @@ class CrmLogResult(Model):
     detail: str = ""
 
 
+class CalendarRemoveInput(Model):
+    workflow_id: str
+    event_key: str
+    """The key the block was created with (its event id is derived from it)."""
+    staff: StaffRef
+    time_zone: str
+
+
+class CalendarRemoveResult(Model):
+    removed: bool
+    detail: str = ""
+
+
+class ListJobsInput(Model):
+    """For PM systems without webhooks: jobs created in [since, until] (firm-local dates)."""
+
+    since: date
+    until: date
+
+
+class PmJob(Model):
+    external_id: str
+    details: EngagementDetails | None = None
+    """None when the job cannot be dispatched as it stands (``problem`` says why)."""
+    problem: str | None = None
+
+
+class JobList(Model):
+    jobs: list[PmJob]
+
+
+class JobHoursInput(Model):
+    """Hours logged on one engagement (the midpoint checkpoint's informational read)."""
+
+    source: str
+    external_id: str
+    staff: list[TrackerStaff]
+    since: date
+    until: date
+
+
+class JobHours(Model):
+    hours: float
+    detail: str = ""
+    """How the hours were attributed (e.g. time entries on the work item, or the assignees'
+    entries that name the job)."""
+
+
+class StaffNotice(Model):
+    """A checkpoint, reminder or escalation for one person, by chat and/or email."""
+
+    kind: Literal[
+        "response_reminder",
+        "no_response",
+        "not_started",
+        "midpoint",
+        "status_check",
+        "past_due",
+        "reassigned_away",
+        "partner_decision",
+        "review_ready",
+        "completed",
+    ]
+    recipient: StaffRef
+    summary: EngagementSummary
+    subject: str
+    lines: list[str]
+    """The message, one paragraph per line; no secrets, only what the recipient needs."""
+    key: str
+    """Idempotency key: one notice per engagement, kind and moment."""
+
+
+class AssignmentResponse(Model):
+    """Accept / Request reassignment, from any surface (Slack button, Teams link, API)."""
+
+    action: Literal["accept", "reassign"]
+    staff_id: str
+    """Who answered, already resolved from the surface's identity (Slack user, link owner)."""
+    channel: Literal["slack", "teams", "api"]
+    event_id: str
+    """Unique per delivery of the click; used as the Update id so a retry counts once."""
+    reason: str = ""
+
+
+class ResponseOutcome(Model):
+    changed: bool
+    status: DispatchStatus
+    message: str
+    """What to tell the person who answered."""
+
+
+class PartnerDecision(Model):
+    """A partner's answer to a NeedsPartnerReview item."""
+
+    partner_id: str
+    staff_id: str
+    override_capacity: bool = False
+    """"Assign anyway": book over capacity, explicitly, and say so in the record."""
+    channel: Literal["slack", "teams", "api"]
+    event_id: str
+
+
 # --- engagement state (the `state` query) ----------------------------------------------------
 
 
@@ -506,11 +608,14 @@ __all__ = [
     "Absence",
     "AssignmentNotice",
     "AssignmentRequest",
+    "AssignmentResponse",
     "AssignmentResult",
     "BlockReason",
     "BookingsView",
     "CalendarBlockInput",
     "CalendarBlockResult",
+    "CalendarRemoveInput",
+    "CalendarRemoveResult",
     "CandidateScore",
     "CapacitySnapshot",
     "ChatResult",
@@ -529,19 +634,27 @@ __all__ = [
     "EngagementState",
     "EngagementSummary",
     "ForceAssignRequest",
+    "JobHours",
+    "JobHoursInput",
+    "JobList",
+    "ListJobsInput",
     "LoadEngagementInput",
     "MessageRef",
+    "PartnerDecision",
     "PartnerReviewNotice",
+    "PmJob",
     "PmUpdate",
     "PmWriteBackInput",
     "PmWriteBackResult",
     "ReleaseRequest",
     "Reservation",
+    "ResponseOutcome",
     "Role",
     "SideEffect",
     "SnapshotInput",
     "StaffBooking",
     "StaffCapacity",
+    "StaffNotice",
     "StaffRef",
     "TimelineEntry",
     "TrackerReadInput",

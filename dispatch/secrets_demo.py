@@ -21,6 +21,14 @@ DEMO_SECRETS: dict[str, str] = {
     "GOOGLE_ACCESS_TOKEN": "ya29.sandbox-google-access-token",
     "CRM_WEBHOOK_SECRET": "sandbox-crm-webhook-secret",
     "DISPATCH_LINK_SECRET": "sandbox-dispatch-link-secret",
+    "XERO_ACCESS_TOKEN": "sandbox-xero-access-token",
+    "XERO_TENANT_ID": "6e1c4a52-0b9d-4c1e-9d6f-2a7b3c4d5e6f",
+    "TOGGL_API_TOKEN": "sandbox0toggl0api0token00000000",
+    "QBTIME_ACCESS_TOKEN": "S.sandbox-quickbooks-time-token",
+    "TEAMS_WEBHOOK_URL": "http://127.0.0.1:8100/teams/workflows/dispatch-channel",
+    "MS_TENANT_ID": "0f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f",
+    "MS_CLIENT_ID": "sandbox-graph-client-id",
+    "MS_CLIENT_SECRET": "sandbox-graph-client-secret",
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import pkgutil
 from types import ModuleType
 from typing import Any
 
@@ -24,11 +25,24 @@ from sandbox.context import SandboxContext
 from sandbox.faults import FaultRules
 from sandbox.seed import SandboxSeed
 
-VENDOR_MODULES = ["karbon", "harvest", "slack", "sendgrid", "google_calendar", "crm"]
+CORE_MODULES = {"app", "context", "faults", "recorder", "seed", "__main__"}
 
 
 def _load_vendors() -> list[ModuleType]:
-    return [importlib.import_module(f"sandbox.{name}") for name in VENDOR_MODULES]
+    """Every module of this package that is an emulator (it defines NAME and create_router).
+
+    Adding a vendor is adding one module; nothing here lists them.
+    """
+    import sandbox
+
+    vendors = []
+    for info in sorted(pkgutil.iter_modules(sandbox.__path__), key=lambda m: m.name):
+        if info.name in CORE_MODULES or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"sandbox.{info.name}")
+        if hasattr(module, "NAME") and hasattr(module, "create_router"):
+            vendors.append(module)
+    return vendors
 
 
 class RecordAndFault:
