@@ -21,6 +21,8 @@ from dispatch.decision import staff_ref
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import (
     CapacitySnapshot,
+    Contacts,
+    ContactsInput,
     DispatcherInput,
     EngagementContext,
     EngagementContextInput,
@@ -133,6 +135,13 @@ class FirmActivities:
         config = self._config
         service = config.service_type(input.service_type)
         due_local = datetime.combine(input.due_date, time(WORKDAY_END_HOUR), tzinfo=self._zone)
+        start_at = None
+        if input.start_date is not None:
+            start_local = datetime.combine(
+                input.start_date, time(config.firm.workday_start_hour), tzinfo=self._zone
+            )
+            start_at = start_local.astimezone(UTC)
+        policy = config.policy
         return EngagementContext(
             firm_name=config.firm.name,
             time_zone=config.firm.time_zone,
@@ -143,8 +152,28 @@ class FirmActivities:
             managing_partner=staff_ref(config.managing_partner),
             deciding_partners=config.deciding_partners,
             manual_pm_update=manual_pm_note(config),
-            partner_candidates_shown=config.policy.partner_candidates_shown,
+            partner_candidates_shown=policy.partner_candidates_shown,
+            needs_reviewer=service is not None and service.reviewer_tier is not None,
+            start_at=start_at,
+            max_declines=policy.max_declines,
+            response_reminder_hours=policy.response_reminder_hours,
+            response_escalation_hours=policy.response_escalation_hours,
+            not_started_hours=policy.not_started_hours,
+            status_check_days=policy.status_check_days_before_due,
+            channels=policy.checkpoint_channels,
         )
+
+    @activity.defn(name="firm_contacts")
+    async def contacts(self, input: ContactsInput) -> Contacts:
+        """Managers of the named staff (direct, else team manager, else managing partner)."""
+        config = self._config
+        managers = {}
+        for staff_id in input.staff_ids:
+            try:
+                managers[staff_id] = staff_ref(config.manager_of(staff_id))
+            except KeyError:
+                managers[staff_id] = staff_ref(config.managing_partner)
+        return Contacts(managers=managers, managing_partner=staff_ref(config.managing_partner))
 
     @activity.defn(name="firm_ensure_dispatcher")
     async def ensure_dispatcher(self, input: SnapshotInput) -> str:

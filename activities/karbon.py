@@ -31,6 +31,7 @@ from dispatch.models import (
     LoadEngagementInput,
     PmWriteBackInput,
     PmWriteBackResult,
+    WorkState,
 )
 
 SYSTEM = "Karbon"
@@ -334,8 +335,25 @@ def _target_status(
         return connector.assigned_primary_status, connector.assigned_secondary_status
     if status is DispatchStatus.IN_PROGRESS:
         return "InProgress", None
+    if status is DispatchStatus.READY_FOR_REVIEW and connector.ready_for_review_statuses:
+        return "InProgress", connector.ready_for_review_statuses[0]
     if status is DispatchStatus.COMPLETED:
         return "Completed", None
+    return None
+
+
+def work_state(connector: KarbonConnector, item: Mapping[str, Any]) -> WorkState | None:
+    """Karbon's primary and tenant secondary statuses, in our words."""
+    primary = item.get("PrimaryStatus")
+    secondary = (item.get("SecondaryStatus") or "").casefold()
+    if primary == "Completed":
+        return "completed"
+    if secondary and secondary in {s.casefold() for s in connector.in_review_statuses}:
+        return "in_review"
+    if secondary and secondary in {s.casefold() for s in connector.ready_for_review_statuses}:
+        return "ready_for_review"
+    if primary in ("InProgress", "Waiting"):
+        return "in_progress"
     return None
 
 
@@ -426,6 +444,8 @@ class KarbonActivities(PmActivities):
             pm_work_type=work_type,
             pm_assignee_email=item.get("AssigneeEmailAddress"),
             pm_status=item.get("PrimaryStatus"),
+            pm_secondary_status=item.get("SecondaryStatus"),
+            work_state=work_state(self.connector, item),
         )
 
     async def _client_contact(

@@ -25,6 +25,7 @@ from activities.unconfigured import (
     NoChatActivities,
     NoCrmActivities,
     NoEmailActivities,
+    NoTrackerActivities,
     RelayPmActivities,
 )
 from dispatch.config import FirmConfig, FirmConfigError
@@ -40,10 +41,15 @@ def pm_for(config: FirmConfig) -> PmActivities:
 
 
 def tracker_for(config: FirmConfig) -> TimeTrackerActivities | None:
+    """The time tracker, or None when capacity comes from the firm config alone."""
     tracker = config.connectors.time_tracker
     if tracker.kind == "harvest":
         return HarvestActivities(tracker)
-    return None
+    if tracker.kind == "config":
+        return None
+    raise FirmConfigError(
+        f"connectors.time_tracker: {tracker.kind!r} is not wired into this worker yet"
+    )
 
 
 def chat_for(config: FirmConfig) -> ChatActivities:
@@ -76,7 +82,8 @@ def crm_for(config: FirmConfig) -> CrmActivities:
 
 def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
     """Bound activity methods for the worker, one implementation per role."""
-    firm = FirmActivities(config, tracker_for(config))
+    tracker = tracker_for(config)
+    firm = FirmActivities(config, tracker)
     pm = pm_for(config)
     chat = chat_for(config)
     calendar = calendar_for(config)
@@ -86,11 +93,16 @@ def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
         firm.capacity_snapshot,
         firm.engagement_context,
         firm.ensure_dispatcher,
+        firm.contacts,
+        (tracker or NoTrackerActivities()).job_hours,
         pm.load_engagement,
         pm.write_back,
         chat.notify_assignment,
         chat.notify_partner,
+        chat.staff_notice,
         calendar.block,
+        calendar.remove,
         email.client_confirmation,
+        email.staff_notice,
         crm.log,
     ]

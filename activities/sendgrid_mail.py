@@ -27,11 +27,12 @@ from temporalio import activity
 from activities.errors import error_for_status, transport_error
 from activities.roles import EmailActivities
 from dispatch.config import SendGridConnector, secret
-from dispatch.models import ClientConfirmationInput, EmailResult, StaffRef
+from dispatch.models import ClientConfirmationInput, EmailResult, StaffNotice, StaffRef
 
 SYSTEM = "SendGrid"
 OPERATION = "mail/send"
 CATEGORY = "engagement-confirmation"
+NOTICE_CATEGORY = "engagement-notice"
 TIMEOUT_SECONDS = 20.0
 """Below the activity's start-to-close timeout, so a hung connection fails the attempt cleanly."""
 
@@ -55,6 +56,11 @@ class SendGridActivities(EmailActivities):
     @activity.defn(name="email_client_confirmation")
     async def client_confirmation(self, input: ClientConfirmationInput) -> EmailResult:
         message = build_confirmation(self._connector, input)
+        return await asyncio.to_thread(self._send, message)
+
+    @activity.defn(name="email_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> EmailResult:
+        message = build_notice(self._connector, input)
         return await asyncio.to_thread(self._send, message)
 
     def _send(self, message: dict[str, Any]) -> EmailResult:
@@ -125,6 +131,37 @@ def build_confirmation(
     if connector.reply_to_assignee:
         message["reply_to"] = {"email": input.assignee.email, "name": input.assignee.name}
     return message
+
+
+def build_notice(connector: SendGridConnector, input: StaffNotice) -> dict[str, Any]:
+    """A checkpoint or escalation email to a staff member (plain text and HTML)."""
+    s = input.summary
+    footer = f"{s.client_name} - {s.service_name} - due {_long_date(s.due_date)}"
+    plain = "\n\n".join([*input.lines, footer, *([s.pm_url] if s.pm_url else [])])
+    paragraphs = "".join(f"<p>{escape(line)}</p>" for line in input.lines)
+    link = (
+        f'<p><a href="{escape(s.pm_url, quote=True)}">Open the engagement</a></p>'
+        if s.pm_url
+        else ""
+    )
+    return {
+        "personalizations": [
+            {
+                "to": [{"email": input.recipient.email, "name": input.recipient.name}],
+                "custom_args": {"dispatch_id": s.workflow_id, "notice": input.key},
+            }
+        ],
+        "from": {"email": connector.from_email, "name": connector.from_name or "Dispatch"},
+        "subject": _one_line(input.subject),
+        "content": [
+            {"type": "text/plain", "value": plain},
+            {
+                "type": "text/html",
+                "value": f"{paragraphs}<p><small>{escape(footer)}</small></p>{link}",
+            },
+        ],
+        "categories": [NOTICE_CATEGORY],
+    }
 
 
 def _one_line(text: str) -> str:

@@ -39,11 +39,13 @@ from activities.roles import ChatActivities
 from dispatch.config import FirmConfig, SlackConnector, secret
 from dispatch.models import (
     AssignmentNotice,
+    BlockReason,
     CandidateScore,
     ChatResult,
     MessageRef,
     PartnerReviewNotice,
     Role,
+    StaffNotice,
     StaffRef,
 )
 
@@ -55,6 +57,8 @@ PARTNER_EVENT = "engagement_partner_review"
 ACCEPT_ACTION = "assignment_accept"
 REASSIGN_ACTION = "assignment_reassign"
 PARTNER_ACTION_PREFIX = "partner_assign:"
+PARTNER_FORCE_PREFIX = "partner_force:"
+NOTICE_EVENT = "engagement_notice"
 HISTORY_PAGE = 100
 HISTORY_PAGES = 3
 """A retry follows its lost post within minutes: the DM's last few hundred messages suffice."""
@@ -119,6 +123,16 @@ class SlackActivities(ChatActivities):
         channel = await self._open_dm(input.partner)
         if channel is None:
             return ChatResult(delivered=False, detail="no Slack user for the partner")
+        return await self._post_once(channel, text, blocks, metadata)
+
+    @activity.defn(name="chat_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> ChatResult:
+        text = notice_text(input)
+        blocks = notice_blocks(input)
+        metadata = _metadata(NOTICE_EVENT, input.summary.workflow_id, input.key, text, blocks)
+        channel = await self._open_dm(input.recipient)
+        if channel is None:
+            return ChatResult(delivered=False, detail=f"no Slack user for the {input.kind} notice")
         return await self._post_once(channel, text, blocks, metadata)
 
     # --- steps -------------------------------------------------------------------------------
@@ -425,6 +439,44 @@ def blocked_reason(candidate: CandidateScore) -> str:
     return "eligible"
 
 
+def _partner_button(workflow_id: str, candidate: CandidateScore) -> dict[str, Any]:
+    """ "Assign <name>", or "Assign <name> anyway" when only capacity blocks them: that one
+    books them over capacity, explicitly, and the engagement records it as such."""
+    value = f"{workflow_id}|{candidate.staff_id}"
+    if candidate.blocked == [BlockReason.CAPACITY]:
+        return {
+            "type": "button",
+            "action_id": f"{PARTNER_FORCE_PREFIX}{candidate.staff_id}",
+            "style": "danger",
+            "text": _plain(_clip(f"Assign {candidate.name} anyway", 75)),
+            "value": value,
+        }
+    return {
+        "type": "button",
+        "action_id": f"{PARTNER_ACTION_PREFIX}{candidate.staff_id}",
+        "text": _plain(_clip(f"Assign {candidate.name}", 75)),
+        "value": value,
+    }
+
+
+def notice_text(notice: StaffNotice) -> str:
+    return f"{notice.subject}: " + " ".join(notice.lines)
+
+
+def notice_blocks(notice: StaffNotice) -> list[dict[str, Any]]:
+    """A checkpoint or escalation: a header, the lines, a link to the engagement."""
+    s = notice.summary
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(_clip(notice.subject, 150))},
+        _section("\n".join(_escape(line) for line in notice.lines)),
+    ]
+    context = f"{_escape(s.client_name)} · {_escape(s.service_name)} · due {_day(s.due_date)}"
+    if s.pm_url:
+        context += f" · <{s.pm_url}|open in practice management>"
+    blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
+    return blocks
+
+
 def partner_blocks(
     notice: PartnerReviewNotice, *, limit: int = MAX_ACTIONS
 ) -> list[dict[str, Any]]:
@@ -464,15 +516,7 @@ def partner_blocks(
         {
             "type": "actions",
             "block_id": _block_id("partner", s.workflow_id, "assign"),
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": f"{PARTNER_ACTION_PREFIX}{c.staff_id}",
-                    "text": _plain(_clip(f"Assign {c.name}", 75)),
-                    "value": f"{s.workflow_id}|{c.staff_id}",
-                }
-                for c in candidates
-            ],
+            "elements": [_partner_button(s.workflow_id, c) for c in candidates],
         }
     )
     return blocks

@@ -15,22 +15,30 @@ from activities.roles import (
     CrmActivities,
     EmailActivities,
     PmActivities,
+    TimeTrackerActivities,
 )
 from dispatch.config import RelayConnector
 from dispatch.models import (
     AssignmentNotice,
     CalendarBlockInput,
     CalendarBlockResult,
+    CalendarRemoveInput,
+    CalendarRemoveResult,
     ChatResult,
     ClientConfirmationInput,
     CrmLogInput,
     CrmLogResult,
     EmailResult,
     EngagementDetails,
+    JobHours,
+    JobHoursInput,
     LoadEngagementInput,
     PartnerReviewNotice,
     PmWriteBackInput,
     PmWriteBackResult,
+    StaffNotice,
+    TrackerReadInput,
+    TrackerReadResult,
 )
 
 
@@ -68,6 +76,22 @@ class NoChatActivities(ChatActivities):
     async def notify_partner(self, input: PartnerReviewNotice) -> ChatResult:
         return ChatResult(delivered=False, detail="no chat system configured")
 
+    @activity.defn(name="chat_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> ChatResult:
+        return ChatResult(delivered=False, detail="no chat system configured")
+
+
+class NoTrackerActivities(TimeTrackerActivities):
+    """Capacity from the firm config only; nothing is logged anywhere we can read."""
+
+    @activity.defn(name="tracker_read")
+    async def read(self, input: TrackerReadInput) -> TrackerReadResult:
+        return TrackerReadResult(users=[])
+
+    @activity.defn(name="tracker_job_hours")
+    async def job_hours(self, input: JobHoursInput) -> JobHours:
+        return JobHours(hours=0.0, detail="no time tracker configured")
+
 
 class NoCalendarActivities(CalendarActivities):
     @activity.defn(name="calendar_block")
@@ -76,10 +100,18 @@ class NoCalendarActivities(CalendarActivities):
             event_id="", created=False, delivered=False, detail="no calendar configured"
         )
 
+    @activity.defn(name="calendar_remove")
+    async def remove(self, input: CalendarRemoveInput) -> CalendarRemoveResult:
+        return CalendarRemoveResult(removed=False, detail="no calendar configured")
+
 
 class NoEmailActivities(EmailActivities):
     @activity.defn(name="email_client_confirmation")
     async def client_confirmation(self, input: ClientConfirmationInput) -> EmailResult:
+        return EmailResult(sent=False, detail="no email service configured")
+
+    @activity.defn(name="email_staff_notice")
+    async def staff_notice(self, input: StaffNotice) -> EmailResult:
         return EmailResult(sent=False, detail="no email service configured")
 
 

@@ -68,9 +68,9 @@ def settled(state: EngagementState) -> bool:
     if any(e.state == "pending" for e in state.side_effects):
         return False
     if state.status is DispatchStatus.ASSIGNED:
-        return any(e.name == "crm_log" for e in state.side_effects)
+        return any(e.kind == "crm_log" for e in state.side_effects)
     return state.status is DispatchStatus.NEEDS_PARTNER_REVIEW and any(
-        e.name == "chat_partner" for e in state.side_effects
+        e.kind == "chat_partner" for e in state.side_effects
     )
 
 

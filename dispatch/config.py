@@ -188,6 +188,9 @@ class KarbonConnector(_Strict):
     assigned_primary_status: str = "ReadyToStart"
     assigned_secondary_status: str | None = "Assigned"
     """Karbon has no built-in "Assigned" status: map it to a tenant secondary status."""
+    ready_for_review_statuses: list[str] = Field(default_factory=lambda: ["Ready for Review"])
+    """Tenant secondary statuses that mean the preparer handed over to the reviewer."""
+    in_review_statuses: list[str] = Field(default_factory=lambda: ["In Review"])
 
 
 class XpmConnector(_Strict):

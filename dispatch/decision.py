@@ -392,26 +392,46 @@ def decide(
             outcome="needs_partner_review",
             reason=f"service type {request.service_type!r} is not in the firm configuration",
         ), []
-    if request.due_date < snapshot.today:
+    history = merged_history(request.client_id, learned_history, snapshot.client_history)
+    staff = {c.member.id: c for c in snapshot.staff}
+    keep = {Role.PREPARER: request.keep_preparer, Role.REVIEWER: request.keep_reviewer}
+    all_needs = role_needs(request, service, snapshot)
+    choosing = any(keep[n.role] not in staff for n in all_needs)
+    if choosing and request.due_date < snapshot.today:
         return AssignmentResult(
             request_id=request.request_id,
             workflow_id=request.workflow_id,
             outcome="needs_partner_review",
             reason=f"the due date {request.due_date.isoformat()} has already passed",
         ), []
-    history = merged_history(request.client_id, learned_history, snapshot.client_history)
-    staff = {c.member.id: c for c in snapshot.staff}
+    calendar = calendar_of(snapshot)
     decisions: list[Decision] = []
+    warnings: list[str] = []
     chosen: dict[Role, StaffCapacity] = {}
-    for need in role_needs(request, service, snapshot):
+    for need in all_needs:
         other = chosen[Role.PREPARER].member.id if need.role is Role.REVIEWER else None
-        if (
-            need.role is Role.REVIEWER
-            and request.keep_reviewer in staff
-            and request.keep_reviewer != other
-        ):
-            # A preparer-only reassignment keeps the reviewer already booked.
-            chosen[Role.REVIEWER] = staff[request.keep_reviewer]
+        kept = keep[need.role]
+        if kept is not None and kept in staff and kept != other:
+            # Reassigning one role keeps the other; a changed due date or estimate keeps both.
+            # The PM system decided the change, so it stands even when it no longer fits:
+            # the engagement is told, and tells the manager.
+            cap = staff[kept]
+            bookings = ledger.bookings(kept, skip_workflow=request.workflow_id)
+            if not fits(
+                person_of(cap),
+                bookings,
+                need.hours,
+                need.due,
+                snapshot.today,
+                calendar,
+                need.ceiling,
+                start=need.start,
+            ):
+                warnings.append(
+                    f"{cap.member.name} ({need.role.value}) is over capacity for "
+                    f"{need.hours:.1f} h by {need.due.isoformat()}"
+                )
+            chosen[need.role] = cap
             continue
         decision = choose(need, snapshot, ledger, history, request.workflow_id, other)
         decisions.append(decision)
@@ -425,8 +445,7 @@ def decide(
             ), []
         chosen[need.role] = staff[decision.chosen]
 
-    calendar = calendar_of(snapshot)
-    needs = {n.role: n for n in role_needs(request, service, snapshot)}
+    needs = {n.role: n for n in all_needs}
     reservations = [
         Reservation(
             workflow_id=request.workflow_id,
@@ -462,7 +481,8 @@ def decide(
         reviewer_hours=needs[Role.REVIEWER].hours if reviewer else 0.0,
         decisions=decisions,
         estimated_completion=completion,
-        reason=decisions[0].reason if decisions else "reviewer kept; preparer reassigned",
+        reason=decisions[0].reason if decisions else "the people already booked keep it",
+        warnings=warnings,
     ), reservations
 
 

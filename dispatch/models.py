@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.config import Absence, Policy, ServiceType, StaffMember, Tier
+from dispatch.config import _BOTH_CHANNELS, Absence, Channel, Policy, ServiceType, StaffMember, Tier
+
+WorkState = Literal["in_progress", "ready_for_review", "in_review", "completed", "cancelled"]
 
 
 class Model(BaseModel):
@@ -65,6 +67,10 @@ class EngagementDetails(Model):
     pm_work_type: str | None = None
     pm_assignee_email: str | None = None
     pm_status: str | None = None
+    pm_secondary_status: str | None = None
+    work_state: WorkState | None = None
+    """Where the work stands in the PM system, in our words (each connector maps its own
+    statuses); None when the PM says nothing beyond "planned" or "assigned"."""
 
 
 class EngagementInput(Model):
@@ -142,8 +148,10 @@ class AssignmentRequest(Model):
     specializations: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     """Staff who declined this engagement: never offered it again."""
+    keep_preparer: str | None = None
+    """The preparer already booked stays (a reviewer-only reassignment, a changed estimate)."""
     keep_reviewer: str | None = None
-    """On a preparer-only reassignment, the reviewer already booked stays booked."""
+    """The reviewer already booked stays (a preparer-only reassignment, a changed estimate)."""
 
 
 class AssignmentResult(Model):
@@ -158,6 +166,8 @@ class AssignmentResult(Model):
     estimated_completion: date | None = None
     reason: str = ""
     decided_at: datetime | None = None
+    warnings: list[str] = Field(default_factory=list)
+    """E.g. a kept person who no longer fits after the PM system moved the due date."""
 
 
 class ReleaseRequest(Model):
@@ -339,6 +349,27 @@ class EngagementContext(Model):
     manual_pm_update: str | None = None
     """Set when the PM system has no write API: what the assignee must update by hand."""
     partner_candidates_shown: int = 5
+    needs_reviewer: bool = False
+    """The service type has a review step."""
+    start_at: datetime | None = None
+    """The start date's working day start, as UTC (None: no start date)."""
+    max_declines: int = 2
+    response_reminder_hours: float = 24
+    response_escalation_hours: float = 48
+    not_started_hours: float = 48
+    status_check_days: int = 3
+    channels: list[Channel] = Field(default_factory=lambda: list(_BOTH_CHANNELS))
+
+
+class ContactsInput(Model):
+    staff_ids: list[str]
+
+
+class Contacts(Model):
+    """Who a stalled engagement escalates to: each person's manager, and the managing partner."""
+
+    managers: dict[str, StaffRef]
+    managing_partner: StaffRef
 
 
 class PmWriteBackInput(Model):
@@ -555,8 +586,13 @@ class TimelineEntry(Model):
 
 class SideEffect(Model):
     name: str
+    """``kind:round`` (e.g. ``chat_preparer:1``): a reassignment makes a new round."""
     state: Literal["pending", "done", "failed", "skipped"]
     detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.name.split(":", 1)[0]
 
 
 class PmUpdate(Model):
@@ -594,15 +630,154 @@ class EngagementState(Model):
     needs_partner_review_reason: str | None = None
     pm_manual_update_required: bool = False
     chat_message: MessageRef | None = None
+    """The preparer's assignment DM."""
+    chat_messages: dict[str, MessageRef] = Field(default_factory=dict)
+    """Role -> that person's assignment DM (updated in place when the other role changes)."""
     calendar_event_id: str | None = None
+    awaiting: str | None = None
+    """What the engagement is waiting for from the dispatcher ("dispatch", "reassign:preparer",
+    "partner", ...), or None."""
     declined_by: list[str] = Field(default_factory=list)
     request_seq: int = 0
     seen_events: list[str] = Field(default_factory=list)
     error: str | None = None
+    review_sequence: str | None = None
+    assigned_at: datetime | None = None
+    accepted_at: datetime | None = None
+    reviewer_accepted_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    due_at: datetime | None = None
+    due_set_at: datetime | None = None
+    assignment_round: int = 0
+    checkpoints: dict[str, str] = Field(default_factory=dict)
+    """Checkpoint key -> "fired" or "skipped" (each happens once)."""
+    calendar_keys: dict[str, str] = Field(default_factory=dict)
+    """Role -> the event key of that role's current calendar block (to remove it later)."""
+    hours_logged: float | None = None
+    """Hours on the job at the midpoint checkpoint (informational)."""
+    warnings: list[str] = Field(default_factory=list)
+    forced: bool = False
+    """A partner assigned it over capacity, explicitly."""
 
 
 EngagementInput.model_rebuild()
 AssignmentNotice.model_rebuild()
+
+
+# --- recurring work (Schedules) and PM polling ------------------------------------------------
+
+
+class SpawnerInput(Model):
+    """What a recurring template's Schedule starts: which template, of which firm."""
+
+    firm_id: str
+    template_id: str
+    fire_time: datetime | None = None
+    """The nominal fire time; None means the Schedule's ``TemporalScheduledStartTime`` (for a
+    backfill, the backfilled time), else the workflow's start time."""
+
+
+class RecurringPlanInput(Model):
+    template_id: str
+    fire_time: datetime
+
+
+class PlannedPeriod(Model):
+    """One period of a template whose engagement is due to be created by this fire."""
+
+    period_key: str
+    period_start: date
+    period_end: date
+    due_date: date
+    trigger_date: date
+    trigger_at: datetime
+    """The trigger date's working-day start in the firm's time zone, as UTC."""
+    details: EngagementDetails
+    """The engagement as it will be dispatched (source ``recurring`` until a PM job exists)."""
+    create_in_pm: bool
+
+
+class RecurringPlan(Model):
+    template_id: str
+    fire_date: date
+    """The fire time as a firm-local date: its month is the month whose triggers this fire owns."""
+    periods: list[PlannedPeriod] = Field(default_factory=list)
+    note: str = ""
+    """Why nothing is planned, or what is skipped (e.g. the PM cannot create jobs)."""
+
+
+class PmJobInput(Model):
+    """Create (or find) the PM system's job for one period of a recurring template."""
+
+    template_id: str
+    period_key: str
+    details: EngagementDetails
+
+
+class PmJobRef(Model):
+    source: str
+    external_id: str
+    created: bool
+    """False when the job already existed (a repeated fire, or a retried activity)."""
+    pm_url: str | None = None
+    client_email: str | None = None
+
+
+class StartEngagementsInput(Model):
+    """Engagements to start idempotently (``engagement-{source}-{external_id}``, USE_EXISTING)."""
+
+    engagements: list[EngagementInput]
+
+
+class StartedEngagement(Model):
+    workflow_id: str
+    started: bool
+    """False when it already existed (running, or closed: a finished one is never reopened)."""
+
+
+class StartEngagementsResult(Model):
+    engagements: list[StartedEngagement]
+
+
+class SpawnOutcome(Model):
+    period_key: str
+    due_date: date
+    workflow_id: str | None = None
+    started: bool = False
+    pm_job: PmJobRef | None = None
+    error: str | None = None
+    skipped: str | None = None
+
+
+class SpawnerStatus(Model):
+    """The spawner's ``status`` query and its result."""
+
+    template_id: str
+    fire_time: datetime | None = None
+    fire_date: date | None = None
+    waiting_for: str | None = None
+    """The period whose trigger date the spawner is sleeping until."""
+    waiting_until: datetime | None = None
+    outcomes: list[SpawnOutcome] = Field(default_factory=list)
+    note: str = ""
+
+
+class PollerInput(Model):
+    firm_id: str
+
+
+class JobProblem(Model):
+    external_id: str
+    problem: str
+
+
+class PollResult(Model):
+    window: ListJobsInput
+    started: list[str] = Field(default_factory=list)
+    existing: list[str] = Field(default_factory=list)
+    problems: list[JobProblem] = Field(default_factory=list)
+
 
 __all__ = [
     "Absence",
@@ -620,6 +795,8 @@ __all__ = [
     "CapacitySnapshot",
     "ChatResult",
     "ClientConfirmationInput",
+    "Contacts",
+    "ContactsInput",
     "CrmLogInput",
     "CrmLogResult",
     "Decision",
@@ -637,25 +814,39 @@ __all__ = [
     "JobHours",
     "JobHoursInput",
     "JobList",
+    "JobProblem",
     "ListJobsInput",
     "LoadEngagementInput",
     "MessageRef",
     "PartnerDecision",
     "PartnerReviewNotice",
+    "PlannedPeriod",
     "PmJob",
+    "PmJobInput",
+    "PmJobRef",
     "PmUpdate",
     "PmWriteBackInput",
     "PmWriteBackResult",
+    "PollResult",
+    "PollerInput",
+    "RecurringPlan",
+    "RecurringPlanInput",
     "ReleaseRequest",
     "Reservation",
     "ResponseOutcome",
     "Role",
     "SideEffect",
     "SnapshotInput",
+    "SpawnOutcome",
+    "SpawnerInput",
+    "SpawnerStatus",
     "StaffBooking",
     "StaffCapacity",
     "StaffNotice",
     "StaffRef",
+    "StartEngagementsInput",
+    "StartEngagementsResult",
+    "StartedEngagement",
     "TimelineEntry",
     "TrackerReadInput",
     "TrackerReadResult",

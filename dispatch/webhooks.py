@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dispatch.config import FirmConfig
 from dispatch.ids import InvalidIdError, engagement_workflow_id
-from dispatch.models import EngagementDetails
+from dispatch.models import EngagementDetails, WorkState
 
 
 class FieldError(BaseModel):
@@ -182,6 +182,17 @@ def parse_engagement_event(body: bytes, config: FirmConfig, today: date) -> Enga
     return event
 
 
+RELAY_STATES: dict[str, WorkState] = {
+    "started": "in_progress",
+    "in_progress": "in_progress",
+    "ready_for_review": "ready_for_review",
+    "in_review": "in_review",
+    "completed": "completed",
+    "cancelled": "cancelled",
+}
+"""The ``status`` values a relay may send (anything else is kept but means "not started")."""
+
+
 def details_from(event: EngagementEvent, config: FirmConfig) -> EngagementDetails:
     eng = event.engagement
     service = config.service_type(eng.service_type)
@@ -206,6 +217,7 @@ def details_from(event: EngagementEvent, config: FirmConfig) -> EngagementDetail
         scope_summary=eng.scope_summary or service.name,
         pm_url=eng.url,
         pm_status=eng.status,
+        work_state=RELAY_STATES.get(eng.status or ""),
     )
 
 

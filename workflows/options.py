@@ -47,6 +47,9 @@ class Integration:
 PM = Integration(timedelta(seconds=30), timedelta(minutes=15), timedelta(seconds=60))
 """Karbon allows ~120 requests/min; bursts meet 429s that Retry-After paces."""
 
+TRACKER = Integration(timedelta(seconds=60), timedelta(minutes=5), timedelta(seconds=30))
+"""Reads of logged hours; informational, so a short total."""
+
 CHAT = Integration(timedelta(seconds=20), timedelta(minutes=15), timedelta(seconds=60))
 CALENDAR = Integration(timedelta(seconds=30), timedelta(minutes=15), timedelta(seconds=60))
 EMAIL = Integration(timedelta(seconds=30), timedelta(minutes=30), timedelta(seconds=120))

@@ -444,11 +444,14 @@ async def test_partner_sees_candidates_and_why_each_was_blocked(sandbox: Running
     ):
         assert expected in text, expected
     found = buttons(stored["blocks"])
+    # Lucas is blocked only by capacity: his button books him anyway, and says so.
     assert [b["action_id"] for b in found] == [
-        "partner_assign:lucas",
+        "partner_force:lucas",
         "partner_assign:priya",
         "partner_assign:noah",
     ]
+    assert found[0]["text"]["text"] == "Assign Lucas Weber anyway"
+    assert found[0]["style"] == "danger"
     assert [b["value"] for b in found] == [
         f"{WORKFLOW_ID}|lucas",
         f"{WORKFLOW_ID}|priya",

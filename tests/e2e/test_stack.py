@@ -104,7 +104,7 @@ async def settled(stack: Stack, workflow_id: str, timeout: float = 60) -> Engage
         except Exception:
             return None
         done = state.status is DispatchStatus.ASSIGNED and any(
-            e.name == "crm_log" and e.state == "done" for e in state.side_effects
+            e.kind == "crm_log" and e.state == "done" for e in state.side_effects
         )
         return state if done else None
 

@@ -50,7 +50,7 @@ async def test_assignment_fires_every_side_effect_once(
         assert state.preparer.id != state.reviewer.id
         assert [d.role for d in state.decisions] == [Role.PREPARER, Role.REVIEWER]
         assert all(len(d.candidates) == len(config.staff) for d in state.decisions)
-        effects = {e.name: e.state for e in state.side_effects}
+        effects = {e.kind: e.state for e in state.side_effects}
         assert effects == {
             "pm_write_back": "skipped",  # a relay PM has no write API: the DM says so
             "chat_preparer": "done",
@@ -156,7 +156,7 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             assert written["AssigneeEmailAddress"] == "priya@harborfinch.example"
             assert written["PrimaryStatus"] == "ReadyToStart"
             assert written["SecondaryStatus"] == "Assigned"
-            assert {e.name: e.state for e in state.side_effects}["pm_write_back"] == "done"
+            assert {e.kind: e.state for e in state.side_effects}["pm_write_back"] == "done"
     finally:
         await karbon.aclose()
 
@@ -199,7 +199,7 @@ async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(
             third.id,
             lambda s: (
                 s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
-                and any(e.name == "chat_partner" and e.state == "done" for e in s.side_effects)
+                and any(e.kind == "chat_partner" and e.state == "done" for e in s.side_effects)
             ),
         )
         assert waiting.preparer is None

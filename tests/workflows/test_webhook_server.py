@@ -180,7 +180,7 @@ async def test_same_webhook_five_times_is_one_of_everything(
             workflow_id,
             lambda s: (
                 s.status is DispatchStatus.ASSIGNED
-                and any(e.name == "crm_log" and e.state == "done" for e in s.side_effects)
+                and any(e.kind == "crm_log" and e.state == "done" for e in s.side_effects)
                 and all(e.state != "pending" for e in s.side_effects)
             ),
         )
