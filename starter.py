@@ -2,10 +2,11 @@
 
     python starter.py           # port 8000 (DISPATCH_PORT), firm from DISPATCH_FIRM_CONFIG
 
-Routes: ``POST /webhooks/karbon``, ``POST /webhooks/engagements``, ``GET /healthz``,
-``GET /openapi.json``. Every start is idempotent (deterministic workflow id, USE_EXISTING), so a
-webhook delivered five times makes one workflow. When Temporal cannot record a webhook the
-answer is 503 with Retry-After, so the sender retries and nothing is lost.
+Routes: ``POST /webhooks/karbon``, ``POST /webhooks/engagements``, ``POST /slack/events``
+(Slack buttons), ``GET /healthz``, ``GET /openapi.json``. Every start is idempotent
+(deterministic workflow id, USE_EXISTING), so a webhook delivered five times makes one
+workflow. When Temporal cannot record a webhook the answer is 503 with Retry-After, so the
+sender retries and nothing is lost.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -38,6 +39,7 @@ from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
+from dispatch.slack_app import create_slack_handler
 from dispatch.temporal import connect
 from dispatch.webhooks import (
     EngagementEvent,
@@ -342,6 +344,15 @@ def create_app(
             return JSONResponse(body, status_code=202)
 
         return await guarded(work)
+
+    chat = config.connectors.chat
+    if chat.kind == "slack":
+        slack = create_slack_handler(config, chat, gateway.client)
+
+        @app.post("/slack/events", summary="Slack interactivity (buttons), verified by Bolt",
+                  include_in_schema=True)
+        async def slack_events(request: Request) -> Response:
+            return await slack.handle(request)
 
     @app.get("/healthz", summary="Liveness, and whether Temporal is reachable")
     async def healthz() -> dict[str, str]:

@@ -335,8 +335,6 @@ def _target_status(
         return connector.assigned_primary_status, connector.assigned_secondary_status
     if status is DispatchStatus.IN_PROGRESS:
         return "InProgress", None
-    if status is DispatchStatus.READY_FOR_REVIEW and connector.ready_for_review_statuses:
-        return "InProgress", connector.ready_for_review_statuses[0]
     if status is DispatchStatus.COMPLETED:
         return "Completed", None
     return None

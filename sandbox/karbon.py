@@ -54,7 +54,7 @@ PRIMARY_STATUSES: dict[str, str] = {
 SECONDARY_STATUSES: dict[str, list[str]] = {
     "Planned": [],
     "ReadyToStart": ["Assigned"],
-    "InProgress": ["Preparing", "In Review"],
+    "InProgress": ["Preparing", "Ready for Review", "In Review"],
     "Waiting": ["Waiting for client"],
     "Completed": [],
 }

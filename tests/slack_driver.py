@@ -1,0 +1,99 @@
+"""Drive the Slack buttons like Slack does: a signed ``block_actions`` payload per click.
+
+Messages come from the Slack emulator's store (what our activities really posted); the
+signature is made with slack_sdk's own signing code, and ``response_url`` points at the
+emulator's sink, bound to the clicked message so Bolt's ``respond`` updates it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+from sandbox.slack import SlackStore, dm_channel_id, response_url_for
+from tests.sandbox_server import RunningSandbox
+
+
+@dataclass
+class Click:
+    body: bytes
+    headers: dict[str, str]
+    response_token: str
+
+
+def store(sandbox: RunningSandbox) -> SlackStore:
+    found: SlackStore = sandbox.ctx.stores["slack"]
+    return found
+
+
+def dm_messages(sandbox: RunningSandbox, slack_user: str) -> list[dict[str, Any]]:
+    return list(store(sandbox).messages.get(dm_channel_id(slack_user), []))
+
+
+def message_with(sandbox: RunningSandbox, slack_user: str, action_prefix: str,
+                 workflow_id: str) -> dict[str, Any]:
+    """The newest DM to ``slack_user`` carrying a button for ``workflow_id`` (with its channel,
+    which Slack gives in the click's ``container``)."""
+    for message in reversed(dm_messages(sandbox, slack_user)):
+        for button in buttons(message):
+            if button["action_id"].startswith(action_prefix) and workflow_id in button["value"]:
+                return {**message, "channel": dm_channel_id(slack_user)}
+    raise AssertionError(f"no {action_prefix} button for {workflow_id} in {slack_user}'s DMs")
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [el for block in message.get("blocks") or [] if block.get("type") == "actions"
+            for el in block["elements"]]
+
+
+def click(sandbox: RunningSandbox, message: dict[str, Any], action_id: str, clicker: str, *,
+          signing_secret: str, timestamp: int | None = None, action_ts: str | None = None
+          ) -> Click:
+    channel = str(message["channel"])
+    button = next(b for b in buttons(message) if b["action_id"] == action_id)
+    token = uuid.uuid4().hex
+    payload = {
+        "type": "block_actions",
+        "user": {"id": clicker, "username": clicker.lower(), "name": clicker.lower(),
+                 "team_id": "T0HARBOR"},
+        "api_app_id": "A0DISPATCH",
+        "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
+                      "is_ephemeral": False},
+        "trigger_id": "1111.2222.sandbox",
+        "team": {"id": "T0HARBOR", "domain": "harborfinch"},
+        "channel": {"id": channel, "name": "directmessage"},
+        "message": {k: v for k, v in message.items() if k != "channel"},
+        "response_url": response_url_for(sandbox.ctx, token, channel=channel,
+                                          message_ts=message["ts"]),
+        "actions": [{
+            "action_id": action_id,
+            "block_id": next(b["block_id"] for b in message["blocks"]
+                             if b.get("type") == "actions"),
+            "text": button["text"],
+            "value": button["value"],
+            "type": "button",
+            "action_ts": action_ts or f"{time.time():.6f}",
+        }],
+    }
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = SignatureVerifier(signing_secret).generate_signature(timestamp=stamp, body=body)
+    assert signature is not None
+    return Click(body, token_headers(stamp, signature), token)
+
+
+def token_headers(timestamp: str, signature: str) -> dict[str, str]:
+    return {"Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+
+
+def replies(sandbox: RunningSandbox, click_: Click) -> list[dict[str, Any]]:
+    """What our server posted back to the click's response_url."""
+    return list(store(sandbox).response_posts.get(click_.response_token, []))
