@@ -82,6 +82,9 @@ class EngagementInput(Model):
     received_at: datetime | None = None
     state: EngagementState | None = None
     """Carried across continue-as-new."""
+    index_search_attributes: bool = True
+    """False only on a server without our search attributes (the time-skipping test server,
+    which cannot register custom ones); everything else is unchanged."""
 
 
 class StaffRef(Model):

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig
@@ -64,13 +65,18 @@ class RunningWorker:
         *,
         source: str = "relay",
         external_id: str | None = None,
+        indexed: bool = True,
     ) -> WorkflowHandle[Any, Any]:
         ext = external_id or (details.external_id if details else uuid.uuid4().hex[:10])
         src = details.source if details else source
         return await self.client.start_workflow(
             EngagementWorkflow.run,
             EngagementInput(
-                firm_id=self.config.firm.id, source=src, external_id=ext, details=details
+                firm_id=self.config.firm.id,
+                source=src,
+                external_id=ext,
+                details=details,
+                index_search_attributes=indexed,
             ),
             id=engagement_workflow_id(src, ext),
             task_queue=self.task_queue,
@@ -120,7 +126,11 @@ async def running_worker(client: Client, config: FirmConfig) -> AsyncIterator[Ru
         try:
             yield running
         finally:
-            await running.dispatcher.terminate("test finished")
+            try:
+                await running.dispatcher.terminate("test finished")
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
 
 
 def details(

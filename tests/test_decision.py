@@ -259,3 +259,28 @@ def test_never_overbooks_and_is_deterministic(
 
 def _service_of(reqs: list[AssignmentRequest], workflow_id: str) -> str:
     return next(r.service_type for r in reqs if r.workflow_id == workflow_id)
+
+
+def test_reassigning_one_role_keeps_the_other() -> None:
+    base = request(1, service_type="s_corp_return", hours=12)
+    first, reservations = decide(base, snapshot(), Ledger(), {})
+    assert first.preparer is not None and first.reviewer is not None
+    ledger = Ledger(reservations)
+    again = base.model_copy(update={"request_id": "r2", "exclude": [first.preparer.id],
+                                    "keep_reviewer": first.reviewer.id})
+    second, _ = decide(again, snapshot(), ledger, {})
+    assert second.reviewer is not None and second.reviewer.id == first.reviewer.id
+    assert second.preparer is not None and second.preparer.id != first.preparer.id
+    assert [d.role for d in second.decisions] == [Role.PREPARER]
+
+
+def test_kept_people_stay_but_a_change_that_no_longer_fits_is_flagged() -> None:
+    base = request(1, service_type="monthly_bookkeeping", hours=6, due=FRIDAY)
+    first, reservations = decide(base, snapshot(), Ledger(), {})
+    assert first.preparer is not None
+    bigger = base.model_copy(update={"request_id": "r2", "estimated_hours": 200.0,
+                                     "keep_preparer": first.preparer.id})
+    result, kept = decide(bigger, snapshot(), Ledger(reservations), {})
+    assert result.outcome == "assigned" and result.preparer == first.preparer
+    assert result.warnings and "over capacity" in result.warnings[0]
+    assert kept[0].hours == 200.0

@@ -126,6 +126,7 @@ class EngagementWorkflow:
             source=input.source,
             external_id=input.external_id,
         )
+        self._indexed = input.index_search_attributes
         self._details: EngagementDetails | None = input.details
         self._context: EngagementContext | None = None
         self._results: dict[str, AssignmentResult] = {}
@@ -1142,7 +1143,7 @@ class EngagementWorkflow:
         s.service_type = details.service_type
         s.due_date = details.due_date
         s.estimated_hours = details.estimated_hours
-        workflow.upsert_search_attributes(
+        self._index(
             [
                 sa.CLIENT_ID.value_set(details.client_id),
                 sa.SERVICE_TYPE.value_set(details.service_type),
@@ -1177,9 +1178,13 @@ class EngagementWorkflow:
             sa.PREPARER.value_set(s.preparer.id) if s.preparer else sa.PREPARER.value_unset(),
             sa.REVIEWER.value_set(s.reviewer.id) if s.reviewer else sa.REVIEWER.value_unset(),
         ]
-        workflow.upsert_search_attributes(updates)
+        self._index(updates)
         self._note(status.value, detail)
         self._memo(why=detail)
+
+    def _index(self, updates: list[Any]) -> None:
+        if self._indexed:
+            workflow.upsert_search_attributes(updates)
 
     def _memo(self, why: str | None = None) -> None:
         s = self._state
