@@ -18,8 +18,10 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
 from dispatch import TASK_QUEUE
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
@@ -59,12 +61,25 @@ async def ensure_dispatcher(
     )
 
 
+async def ensure_pm_webhooks(config: FirmConfig) -> None:
+    """Karbon: re-create the Work webhook subscription if Karbon dropped it."""
+    pm = config.connectors.pm
+    if pm.kind != "karbon" or not pm.webhook_target_url:
+        return
+    try:
+        await ensure_work_subscription(pm, pm.webhook_target_url)
+    except (ApplicationError, FirmConfigError) as err:
+        # Not fatal: engagements already running keep going, and the next start retries.
+        log.warning("could not check the Karbon webhook subscription: %s", err)
+
+
 async def run_worker(
     config: FirmConfig, client: Client | None = None, stop: asyncio.Event | None = None
 ) -> None:
     client = client or await connect()
     stop = stop or asyncio.Event()
     await ensure_dispatcher(client, config)
+    await ensure_pm_webhooks(config)
     async with build_worker(client, config):
         log.info("worker polling task queue %r for firm %s", TASK_QUEUE, config.firm.id)
         await stop.wait()

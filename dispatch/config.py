@@ -185,6 +185,9 @@ class KarbonConnector(_Strict):
     access_key_env: str = "KARBON_ACCESS_KEY"
     webhook_signing_key_env: str = "KARBON_WEBHOOK_SIGNING_KEY"
     app_url: str = "https://app2.karbonhq.com"
+    webhook_target_url: str | None = None
+    """Our public ``/webhooks/karbon`` URL: when set, the worker makes sure Karbon's ``Work``
+    webhook subscription exists at start-up (Karbon cancels one after ten failed deliveries)."""
     assigned_primary_status: str = "ReadyToStart"
     assigned_secondary_status: str | None = "Assigned"
     """Karbon has no built-in "Assigned" status: map it to a tenant secondary status."""

@@ -36,11 +36,16 @@ def dm_messages(sandbox: RunningSandbox, slack_user: str) -> list[dict[str, Any]
     return list(store(sandbox).messages.get(dm_channel_id(slack_user), []))
 
 
-def message_with(sandbox: RunningSandbox, slack_user: str, action_prefix: str,
+def message_with(sandbox: RunningSandbox | dict[str, Any], slack_user: str, action_prefix: str,
                  workflow_id: str) -> dict[str, Any]:
     """The newest DM to ``slack_user`` carrying a button for ``workflow_id`` (with its channel,
-    which Slack gives in the click's ``container``)."""
-    for message in reversed(dm_messages(sandbox, slack_user)):
+    which Slack gives in the click's ``container``). ``sandbox`` may also be the Slack
+    emulator's state as ``GET /_sandbox/state/slack`` returns it."""
+    if isinstance(sandbox, dict):
+        found = sandbox["messages"].get(dm_channel_id(slack_user), [])
+    else:
+        found = dm_messages(sandbox, slack_user)
+    for message in reversed(found):
         for button in buttons(message):
             if button["action_id"].startswith(action_prefix) and workflow_id in button["value"]:
                 return {**message, "channel": dm_channel_id(slack_user)}
@@ -52,9 +57,11 @@ def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
             for el in block["elements"]]
 
 
-def click(sandbox: RunningSandbox, message: dict[str, Any], action_id: str, clicker: str, *,
-          signing_secret: str, timestamp: int | None = None, action_ts: str | None = None
+def click(sandbox: RunningSandbox | str, message: dict[str, Any], action_id: str, clicker: str,
+          *, signing_secret: str, timestamp: int | None = None, action_ts: str | None = None
           ) -> Click:
+    """A signed click. ``sandbox`` is the in-process sandbox (the reply then updates the
+    message), or the base URL of a sandbox running in another process."""
     channel = str(message["channel"])
     button = next(b for b in buttons(message) if b["action_id"] == action_id)
     token = uuid.uuid4().hex
@@ -70,8 +77,10 @@ def click(sandbox: RunningSandbox, message: dict[str, Any], action_id: str, clic
         "team": {"id": "T0HARBOR", "domain": "harborfinch"},
         "channel": {"id": channel, "name": "directmessage"},
         "message": {k: v for k, v in message.items() if k != "channel"},
-        "response_url": response_url_for(sandbox.ctx, token, channel=channel,
-                                          message_ts=message["ts"]),
+        "response_url": (
+            response_url_for(sandbox, token) if isinstance(sandbox, str)
+            else response_url_for(sandbox.ctx, token, channel=channel, message_ts=message["ts"])
+        ),
         "actions": [{
             "action_id": action_id,
             "block_id": next(b["block_id"] for b in message["blocks"]

@@ -144,8 +144,13 @@ class EngagementWorkflow:
 
     @workflow.signal
     def pm_updated(self, update: PmUpdate) -> None:
-        """The PM system says something changed; duplicates (by event key) count once."""
-        if self._seen(update.event_key):
+        """The PM system says something changed.
+
+        Relay events carry the whole engagement and an event id: a redelivery counts once.
+        Thin notifications (Karbon) only say "look again", and two real changes within one
+        second carry the same timestamp, so each one is followed by a fresh read.
+        """
+        if update.details is not None and self._seen(update.event_key):
             return
         self._pm_updates.append(update)
 

@@ -30,6 +30,7 @@ from sandbox.karbon import client_type_for
 from tests.conftest import temporal_cli
 from tests.harness import eventually, firm_today, workdays_ahead
 from tests.sandbox_server import DEMO_BASE, free_port
+from tests.slack_driver import click, message_with
 from workflows.engagement import EngagementWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +42,12 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     data = tmp_path_factory.mktemp("stack")
     ports = Ports(temporal=free_port(), ui=free_port(), starter=free_port(), sandbox=free_port())
     config = rebase_connectors(load_firm_config(), DEMO_BASE, f"http://127.0.0.1:{ports.sandbox}")
+    pm = config.connectors.pm
+    assert isinstance(pm, KarbonConnector)
+    # Karbon (the emulator) sends its Work webhooks to this stack's webhook server.
+    target = f"http://127.0.0.1:{ports.starter}/webhooks/karbon"
+    config = config.model_copy(update={"connectors": config.connectors.model_copy(
+        update={"pm": pm.model_copy(update={"webhook_target_url": target})})})
     firm_file = data / "firm.yaml"
     firm_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
     running = Stack(load_firm_config(firm_file), firm_file, root=ROOT, ports=ports, data=data)
@@ -182,3 +189,71 @@ async def test_webhook_accepted_while_the_worker_is_down_is_not_lost(stack: Stac
         await stack.start_worker()
     state = await settled(stack, workflow_id)
     assert state.preparer is not None
+
+
+async def karbon_status(stack: Stack, key: str, primary: str, secondary: str | None) -> None:
+    """Someone changes the work item in Karbon; Karbon (the emulator) sends the webhook."""
+    pm = stack.config.connectors.pm
+    assert isinstance(pm, KarbonConnector)
+    karbon = KarbonClient(pm)
+    try:
+        item = await karbon.get_work_item(key)
+        assert item is not None
+        body = {k: item[k] for k in ("AssigneeEmailAddress", "Title", "ClientKey", "ClientType",
+                                     "StartDate", "DueDate", "WorkType") if item.get(k)}
+        await karbon.put_work_item(key, {**body, "PrimaryStatus": primary,
+                                         "SecondaryStatus": secondary})
+    finally:
+        await karbon.aclose()
+
+
+async def test_from_webhook_to_completed_driven_by_slack_and_karbon(stack: Stack) -> None:
+    """The whole life through the front doors: Karbon webhook, Slack click, Karbon changes."""
+    key = await new_work_item(stack, "2026 1040 - Eze household", "cl-okafor-family",
+                              "Tax Return - Individual", 12)
+    # No webhook sent by hand: Karbon (the emulator) delivers Inserted to the subscription the
+    # worker made at start-up.
+    workflow_id = f"engagement-karbon-{key}"
+    state = await settled(stack, workflow_id)
+    assert state.preparer is not None and state.reviewer is not None
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        slack_state = (await http.get(f"{stack.sandbox_base}/_sandbox/state/slack")).json()
+    preparer_slack = stack.config.staff_by_id(state.preparer.id).slack_id
+    assert preparer_slack is not None
+    message = message_with(slack_state, preparer_slack, "assignment_accept", workflow_id)
+    accepted = click(stack.sandbox_base, message, "assignment_accept", preparer_slack,
+                     signing_secret=demo_secret("SLACK_SIGNING_SECRET"))
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{stack.starter_url}/slack/events", content=accepted.body,
+                                   headers=accepted.headers)
+    assert response.status_code == 200
+    assert (await state_of(stack, workflow_id)).status is DispatchStatus.ACCEPTED
+
+    async def reaches(status: DispatchStatus) -> EngagementState:
+        async def probe() -> EngagementState | None:
+            found = await state_of(stack, workflow_id)
+            return found if found.status is status else None
+
+        return await eventually(probe, timeout=30, what=f"status {status.value}")
+
+    await karbon_status(stack, key, "InProgress", "Preparing")
+    started = await reaches(DispatchStatus.IN_PROGRESS)
+    assert started.started_at is not None
+    await karbon_status(stack, key, "InProgress", "Ready for Review")
+    await reaches(DispatchStatus.READY_FOR_REVIEW)
+    await karbon_status(stack, key, "InProgress", "In Review")
+    await reaches(DispatchStatus.IN_REVIEW)
+    await karbon_status(stack, key, "Completed", None)
+    done = await reaches(DispatchStatus.COMPLETED)
+
+    # Our own write-back echoed back from Karbon as an Updated webhook and changed nothing.
+    kinds = [t.kind for t in done.timeline]
+    assert kinds.count("Assigned") == 1 and kinds.count("Accepted") == 1
+    reviewer_notice = [e for e in done.side_effects if e.name.startswith("notice:review_ready")]
+    assert reviewer_notice and all(e.state == "done" for e in reviewer_notice)
+    crm = [r for r in sandbox_log(stack, "/crm/records") if workflow_id in r["body"]]
+    assert any('"completed"' in r["body"] for r in crm)
+    client = await connect(stack.temporal_address)
+    result = await client.get_workflow_handle_for(EngagementWorkflow.run, workflow_id).result()
+    assert result.status is DispatchStatus.COMPLETED
