@@ -15,6 +15,7 @@ errors retry, other 4xx stop with Harvest's reason).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import date
 from typing import Any
@@ -26,7 +27,13 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import error_for_status, redact, transport_error
 from activities.roles import TimeTrackerActivities
 from dispatch.config import FirmConfigError, HarvestConnector, secret
-from dispatch.models import TrackerReadInput, TrackerReadResult, TrackerUserHours
+from dispatch.models import (
+    JobHours,
+    JobHoursInput,
+    TrackerReadInput,
+    TrackerReadResult,
+    TrackerUserHours,
+)
 
 SYSTEM = "Harvest"
 MAX_PER_PAGE = 2000
@@ -35,6 +42,20 @@ MAX_PAGES = 500
 """A guard against a server that never ends a listing; 500 pages of 2000 is a million rows."""
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 """Per HTTP call; the activity's start-to-close timeout bounds the whole read."""
+
+
+def names_job(text: object, external_id: str) -> bool:
+    """Whether free text (a time entry's notes or description) names a job's external id.
+
+    Trackers that know nothing of the PM's jobs (Harvest, Toggl, QuickBooks Time) attribute
+    time to an engagement by this convention. The id must stand alone: ``T-100`` is named by
+    "T-100: W-2s" and "#t-100", not by "T-1001". Case is ignored.
+    """
+    wanted = external_id.strip()
+    if not isinstance(text, str) or not wanted:
+        return False
+    pattern = rf"(?<![0-9A-Za-z]){re.escape(wanted)}(?![0-9A-Za-z])"
+    return re.search(pattern, text, flags=re.IGNORECASE) is not None
 
 
 class HarvestActivities(TimeTrackerActivities):
@@ -64,6 +85,78 @@ class HarvestActivities(TimeTrackerActivities):
             return await self._read(self._http, headers, input)
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
             return await self._read(http, headers, input)
+
+    @activity.defn(name="tracker_job_hours")
+    async def job_hours(self, input: JobHoursInput) -> JobHours:
+        """Hours the assignees logged between the dates on entries whose notes name the job.
+
+        Harvest has no notion of the PM's job id, so attribution is by convention: an entry
+        counts when its notes name the external id (see ``names_job``). One
+        ``/v2/time_entries`` listing per assignee, filtered by ``user_id`` and the dates.
+        """
+        if input.until < input.since:
+            raise ApplicationError(
+                f"{SYSTEM} job hours: until {input.until} is before since {input.since}",
+                type="InvalidInput",
+                non_retryable=True,
+            )
+        headers = self._headers()
+        if self._http is not None:
+            return await self._job_hours(self._http, headers, input)
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
+            return await self._job_hours(http, headers, input)
+
+    async def _job_hours(
+        self, http: httpx.AsyncClient, headers: dict[str, str], input: JobHoursInput
+    ) -> JobHours:
+        users = await self._collect(
+            http,
+            headers,
+            f"{self._base}/v2/users",
+            {"is_active": "true", "per_page": str(self._page_size)},
+            key="users",
+            operation="list users",
+        )
+        ids_by_email = {
+            str(u["email"]).strip().lower(): _user_id(u, "user")
+            for u in users
+            if isinstance(u.get("email"), str)
+        }
+        user_ids: list[int] = []
+        missing = 0
+        for staff in input.staff:
+            user_id = ids_by_email.get(staff.email.strip().lower())
+            if user_id is None:
+                missing += 1
+            elif user_id not in user_ids:
+                user_ids.append(user_id)
+        total = 0.0
+        counted = 0
+        for user_id in user_ids:
+            entries = await self._collect(
+                http,
+                headers,
+                f"{self._base}/v2/time_entries",
+                {
+                    "user_id": str(user_id),
+                    "from": input.since.isoformat(),
+                    "to": input.until.isoformat(),
+                    "per_page": str(self._page_size),
+                },
+                key="time_entries",
+                operation="list time entries",
+            )
+            for entry in entries:
+                if names_job(entry.get("notes"), input.external_id):
+                    total += _hours(entry)
+                    counted += 1
+        detail = (
+            f"{SYSTEM}: {counted} time entries of {len(user_ids)} assignee(s) from "
+            f"{input.since} to {input.until} whose notes name {input.external_id}"
+        )
+        if missing:
+            detail += f"; {missing} assignee(s) not found in {SYSTEM}"
+        return JobHours(hours=round(total, 2), detail=detail)
 
     def _headers(self) -> dict[str, str]:
         # Read at call time: a missing variable fails this call with a clear, non-retryable

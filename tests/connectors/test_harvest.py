@@ -18,9 +18,16 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.harvest import HarvestActivities
+from activities.harvest import HarvestActivities, names_job
 from dispatch.config import HarvestConnector
-from dispatch.models import TrackerReadInput, TrackerReadResult, TrackerStaff, TrackerUserHours
+from dispatch.models import (
+    JobHours,
+    JobHoursInput,
+    TrackerReadInput,
+    TrackerReadResult,
+    TrackerStaff,
+    TrackerUserHours,
+)
 from dispatch.secrets_demo import demo_secret
 from sandbox.harvest import HarvestStore
 from sandbox.seed import SandboxSeed, SeedStaff
@@ -448,6 +455,114 @@ async def test_unreachable_harvest_is_a_retryable_transport_error() -> None:
     )
     err = await read_error(HarvestActivities(connector), input)
     assert err.type == "TransportError" and not err.non_retryable
+
+
+# --- tracker_job_hours -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("T-1001", True),
+        ("T-1001 prep: W-2s", True),
+        ("follow-up on #t-1001.", True),
+        ("Review (T-1001)", True),
+        ("T-10012 another job", False),
+        ("XT-1001", False),
+        ("T-100", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_names_job_wants_the_id_standing_alone(text: str | None, named: bool) -> None:
+    assert names_job(text, "T-1001") is named
+
+
+def test_names_job_needs_an_id() -> None:
+    assert not names_job("anything", "  ")
+
+
+def log_time(store: HarvestStore, email: str, day: date, hours: float, notes: str) -> None:
+    """A copy of one of the user's seeded entries, moved to ``day`` with these hours and notes."""
+    user = next(u for u in store.users if u["email"] == email)
+    template = next(e for e in store.time_entries if e["user"]["id"] == user["id"])
+    entry_id = max(e["id"] for e in store.time_entries) + 1
+    store.time_entries.append(
+        {**template, "id": entry_id, "spent_date": day.isoformat(), "hours": hours, "notes": notes}
+    )
+
+
+async def run_job(activities: HarvestActivities, input: JobHoursInput) -> JobHours:
+    result: JobHours = await ActivityEnvironment().run(activities.job_hours, input)
+    return result
+
+
+async def test_job_hours_count_the_assignees_notes_that_name_the_job(
+    sandbox: RunningSandbox,
+) -> None:
+    seed = sandbox.ctx.seed
+    store = store_of(sandbox)
+    preparer, reviewer, other = [s for s in seed.staff if s.active][:3]
+    monday = seed.week_start
+    log_time(store, preparer.email, monday, 1.5, "T-1001 prep: W-2s")
+    log_time(store, preparer.email, monday + timedelta(days=1), 0.25, "#t-1001 follow-up")
+    log_time(store, reviewer.email, monday, 0.75, "Review (T-1001)")
+    log_time(store, preparer.email, monday, 1.0, "T-10012 another job")
+    log_time(store, other.email, monday, 1.0, "T-1001 helped out")  # not an assignee
+    log_time(store, preparer.email, monday - timedelta(days=1), 1.0, "T-1001 too early")
+    input = JobHoursInput(
+        source="taxdome",
+        external_id="T-1001",
+        staff=[
+            TrackerStaff(staff_id=preparer.id, email=preparer.email.upper()),
+            TrackerStaff(staff_id=reviewer.id, email=reviewer.email),
+            TrackerStaff(staff_id="ghost", email=UNKNOWN_EMAIL),
+        ],
+        since=monday,
+        until=seed.today,
+    )
+    result = await run_job(HarvestActivities(connector_of(sandbox), page_size=5), input)
+
+    assert result.hours == 2.5
+    assert "3 time entries of 2 assignee(s)" in result.detail
+    assert "notes name T-1001" in result.detail and "1 assignee(s) not found" in result.detail
+    assert UNKNOWN_EMAIL not in result.detail
+    # One listing per assignee, filtered by user and dates, every page followed.
+    ids = {u["email"]: str(u["id"]) for u in store.users}
+    queried = {
+        parse_qs(str(r["query"]))["user_id"][0]
+        for r in sandbox.requests(prefix="/harvest/v2/time_entries")
+    }
+    assert queried == {ids[preparer.email], ids[reviewer.email]}
+    assert len(sandbox.requests(prefix="/harvest/v2/time_entries")) > 2
+
+
+async def test_job_hours_without_known_assignees_list_no_entries(sandbox: RunningSandbox) -> None:
+    seed = sandbox.ctx.seed
+    input = JobHoursInput(
+        source="taxdome",
+        external_id="T-1001",
+        staff=[TrackerStaff(staff_id="ghost", email=UNKNOWN_EMAIL)],
+        since=seed.week_start,
+        until=seed.today,
+    )
+    result = await run_job(HarvestActivities(connector_of(sandbox)), input)
+    assert result.hours == 0 and "not found" in result.detail
+    assert sandbox.requests(prefix="/harvest/v2/time_entries") == []
+
+
+async def test_job_hours_reject_an_inverted_window(sandbox: RunningSandbox) -> None:
+    seed = sandbox.ctx.seed
+    input = JobHoursInput(
+        source="taxdome",
+        external_id="T-1001",
+        staff=[],
+        since=seed.today,
+        until=seed.today - timedelta(days=1),
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await run_job(HarvestActivities(connector_of(sandbox)), input)
+    assert caught.value.non_retryable and caught.value.type == "InvalidInput"
 
 
 # --- uneven hours, a mid-week "today", an inactive user ----------------------------------------
