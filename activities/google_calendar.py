@@ -4,6 +4,7 @@ Idempotency comes from the event id: it is derived from the workflow's ``event_k
 retried or replayed insert meets Google's 409 ``duplicate`` and we read the existing event
 instead of creating a second one. A deleted event's id stays reserved at Google (409 on insert,
 410 on get): the block is then left deleted, since someone removed it on purpose.
+``calendar_remove`` deletes by the same derived id; 404 / 410 mean it is already gone.
 
 Credentials, in order:
 1. ``GOOGLE_ACCESS_TOKEN`` (the sandbox, or a short-lived token minted elsewhere): used as is.
@@ -41,7 +42,13 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import error_for_status, redact, retry_after, transport_error
 from activities.roles import CalendarActivities
 from dispatch.config import GoogleCalendarConnector, secret
-from dispatch.models import CalendarBlockInput, CalendarBlockResult, Role
+from dispatch.models import (
+    CalendarBlockInput,
+    CalendarBlockResult,
+    CalendarRemoveInput,
+    CalendarRemoveResult,
+    Role,
+)
 
 SYSTEM = "Google Calendar"
 ACCESS_TOKEN_ENV = "GOOGLE_ACCESS_TOKEN"
@@ -89,6 +96,16 @@ class GoogleCalendarActivities(CalendarActivities):
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
         return await asyncio.to_thread(self._block, input)
 
+    @activity.defn(name="calendar_remove")
+    async def remove(self, input: CalendarRemoveInput) -> CalendarRemoveResult:
+        """Delete the block made for ``input.event_key``; one already gone is success.
+
+        The event id is derived from the key exactly as ``calendar_block`` derived it, so nothing
+        needs to be stored. Google answers 404 for an id never used and 410 for one deleted
+        before (by us on an earlier attempt, or by the person): both mean "already gone".
+        """
+        return await asyncio.to_thread(self._remove, input)
+
     # --- the call, in a worker thread ------------------------------------------------------
 
     def _block(self, input: CalendarBlockInput) -> CalendarBlockResult:
@@ -119,6 +136,25 @@ class GoogleCalendarActivities(CalendarActivities):
         if existing.get("status") == "cancelled":
             return _deleted(body["id"])
         return _result(existing, created=False, detail=note)
+
+    def _remove(self, input: CalendarRemoveInput) -> CalendarRemoveResult:
+        auth = self._auth_for(input.staff.email)
+        events = self._events(auth, input.staff.email)
+        event_id = event_id_for(input.event_key)
+        try:
+            _execute(
+                events.delete(
+                    calendarId=self._calendar_id(input.staff.email),
+                    eventId=event_id,
+                    sendUpdates="none",
+                ),
+                "events.delete",
+            )
+        except HttpError as err:
+            if err.status_code in (404, 410):
+                return CalendarRemoveResult(removed=True, detail="already gone")
+            raise _http_error(err, "events.delete") from None
+        return CalendarRemoveResult(removed=True, detail="deleted")
 
     def _events(self, auth: _Auth, staff_email: str) -> Any:
         """This thread's events resource for these credentials (built once, then reused)."""
@@ -180,27 +216,11 @@ class GoogleCalendarActivities(CalendarActivities):
     def _event_body(
         self, input: CalendarBlockInput, *, with_attendee: bool
     ) -> tuple[dict[str, Any], bool]:
-        s = input.summary
-        last_day = input.end_date
-        clamped = last_day < input.start_date
-        if clamped:
-            last_day = input.start_date
-        label = "Engagement" if input.role is Role.PREPARER else "Engagement review"
-        lines = [
-            s.title,
-            f"Client: {s.client_name}",
-            f"Role: {input.role.value}",
-            f"Estimated hours: {input.hours:g} (engagement estimate {s.estimated_hours:g})",
-            f"Due: {_long_date(s.due_date)}",
-        ]
-        if s.scope_summary:
-            lines.append(f"Scope: {s.scope_summary}")
-        if s.pm_url:
-            lines.append(f"Open in the practice management system: {s.pm_url}")
+        last_day, clamped = block_last_day(input)
         body: dict[str, Any] = {
             "id": event_id_for(input.event_key),
-            "summary": f"{label}: {s.service_name} — {s.client_name}",
-            "description": "\n".join(lines),
+            "summary": block_title(input),
+            "description": block_description(input),
             # All-day events: the end date is exclusive.
             "start": {"date": input.start_date.isoformat()},
             "end": {"date": (last_day + timedelta(days=1)).isoformat()},
@@ -224,6 +244,36 @@ class GoogleCalendarActivities(CalendarActivities):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def block_title(input: CalendarBlockInput) -> str:
+    """The block's title; shared with the Outlook connector so both calendars read alike."""
+    s = input.summary
+    label = "Engagement" if input.role is Role.PREPARER else "Engagement review"
+    return f"{label}: {s.service_name} — {s.client_name}"
+
+
+def block_description(input: CalendarBlockInput) -> str:
+    s = input.summary
+    lines = [
+        s.title,
+        f"Client: {s.client_name}",
+        f"Role: {input.role.value}",
+        f"Estimated hours: {input.hours:g} (engagement estimate {s.estimated_hours:g})",
+        f"Due: {_long_date(s.due_date)}",
+    ]
+    if s.scope_summary:
+        lines.append(f"Scope: {s.scope_summary}")
+    if s.pm_url:
+        lines.append(f"Open in the practice management system: {s.pm_url}")
+    return "\n".join(lines)
+
+
+def block_last_day(input: CalendarBlockInput) -> tuple[date, bool]:
+    """The last blocked day (inclusive), and whether an end before the start was clamped."""
+    if input.end_date < input.start_date:
+        return input.start_date, True
+    return input.end_date, False
 
 
 def _long_date(day: date) -> str:

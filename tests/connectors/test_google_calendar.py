@@ -24,6 +24,8 @@ from dispatch.config import GoogleCalendarConnector
 from dispatch.models import (
     CalendarBlockInput,
     CalendarBlockResult,
+    CalendarRemoveInput,
+    CalendarRemoveResult,
     EngagementSummary,
     Role,
     StaffRef,
@@ -376,6 +378,75 @@ async def test_unreachable_endpoint_is_a_retryable_transport_error(sandbox: Runn
     with pytest.raises(ApplicationError) as caught:
         await block(GoogleCalendarActivities(dead), block_input(sandbox))
     assert caught.value.non_retryable is False and caught.value.type == "TransportError"
+
+
+# --- calendar_remove -------------------------------------------------------------------------
+
+
+def remove_input(sandbox: RunningSandbox, seq: int = 1) -> CalendarRemoveInput:
+    return CalendarRemoveInput(
+        workflow_id=WORKFLOW_ID,
+        event_key=f"{WORKFLOW_ID}:preparer:{seq}",
+        staff=staff_ref(sandbox),
+        time_zone="America/New_York",
+    )
+
+
+async def remove(
+    activities: GoogleCalendarActivities, input: CalendarRemoveInput
+) -> CalendarRemoveResult:
+    result: CalendarRemoveResult = await ActivityEnvironment().run(activities.remove, input)
+    return result
+
+
+async def test_remove_deletes_the_block_made_for_the_key(sandbox: RunningSandbox) -> None:
+    activities = GoogleCalendarActivities(connector_of(sandbox))
+    await block(activities, block_input(sandbox, seq=1))
+    kept = await block(activities, block_input(sandbox, seq=2))
+
+    result = await remove(activities, remove_input(sandbox, seq=1))
+    assert result.removed is True and result.detail == "deleted"
+    assert list(store_of(sandbox).live("priya@harborfinch.example")) == [kept.event_id]
+    delete = sandbox.requests(prefix="/google", method="DELETE")[0]
+    expected = event_id_for(f"{WORKFLOW_ID}:preparer:1")
+    assert delete["path"].endswith(f"/calendars/priya@harborfinch.example/events/{expected}")
+    assert "sendUpdates=none" in str(delete["query"]) and delete["status"] == 204
+
+
+async def test_remove_is_idempotent(sandbox: RunningSandbox) -> None:
+    activities = GoogleCalendarActivities(connector_of(sandbox))
+    await block(activities, block_input(sandbox))
+    await remove(activities, remove_input(sandbox))
+    again = await remove(activities, remove_input(sandbox))  # 410: deleted before
+    never = await remove(activities, remove_input(sandbox, seq=7))  # 404: never made
+    assert (again.removed, again.detail) == (True, "already gone")
+    assert (never.removed, never.detail) == (True, "already gone")
+    statuses = [r["status"] for r in sandbox.requests(prefix="/google", method="DELETE")]
+    assert statuses == [204, 410, 404]
+
+
+async def test_remove_rate_limited_is_retryable(sandbox: RunningSandbox) -> None:
+    set_faults(
+        sandbox,
+        {"route": "/google/", "method": "DELETE", "status": 429, "retry_after": 6, "count": 1},
+    )
+    activities = GoogleCalendarActivities(connector_of(sandbox))
+    with pytest.raises(ApplicationError) as caught:
+        await remove(activities, remove_input(sandbox))
+    assert caught.value.non_retryable is False and caught.value.type == "RateLimited"
+    assert caught.value.next_retry_delay == timedelta(seconds=6)
+
+
+async def test_remove_with_a_wrong_token_fails_for_good(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_TEST_WRONG_TOKEN", "ya29.not-the-right-token")
+    activities = GoogleCalendarActivities(
+        connector_of(sandbox), access_token_env="GOOGLE_TEST_WRONG_TOKEN"
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await remove(activities, remove_input(sandbox))
+    assert caught.value.non_retryable is True
 
 
 # --- the emulator's contract -----------------------------------------------------------------
