@@ -38,7 +38,9 @@ from dispatch import TASK_QUEUE
 from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
+from dispatch.links import LinkClaims, LinkOutcome, create_links_router
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
+from dispatch.responses import deliver_link
 from dispatch.slack_app import create_slack_handler
 from dispatch.temporal import connect
 from dispatch.webhooks import (
@@ -346,6 +348,16 @@ def create_app(
         return await guarded(work)
 
     chat = config.connectors.chat
+    if chat.kind == "teams":
+
+        async def deliver(claims: LinkClaims) -> LinkOutcome:
+            try:
+                client = await gateway.client()
+            except TemporalUnavailable:
+                return LinkOutcome("unavailable", "The dispatch service is unavailable.")
+            return await deliver_link(client, claims)
+
+        app.include_router(create_links_router(config, deliver))
     if chat.kind == "slack":
         slack = create_slack_handler(config, chat, gateway.client)
 

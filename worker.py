@@ -19,21 +19,24 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
-from dispatch import TASK_QUEUE
+from dispatch import TASK_QUEUE, schedules
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import DispatcherInput
 from dispatch.temporal import connect
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
+from workflows.pm_poller import PmPollerWorkflow
+from workflows.recurring import RecurringSpawnerWorkflow
 
 log = logging.getLogger("dispatch.worker")
 
-WORKFLOWS = [EngagementWorkflow, DispatcherWorkflow]
+WORKFLOWS = [EngagementWorkflow, DispatcherWorkflow, RecurringSpawnerWorkflow, PmPollerWorkflow]
 
 
 def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEUE) -> Worker:
@@ -73,6 +76,17 @@ async def ensure_pm_webhooks(config: FirmConfig) -> None:
         log.warning("could not check the Karbon webhook subscription: %s", err)
 
 
+async def sync_schedules(client: Client, config: FirmConfig) -> None:
+    """Recurring templates and the PM poller follow the firm file on every start."""
+    try:
+        report = await schedules.sync(client, config)
+    except RPCError as err:
+        log.warning("could not sync schedules: %s", err)
+        return
+    log.info("schedules: %d created, %d updated, %d deleted, %d unchanged", len(report.created),
+             len(report.updated), len(report.deleted), len(report.unchanged))
+
+
 async def run_worker(
     config: FirmConfig, client: Client | None = None, stop: asyncio.Event | None = None
 ) -> None:
@@ -80,6 +94,7 @@ async def run_worker(
     stop = stop or asyncio.Event()
     await ensure_dispatcher(client, config)
     await ensure_pm_webhooks(config)
+    await sync_schedules(client, config)
     async with build_worker(client, config):
         log.info("worker polling task queue %r for firm %s", TASK_QUEUE, config.firm.id)
         await stop.wait()

@@ -10,6 +10,10 @@ from activities.firm import FirmActivities
 from activities.google_calendar import GoogleCalendarActivities
 from activities.harvest import HarvestActivities
 from activities.karbon import KarbonActivities
+from activities.karbon_tracker import KarbonTrackerActivities
+from activities.outlook_calendar import OutlookCalendarActivities
+from activities.quickbooks_time import QuickBooksTimeActivities
+from activities.recurring import RecurringActivities
 from activities.roles import (
     CalendarActivities,
     ChatActivities,
@@ -20,6 +24,8 @@ from activities.roles import (
 )
 from activities.sendgrid_mail import SendGridActivities
 from activities.slack import SlackActivities
+from activities.teams import TeamsActivities
+from activities.toggl import TogglActivities
 from activities.unconfigured import (
     NoCalendarActivities,
     NoChatActivities,
@@ -28,6 +34,7 @@ from activities.unconfigured import (
     NoTrackerActivities,
     RelayPmActivities,
 )
+from activities.xpm import XpmActivities
 from dispatch.config import FirmConfig, FirmConfigError
 
 
@@ -35,6 +42,8 @@ def pm_for(config: FirmConfig) -> PmActivities:
     pm = config.connectors.pm
     if pm.kind == "karbon":
         return KarbonActivities(config, pm)
+    if pm.kind == "xpm":
+        return XpmActivities(config, pm)
     if pm.kind == "relay":
         return RelayPmActivities(pm)
     raise FirmConfigError(f"connectors.pm: {pm.kind!r} is not wired into this worker yet")
@@ -45,17 +54,21 @@ def tracker_for(config: FirmConfig) -> TimeTrackerActivities | None:
     tracker = config.connectors.time_tracker
     if tracker.kind == "harvest":
         return HarvestActivities(tracker)
-    if tracker.kind == "config":
-        return None
-    raise FirmConfigError(
-        f"connectors.time_tracker: {tracker.kind!r} is not wired into this worker yet"
-    )
+    if tracker.kind == "karbon":
+        return KarbonTrackerActivities(tracker)
+    if tracker.kind == "toggl":
+        return TogglActivities(tracker)
+    if tracker.kind == "quickbooks_time":
+        return QuickBooksTimeActivities(tracker)
+    return None
 
 
 def chat_for(config: FirmConfig) -> ChatActivities:
     chat = config.connectors.chat
     if chat.kind == "slack":
         return SlackActivities(config, chat)
+    if chat.kind == "teams":
+        return TeamsActivities(config, chat)
     return NoChatActivities()
 
 
@@ -63,6 +76,8 @@ def calendar_for(config: FirmConfig) -> CalendarActivities:
     calendar = config.connectors.calendar
     if calendar.kind == "google":
         return GoogleCalendarActivities(calendar)
+    if calendar.kind == "outlook":
+        return OutlookCalendarActivities(calendar)
     return NoCalendarActivities()
 
 
@@ -105,4 +120,6 @@ def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
         email.client_confirmation,
         email.staff_notice,
         crm.log,
+        *RecurringActivities.for_config(config).activities(),
+        *([pm.list_new_jobs] if config.connectors.pm.kind == "xpm" else []),
     ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dispatch import schedules
 from dispatch.config import CONFIG_ENV, DEMO_FIRM_PATH, FirmConfigError, load_firm_config
 
 
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
     b.add_argument("--limit", type=int, default=200)
     b.add_argument("--json", action="store_true")
+    schedules.add_parser(sub)
     s = sub.add_parser("sandbox", help="run only the sandbox emulators")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -143,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         sandbox_main(args.rest)
         return
     try:
-        if args.command in ("up", "demo"):
+        if args.command == "schedules":
+            code = asyncio.run(schedules.run(args))
+        elif args.command in ("up", "demo"):
             args.firm_path = _firm_path(args.firm)
             args.root_path = Path(args.root).resolve()
             code = asyncio.run(_up(args, console, demo=args.command == "demo"))

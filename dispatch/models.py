@@ -287,6 +287,44 @@ class BookingsView(Model):
     decided: int
 
 
+class PlannedRole(Model):
+    """One role of one request in a batch plan: who takes it."""
+
+    request_id: str
+    workflow_id: str
+    role: Role
+    staff_id: str
+
+
+class OptimizeBatchInput(Model):
+    """A batch for the optimiser: the requests, capacity, the ledger and history as they are."""
+
+    requests: list[AssignmentRequest]
+    """Earliest due first, in the order the dispatcher applies them."""
+    snapshot: CapacitySnapshot
+    reservations: list[Reservation]
+    client_history: dict[str, list[str]] = Field(default_factory=dict)
+    """What the dispatcher learned (most recent first); the snapshot carries the configured."""
+    time_limit_seconds: float = Field(gt=0)
+    seed: int = 0
+    current_plan: list[Reservation] = Field(default_factory=list)
+    """Who holds each role now, when re-planning work that already has people (churn)."""
+
+
+class OptimizedBatch(Model):
+    """The optimiser's plan. The dispatcher re-checks every role against its ledger."""
+
+    assignments: list[PlannedRole]
+    solver_status: str
+    objective: float | None = None
+    fallback: str | None = None
+    """Why the greedy rule's plan was returned instead of the solver's, when it was."""
+    assigned_hours: float
+    greedy_assigned_hours: float
+    solve_seconds: float
+    deterministic: bool = True
+
+
 class ForceAssignRequest(Model):
     """A partner's explicit decision; may override capacity, and says so in the record."""
 
@@ -821,8 +859,11 @@ __all__ = [
     "ListJobsInput",
     "LoadEngagementInput",
     "MessageRef",
+    "OptimizeBatchInput",
+    "OptimizedBatch",
     "PartnerDecision",
     "PartnerReviewNotice",
+    "PlannedRole",
     "PlannedPeriod",
     "PmJob",
     "PmJobInput",

@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from dispatch.links import LinkClaims, LinkOutcome, decision_for, response_for
 from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
 from workflows.engagement import EngagementWorkflow
 
@@ -65,3 +66,28 @@ async def deliver_decision(client: Client, workflow_id: str,
         if unknown is not None:
             raise unknown from None
         raise
+
+
+async def deliver_link(client: Client, claims: LinkClaims) -> LinkOutcome:
+    """A verified Teams link, single use: its nonce is the Update id, and a nonce the
+    engagement has already recorded is refused as used (the Update alone would just replay
+    the first answer)."""
+    handle = client.get_workflow_handle(claims.workflow_id)
+    try:
+        state = await handle.query(EngagementWorkflow.state)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return LinkOutcome("refused", "This engagement is closed or no longer exists.")
+        return LinkOutcome("unavailable", "The dispatch service is busy; try again shortly.")
+    if claims.event_id in state.seen_events:
+        return LinkOutcome("already_used", "This link was already used.")
+    try:
+        if claims.kind == "partner_assign":
+            outcome = await deliver_decision(client, claims.workflow_id, decision_for(claims))
+        else:
+            outcome = await deliver_response(client, claims.workflow_id, response_for(claims))
+    except (Refused, UnknownEngagement) as err:
+        return LinkOutcome("refused", str(err))
+    except RPCError:
+        return LinkOutcome("unavailable", "The dispatch service is busy; try again shortly.")
+    return LinkOutcome("done", outcome.message)
