@@ -20,6 +20,7 @@ from worker import WORKFLOWS
 FOLDER = Path(__file__).parent / "histories"
 WORKFLOW_IDS: dict[str, str] = json.loads((FOLDER / "workflow_ids.json").read_text())
 HISTORIES = sorted(p for p in FOLDER.glob("*.json") if p.stem in WORKFLOW_IDS)
+TEXTS = {p.stem: p.read_text(encoding="utf-8") for p in HISTORIES}
 
 
 def test_the_four_lifecycle_histories_are_committed() -> None:
@@ -29,6 +30,6 @@ def test_the_four_lifecycle_histories_are_committed() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(WORKFLOW_IDS[path.stem], path.read_text(encoding="utf-8"))
+    history = WorkflowHistory.from_json(WORKFLOW_IDS[path.stem], TEXTS[path.stem])
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)

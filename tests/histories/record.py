@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -53,10 +54,10 @@ async def save(client: Client, workflow_id: str, name: str) -> None:
     print(f"recorded {name}: {len(history.events)} events")
 
 
-async def answer(worker: RunningWorker, workflow_id: str, action: str, staff_id: str,
-                 event: str) -> None:
+async def answer(worker: RunningWorker, workflow_id: str, action: Literal["accept", "reassign"],
+                 staff_id: str, event: str) -> None:
     await deliver_response(worker.client, workflow_id, AssignmentResponse(
-        action=action, staff_id=staff_id, channel="api", event_id=event))  # type: ignore[arg-type]
+        action=action, staff_id=staff_id, channel="api", event_id=event))
 
 
 async def accepted_and_completed(worker: RunningWorker) -> str:
