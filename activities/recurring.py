@@ -310,11 +310,18 @@ class RecurringActivities:
 
     @activity.defn(name="poller_window")
     async def poller_window(self, input: PollerInput) -> ListJobsInput:
-        """Jobs created from ``lookback_days`` ago through today (firm-local dates)."""
+        """Jobs created from ``lookback_days`` ago through tomorrow (firm-local dates).
+
+        Tomorrow, because the PM system dates a job in its own organisation's time zone, which
+        can be a day ahead of the firm's configured one around midnight; a job listed twice is
+        harmless (starting is idempotent), a job never listed is lost.
+        """
         pm = self._config.connectors.pm
         lookback = pm.lookback_days if isinstance(pm, XpmConnector) else DEFAULT_LOOKBACK_DAYS
         today = self.today()
-        return ListJobsInput(since=today - timedelta(days=lookback), until=today)
+        return ListJobsInput(
+            since=today - timedelta(days=lookback), until=today + timedelta(days=1)
+        )
 
 
 def _karbon_date(day: date) -> str:

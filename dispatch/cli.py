@@ -1,4 +1,4 @@
-"""The ``dispatch`` command: ``up``, ``demo``, ``board``, ``sandbox``.
+"""The ``dispatch`` command: ``up``, ``demo``, ``board``, ``schedules``, ``sandbox``.
 
 dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
 dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from dispatch import schedules
@@ -34,8 +35,18 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
 
     path, root = args.firm_path, args.root_path
     config = load_firm_config(path)
+    shown = path.name
+    if demo:
+        # The demo always runs against the sandbox: the firm's demo twin, written beside the
+        # dev server's data so the worker and webhook server read the same file.
+        stack = Stack(config, path, root=root)
+        config = demo_story.in_sandbox(config, stack.sandbox_base, stack.starter_url)
+        path = stack.data_dir / "demo-firm.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True),
+                                       sort_keys=False), encoding="utf-8")
     stack = Stack(config, path, root=root)
-    console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({path.name})...")
+    console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({shown})...")
     try:
         await stack.start(fresh_demo=demo)
     except StackError as err:

@@ -1,14 +1,25 @@
-"""The month-end story: eleven engagements arrive at once as signed Karbon webhooks.
+"""The month-end story: eleven engagements arrive at once, through the firm's own PM system.
 
-The demo creates the work items in the Karbon emulator, sends one signed ``Inserted`` webhook
-per item to the webhook server, all at once, shows progress while they dispatch, then prints
-the board and checks each engagement reached the state the scenario expects.
+- Karbon: the work items are created in the Karbon emulator and one signed ``Inserted`` webhook
+  per item goes to the webhook server, all at once (the emulator also sends its own, as Karbon
+  would: the duplicates show that a repeated webhook changes nothing).
+- Xero Practice Manager: the jobs are created in the XPM emulator and the poller's Schedule is
+  triggered, as if its next run had come.
+- A relay (TaxDome, Canopy, Zapier): one signed engagement event per job to
+  ``/webhooks/engagements``, all at once.
+
+Then a progress bar while they dispatch, the board, and a check that each engagement reached
+the state the scenario expects.
+
+``in_sandbox`` turns any firm file into its demo twin: every connector pointed at the sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,12 +33,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from temporalio.client import Client
 
 from activities.karbon import KarbonClient
-from activities.signing import hmac_sha256_hex
+from activities.signing import dispatch_signature_header, hmac_sha256_hex
+from activities.xpm import XpmClient
 from dispatch import board
 from dispatch.capacity import WorkCalendar
-from dispatch.config import FirmConfig, KarbonConnector, secret
+from dispatch.config import (
+    CalendarConnector,
+    ChatConnector,
+    CrmConnector,
+    EmailConnector,
+    FirmConfig,
+    GoogleCalendarConnector,
+    KarbonConnector,
+    OutlookCalendarConnector,
+    PmConnector,
+    SendGridConnector,
+    SlackConnector,
+    TeamsConnector,
+    TimeTrackerConnector,
+    WebhookCrm,
+    XpmConnector,
+    secret,
+)
+from dispatch.ids import engagement_workflow_id
 from dispatch.models import DispatchStatus, EngagementState
+from dispatch.schedules import POLLER_PREFIX
 from sandbox.karbon import client_type_for
+from sandbox.xpm import client_uuid_for
 from workflows.engagement import EngagementWorkflow
 
 SCENARIO = Path(__file__).parent / "data" / "demo_scenario.yaml"
@@ -71,6 +103,62 @@ class Outcome:
         if failed:
             found.append(f"{self.planned.title}: side effects failed: {', '.join(failed)}")
         return found
+
+
+def in_sandbox(config: FirmConfig, sandbox: str, starter: str) -> FirmConfig:
+    """The firm with every connector pointed at the sandbox emulators (its demo twin)."""
+    c = config.connectors
+    pm: PmConnector = c.pm
+    if isinstance(pm, KarbonConnector):
+        pm = pm.model_copy(
+            update={
+                "base_url": f"{sandbox}/karbon",
+                "webhook_target_url": f"{starter}/webhooks/karbon",
+            }
+        )
+    elif isinstance(pm, XpmConnector):
+        pm = pm.model_copy(update={"base_url": f"{sandbox}/xpm/practicemanager/3.1"})
+    tracker: TimeTrackerConnector = c.time_tracker
+    tracker_urls = {
+        "harvest": f"{sandbox}/harvest",
+        "karbon": f"{sandbox}/karbon",
+        "toggl": f"{sandbox}/toggl",
+        "quickbooks_time": f"{sandbox}/quickbooks_time/api/v1",
+    }
+    if tracker.kind in tracker_urls:
+        tracker = tracker.model_copy(update={"base_url": tracker_urls[tracker.kind]})
+    chat: ChatConnector = c.chat
+    if isinstance(chat, SlackConnector):
+        chat = chat.model_copy(update={"base_url": f"{sandbox}/slack/api/"})
+    elif isinstance(chat, TeamsConnector):
+        chat = chat.model_copy(update={"public_base_url": starter})
+    calendar: CalendarConnector = c.calendar
+    if isinstance(calendar, GoogleCalendarConnector):
+        calendar = calendar.model_copy(update={"api_endpoint": f"{sandbox}/google/calendar/v3/"})
+    elif isinstance(calendar, OutlookCalendarConnector):
+        calendar = calendar.model_copy(
+            update={
+                "graph_base_url": f"{sandbox}/graph/v1.0",
+                "token_url": f"{sandbox}/graph/{{tenant}}/oauth2/v2.0/token",
+            }
+        )
+    email: EmailConnector = c.email
+    if isinstance(email, SendGridConnector):
+        email = email.model_copy(update={"base_url": f"{sandbox}/sendgrid"})
+    crm: CrmConnector = c.crm
+    if isinstance(crm, WebhookCrm):
+        crm = crm.model_copy(update={"url": f"{sandbox}/crm/records"})
+    connectors = c.model_copy(
+        update={
+            "pm": pm,
+            "time_tracker": tracker,
+            "chat": chat,
+            "calendar": calendar,
+            "email": email,
+            "crm": crm,
+        }
+    )
+    return config.model_copy(update={"connectors": connectors})
 
 
 def load_scenario(config: FirmConfig, path: Path = SCENARIO) -> list[Planned]:
@@ -146,21 +234,27 @@ async def send_webhooks(starter_url: str, signing_key: str, keys: list[str]) -> 
                     "TimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 }
             ).encode()
-            response = await http.post(
+            return await _post_signed(
+                http,
                 f"{starter_url}/webhooks/karbon",
-                content=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Signature": hmac_sha256_hex(signing_key, body),
-                },
+                body,
+                {"Signature": hmac_sha256_hex(signing_key, body)},
+                what=f"webhook for {key}",
             )
-            if response.status_code != 202:
-                raise RuntimeError(
-                    f"webhook for {key} answered {response.status_code}: {response.text[:200]}"
-                )
-            return str(response.json()["workflow_id"])
 
         return list(await asyncio.gather(*(send(k) for k in keys)))
+
+
+async def _post_signed(
+    http: httpx.AsyncClient, url: str, body: bytes, signature: dict[str, str], what: str
+) -> str:
+    """POST one signed event to the webhook server; the workflow id it answers with."""
+    response = await http.post(
+        url, content=body, headers={"Content-Type": "application/json", **signature}
+    )
+    if response.status_code != 202:
+        raise RuntimeError(f"{what} answered {response.status_code}: {response.text[:200]}")
+    return str(response.json()["workflow_id"])
 
 
 async def follow(
@@ -196,6 +290,73 @@ async def follow(
             await asyncio.sleep(0.3)
 
 
+async def deliver_xpm(
+    connector: XpmConnector, config: FirmConfig, client: Client, planned: list[Planned]
+) -> list[str]:
+    """Jobs in XPM, then the poller's next run (XPM has no webhooks)."""
+    xpm = XpmClient(connector)
+    try:
+        jobs = await asyncio.gather(
+            *(
+                xpm.add_job(
+                    name=p.title,
+                    client_uuid=client_uuid_for(p.client),
+                    start=date.today(),
+                    due=p.due,
+                    job_type=p.work_type,
+                )
+                for p in planned
+            )
+        )
+    finally:
+        await xpm.aclose()
+    await client.get_schedule_handle(f"{POLLER_PREFIX}-{config.firm.id}").trigger()
+    return [engagement_workflow_id("xpm", job.id) for job in jobs]
+
+
+async def deliver_relay(
+    config: FirmConfig, starter_url: str, planned: list[Planned], system: str
+) -> list[str]:
+    """One signed engagement event per job, as a relay (Zapier, Make...) would send it."""
+    source = re.sub(r"[^a-z0-9_]", "_", system.lower()).strip("_")[:31] or "relay"
+    if not source[0].isalpha():
+        source = "relay"
+    secret_value = secret("DISPATCH_WEBHOOK_SECRET")
+    assert secret_value is not None
+    async with httpx.AsyncClient(timeout=15) as http:
+
+        async def send(n: int, p: Planned) -> str:
+            service = config.service_type_for_work_type(p.work_type)
+            record = config.client(p.client)
+            body = json.dumps(
+                {
+                    "event": "engagement.created",
+                    "event_id": f"demo-{uuid.uuid4().hex}",
+                    "source": source,
+                    "engagement": {
+                        "external_id": f"DEMO-{uuid.uuid4().hex[:8]}-{n}",
+                        "title": p.title,
+                        "client": {
+                            "id": p.client,
+                            "name": record.name if record and record.name else p.client,
+                            "email": record.email if record else None,
+                        },
+                        "service_type": service.id if service else p.work_type,
+                        "due_date": p.due.isoformat(),
+                    },
+                }
+            ).encode()
+            return await _post_signed(
+                http,
+                f"{starter_url}/webhooks/engagements",
+                body,
+                {"X-Dispatch-Signature": dispatch_signature_header(secret_value, body)},
+                what="engagement event",
+            )
+
+        return list(await asyncio.gather(*(send(n, p) for n, p in enumerate(planned))))
+
+
 async def run(
     config: FirmConfig,
     client: Client,
@@ -205,17 +366,26 @@ async def run(
 ) -> list[str]:
     """Play the scenario; return the problems found (empty when every expectation held)."""
     pm = config.connectors.pm
-    if not isinstance(pm, KarbonConnector):
-        raise RuntimeError(f"this demo scenario plays Karbon webhooks; the firm's PM is {pm.kind}")
     planned = load_scenario(config, scenario)
+    system = getattr(pm, "system_name", "the practice management system")
+    how = {
+        "karbon": "signed Karbon webhooks",
+        "xpm": "new jobs in Xero Practice Manager",
+        "relay": f"signed events relayed from {system}",
+    }
     console.print(
         f"[bold]Month-end close at {config.firm.name}[/]: {len(planned)} engagements "
-        "arrive at once as signed Karbon webhooks."
+        f"arrive at once as {how[pm.kind]}."
     )
-    keys = await create_work_items(pm, planned, config.managing_partner.email)
-    signing_key = secret(pm.webhook_signing_key_env)
-    assert signing_key is not None
-    ids = await send_webhooks(starter_url, signing_key, keys)
+    if isinstance(pm, KarbonConnector):
+        keys = await create_work_items(pm, planned, config.managing_partner.email)
+        signing_key = secret(pm.webhook_signing_key_env)
+        assert signing_key is not None
+        ids = await send_webhooks(starter_url, signing_key, keys)
+    elif isinstance(pm, XpmConnector):
+        ids = await deliver_xpm(pm, config, client, planned)
+    else:
+        ids = await deliver_relay(config, starter_url, planned, system)
     outcomes = [Outcome(p, w) for p, w in zip(planned, ids, strict=True)]
     await follow(client, outcomes, console)
     rows = [board.row_from_state(o.state) for o in outcomes if o.state is not None]

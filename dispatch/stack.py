@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from dispatch.config import FirmConfig
-from dispatch.ids import dispatcher_workflow_id
+from dispatch.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from dispatch.search_attributes import dev_server_flags
 from dispatch.secrets_demo import export_demo_secrets
 from dispatch.temporal import connect, ensure_search_attributes
@@ -263,23 +263,34 @@ class Stack:
 
 
 async def clear_previous_demo(client: Client, config: FirmConfig) -> int:
-    """End the last demo's engagements and dispatcher on the demo's own dev server.
+    """End the last demo's workflows and Schedules on the demo's own dev server.
 
     The sandbox starts empty every time, so engagements from a previous run point at work
     items that no longer exist, and their reservations would shrink every later run's capacity.
+    The previous run may have been another example firm: its dispatcher, poller and recurring
+    Schedules go too (the worker recreates this firm's Schedules when it starts), or they would
+    keep firing at a worker that does not serve them. Returns the engagements ended.
     """
-    query = 'WorkflowType="EngagementWorkflow" AND ExecutionStatus="Running"'
-    ids = [w.id async for w in client.list_workflows(query)]
-    for workflow_id in ids:
-        await client.get_workflow_handle(workflow_id).terminate("a new demo run started")
-    try:
-        await client.get_workflow_handle(dispatcher_workflow_id(config.firm.id)).terminate(
-            "a new demo run started"
+    del config  # every firm's demo leftovers go, this one's included
+    for prefix in (RECURRING_PREFIX, POLLER_PREFIX):
+        async for entry in await client.list_schedules():
+            if entry.id.startswith(f"{prefix}-"):
+                await _ignore_not_found(client.get_schedule_handle(entry.id).delete())
+    engagements = 0
+    async for execution in client.list_workflows('ExecutionStatus="Running"'):
+        await _ignore_not_found(
+            client.get_workflow_handle(execution.id).terminate("a new demo run started")
         )
+        engagements += execution.workflow_type == "EngagementWorkflow"
+    return engagements
+
+
+async def _ignore_not_found(call: Awaitable[object]) -> None:
+    try:
+        await call
     except RPCError as err:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise
-    return len(ids)
 
 
 def _terminate(process: Process) -> None:

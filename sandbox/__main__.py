@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sandbox: {err}", file=sys.stderr)
         sys.exit(2)
     profile = args.profile
-    if profile is None and config.firm.id == "harbor-finch":
+    if profile is None and config.firm.id.startswith("harbor-finch"):
         profile = str(DEMO_PROFILE)
     seed = seed_from_firm(config, profile)
     app = create_app(seed, base_url=f"http://{args.host}:{args.port}")
