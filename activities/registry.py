@@ -11,6 +11,7 @@ from activities.google_calendar import GoogleCalendarActivities
 from activities.harvest import HarvestActivities
 from activities.karbon import KarbonActivities
 from activities.karbon_tracker import KarbonTrackerActivities
+from activities.optimizer import OptimizerActivities
 from activities.outlook_calendar import OutlookCalendarActivities
 from activities.quickbooks_time import QuickBooksTimeActivities
 from activities.recurring import RecurringActivities
@@ -121,5 +122,8 @@ def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
         email.staff_notice,
         crm.log,
         *RecurringActivities.for_config(config).activities(),
+        # Always registered: the dispatcher calls it only when the firm's policy opens a
+        # batching window; ortools is imported on the first solve, not here.
+        OptimizerActivities().optimize_assignments,
         *([pm.list_new_jobs] if config.connectors.pm.kind == "xpm" else []),
     ]

@@ -445,6 +445,31 @@ def decide(
             ), []
         chosen[need.role] = staff[decision.chosen]
 
+    return assigned(
+        request,
+        chosen,
+        all_needs,
+        decisions,
+        snapshot,
+        ledger,
+        reason=decisions[0].reason if decisions else "the people already booked keep it",
+        warnings=warnings,
+    )
+
+
+def assigned(
+    request: AssignmentRequest,
+    chosen: dict[Role, StaffCapacity],
+    all_needs: Sequence[RoleNeed],
+    decisions: list[Decision],
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    reason: str,
+    warnings: list[str] | None = None,
+) -> tuple[AssignmentResult, list[Reservation]]:
+    """The result and reservations once every role has its person (shared with the optimizer,
+    so a jointly planned assignment reads and books exactly like a greedy one)."""
+    calendar = calendar_of(snapshot)
     needs = {n.role: n for n in all_needs}
     reservations = [
         Reservation(
@@ -481,8 +506,8 @@ def decide(
         reviewer_hours=needs[Role.REVIEWER].hours if reviewer else 0.0,
         decisions=decisions,
         estimated_completion=completion,
-        reason=decisions[0].reason if decisions else "the people already booked keep it",
-        warnings=warnings,
+        reason=reason,
+        warnings=list(warnings or []),
     ), reservations
 
 

@@ -13,15 +13,31 @@ Idempotency: a request carries ``{workflow_id}:req-{n}``; a repeat gets the cach
 Releases are keyed by engagement and role, so releasing twice is harmless.
 Requests nobody can take are parked and retried whenever capacity is released or the
 capacity snapshot is refreshed; the engagement hears again when one fits.
+
+The batching window (``Policy.batch_window_seconds``; 0, the default, turns it off and leaves
+everything above exactly as it is). With a window, the first new request of a batch starts a
+durable timer; everything arriving until it fires joins the batch, which then goes, with the
+parked requests due a retry, to the ``optimize_assignments`` activity (CP-SAT, in
+``dispatch.optimizer``). The plan comes back as who-takes-which-role; the dispatcher applies it
+with ``apply_plan``, re-checking every planned person against the ledger as it is then
+(releases and partner decisions that arrived during the solve are applied first), and anything
+that no longer fits, or an optimiser that fails or falls back, is decided by the greedy rule.
+The latency trade-off: each engagement in a batch hears its answer after the window plus the
+solve (up to ``optimizer_time_limit_seconds``, typically ~1-2 s for a month-end burst of 150)
+instead of within a second; in exchange a burst is assigned jointly, so an early job does not
+take the only specialist a later job needs, and more of the burst's hours are placed. A
+window of a few seconds costs nothing a person notices in a workflow measured in days; with
+webhook sources that coalesce (Karbon: 60 s) a window of that order gathers whole bursts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import FailureError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.firm import FirmActivities
@@ -34,11 +50,15 @@ with workflow.unsafe.imports_passed_through():
         DispatcherInput,
         DispatcherState,
         ForceAssignRequest,
+        OptimizeBatchInput,
+        OptimizedBatch,
         ReleaseRequest,
+        Reservation,
         Role,
         SnapshotInput,
         StaffBooking,
     )
+    from dispatch.optimizer import apply_plan
     from workflows import options
 
 RESULT_SIGNAL = "assignment_decided"
@@ -49,6 +69,12 @@ BATCH_LIMIT = 150
 """Decisions per workflow task. A decision costs ~1-2 ms on a 15-person firm; the cap keeps a
 month-end burst far from the 2 s deadlock detector, and the rest follows in the next task."""
 HISTORY_PER_CLIENT = 5
+OPTIMIZE_ACTIVITY = "optimize_assignments"
+"""``activities.optimizer.OptimizerActivities`` (named here, so this module never imports the
+solver)."""
+
+Ordered = list[tuple[int, int, AssignmentRequest]]
+"""(kind: 0 parked / 1 new, position, request), earliest due first, parked first on a tie."""
 
 
 @workflow.defn
@@ -60,16 +86,33 @@ class DispatcherWorkflow:
         self._pending: list[AssignmentRequest] = []
         self._releases: list[ReleaseRequest] = []
         self._forced: list[ForceAssignRequest] = []
+        self._batch_open = False
+        """A batching window (or its solve) is running: see ``release``."""
+        self._in_flight: list[AssignmentRequest] = []
+        self._withdrawn: set[str] = set()
+        self._arrived: dict[str, datetime] = {}
+        """When each pending request first arrived (workflow time): a window closes ``window``
+        seconds after the oldest one, so requests carried over a full batch wait no longer."""
 
     # --- messages ------------------------------------------------------------------------
 
     @workflow.signal
     def request_assignment(self, request: AssignmentRequest) -> None:
         self._pending.append(request)
+        self._arrived.setdefault(request.request_id, workflow.now())
 
     @workflow.signal
     def release(self, request: ReleaseRequest) -> None:
         self._releases.append(request)
+        if self._batch_open and request.withdraw_request:
+            # A window lets a release overtake the unanswered request it follows: the
+            # engagement is gone, so its waiting request is withdrawn. A request sent after
+            # the release (a re-dispatch) is not, as it is not here yet.
+            self._withdrawn.update(
+                r.request_id
+                for r in [*self._pending, *self._in_flight]
+                if r.workflow_id == request.workflow_id
+            )
 
     @workflow.signal
     def force_assign(self, request: ForceAssignRequest) -> None:
@@ -126,23 +169,19 @@ class DispatcherWorkflow:
         fresh = await self._ensure_snapshot(
             needed=bool(self._pending or self._forced or (capacity_changed and self._state.parked))
         )
+        window = self._window_seconds()
+        if window > 0 and self._has_new_requests():
+            await self._process_window(window, capacity_changed, fresh)
+            return
         # Requests that arrived while the snapshot was read join this batch.
         capacity_changed = self._apply_releases() or capacity_changed
-        batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+        batch = self._take_batch()
         forced, self._forced = self._forced, []
         outgoing: list[AssignmentResult] = []
 
         outgoing += self._apply_forced(forced)
 
-        new: list[AssignmentRequest] = []
-        for request in batch:
-            cached = self._state.results.get(request.request_id)
-            if cached is not None:
-                outgoing.append(cached)  # a resend: same answer, no new decision
-            elif any(p.request_id == request.request_id for p in self._state.parked):
-                continue
-            else:
-                new.append(request)
+        new = self._new_requests(batch, outgoing)
 
         retry_parked = capacity_changed or fresh
         room = max(BATCH_LIMIT - len(new), 0)
@@ -163,35 +202,215 @@ class DispatcherWorkflow:
 
         Runs without awaiting: reading the ledger and writing it is one atomic step.
         """
-        ledger = Ledger(list(self._state.reservations))
-        ordered = sorted(
+        return self._decide_ordered(self._ordered(new, parked), snapshot)
+
+    @staticmethod
+    def _ordered(new: list[AssignmentRequest], parked: list[AssignmentRequest]) -> Ordered:
+        return sorted(
             [(0, i, r) for i, r in enumerate(parked)] + [(1, i, r) for i, r in enumerate(new)],
             key=lambda t: (t[2].due_date, t[0], t[1]),
         )
+
+    def _decide_ordered(
+        self, ordered: Ordered, snapshot: CapacitySnapshot
+    ) -> list[AssignmentResult]:
+        ledger = Ledger(list(self._state.reservations))
         now = workflow.now()
         outgoing: list[AssignmentResult] = []
         for kind, _, request in ordered:
             result, reservations = decide(request, snapshot, ledger, self._state.client_history)
-            result.decided_at = now
-            for decision in result.decisions:
-                decision.decided_at = now
             if result.outcome == "assigned":
                 for reservation in reservations:
                     ledger.add(reservation)
-                self._remember_client(
-                    request.client_id, [r.staff_id for r in reservations if r.role is Role.PREPARER]
-                )
-                self._state.parked = [
-                    p for p in self._state.parked if p.request_id != request.request_id
+            self._record(kind, request, result, reservations, now, outgoing)
+        self._state.reservations = ledger.reservations
+        return outgoing
+
+    def _record(
+        self,
+        kind: int,
+        request: AssignmentRequest,
+        result: AssignmentResult,
+        reservations: list[Reservation],
+        now: datetime,
+        outgoing: list[AssignmentResult],
+    ) -> None:
+        """Book-keeping for one decision whose reservations are already in the ledger."""
+        result.decided_at = now
+        for decision in result.decisions:
+            decision.decided_at = now
+        if result.outcome == "assigned":
+            self._remember_client(
+                request.client_id, [r.staff_id for r in reservations if r.role is Role.PREPARER]
+            )
+            self._state.parked = [
+                p for p in self._state.parked if p.request_id != request.request_id
+            ]
+            self._cache(result)
+            outgoing.append(result)
+        elif kind == 1:
+            # First time nobody fits: tell the engagement once, then keep trying quietly.
+            self._state.parked.append(request)
+            self._cache(result)
+            outgoing.append(result)
+        self._state.decided += 1
+
+    def _take_batch(self) -> list[AssignmentRequest]:
+        batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+        left = {r.request_id for r in self._pending}
+        for request in batch:
+            if request.request_id not in left:
+                self._arrived.pop(request.request_id, None)
+        return batch
+
+    # --- batching window -------------------------------------------------------------------
+
+    def _window_seconds(self) -> float:
+        snapshot = self._state.snapshot
+        return snapshot.policy.batch_window_seconds if snapshot is not None else 0.0
+
+    def _has_new_requests(self) -> bool:
+        """Anything pending that is neither a resend of a decided request nor already parked."""
+        parked = {p.request_id for p in self._state.parked}
+        return any(
+            r.request_id not in self._state.results and r.request_id not in parked
+            for r in self._pending
+        )
+
+    def _new_requests(
+        self, batch: list[AssignmentRequest], outgoing: list[AssignmentResult]
+    ) -> list[AssignmentRequest]:
+        """A resend gets its cached answer, a parked one waits its turn (and a withdrawn one,
+        only possible with a window, is dropped)."""
+        new: list[AssignmentRequest] = []
+        for request in batch:
+            cached = self._state.results.get(request.request_id)
+            if cached is not None:
+                outgoing.append(cached)  # a resend: same answer, no new decision
+            elif any(p.request_id == request.request_id for p in self._state.parked):
+                continue
+            elif request.request_id not in self._withdrawn:
+                new.append(request)
+        return new
+
+    def _window_left(self, window: float) -> timedelta:
+        """What is left of the window of the oldest pending request. Requests left over from a
+        full batch (``BATCH_LIMIT``) or that arrived during a solve have waited already: their
+        window is shorter, or over, so a burst of 500 does not wait a window per 150."""
+        oldest = min(
+            (self._arrived[r.request_id] for r in self._pending if r.request_id in self._arrived),
+            default=workflow.now(),
+        )
+        return max(oldest + timedelta(seconds=window) - workflow.now(), timedelta(0))
+
+    async def _process_window(self, window: float, capacity_changed: bool, fresh: bool) -> None:
+        """Collect a batch for ``window`` seconds, then assign it jointly (see the module doc)."""
+        self._batch_open = True
+        outgoing: list[AssignmentResult] = []
+        try:
+            left = self._window_left(window)
+            if left > timedelta(0):
+                await workflow.sleep(left, summary="batching window")
+            capacity_changed = self._apply_releases() or capacity_changed
+            fresh = await self._ensure_snapshot(needed=True) or fresh
+            capacity_changed = self._apply_releases() or capacity_changed
+            self._pending = [p for p in self._pending if p.request_id not in self._withdrawn]
+            batch = self._take_batch()
+            forced, self._forced = self._forced, []
+            outgoing += self._apply_forced(forced)
+            # A resend that arrived within the window is the same request: decide it once
+            # (two copies would make the optimiser see one engagement twice).
+            new = list({r.request_id: r for r in self._new_requests(batch, outgoing)}.values())
+            room = max(BATCH_LIMIT - len(new), 0)
+            retry = capacity_changed or fresh
+            parked = sorted(self._state.parked, key=lambda p: p.due_date)[:room] if retry else []
+            snapshot = self._state.snapshot
+            if snapshot is not None and (new or parked):
+                ordered = self._ordered(new, parked)
+                self._in_flight = [r for _, _, r in ordered]
+                plan = await self._optimize(ordered, snapshot)
+                # The ledger as it is now: what was released or decided by a partner while
+                # the solver ran counts before the plan is applied.
+                freed = self._apply_releases()
+                late, self._forced = self._forced, []
+                outgoing += self._apply_forced(late)
+                ordered = [t for t in ordered if t[2].request_id not in self._withdrawn]
+                ordered = [
+                    t
+                    for t in ordered
+                    if t[0] == 1 or any(p.request_id == t[2].request_id for p in self._state.parked)
                 ]
-                self._cache(result)
-                outgoing.append(result)
-            elif kind == 1:
-                # First time nobody fits: tell the engagement once, then keep trying quietly.
-                self._state.parked.append(request)
-                self._cache(result)
-                outgoing.append(result)
-            self._state.decided += 1
+                if plan is None or plan.fallback is not None:
+                    outgoing += self._decide_ordered(ordered, snapshot)
+                else:
+                    outgoing += self._apply_plan(ordered, snapshot, plan)
+                if freed:
+                    # Capacity came back during the solve: parked requests get their retry.
+                    decided = {r.request_id for _, _, r in ordered}
+                    rest = [p for p in self._state.parked if p.request_id not in decided]
+                    rest = sorted(rest, key=lambda p: p.due_date)[: BATCH_LIMIT - len(ordered)]
+                    outgoing += self._decide([], rest, snapshot)
+        finally:
+            self._batch_open = False
+            self._in_flight = []
+            self._pending = [p for p in self._pending if p.request_id not in self._withdrawn]
+            for request_id in self._withdrawn:
+                self._arrived.pop(request_id, None)
+            self._withdrawn.clear()
+        self._state.batches += 1
+        await self._send(outgoing)
+
+    async def _optimize(
+        self, ordered: Ordered, snapshot: CapacitySnapshot
+    ) -> OptimizedBatch | None:
+        """The solver, in an activity. None when it fails: the greedy rule decides instead."""
+        limit = snapshot.policy.optimizer_time_limit_seconds
+        try:
+            plan: OptimizedBatch = await workflow.execute_activity(
+                OPTIMIZE_ACTIVITY,
+                OptimizeBatchInput(
+                    requests=[r for _, _, r in ordered],
+                    snapshot=snapshot,
+                    reservations=list(self._state.reservations),
+                    client_history=self._state.client_history,
+                    time_limit_seconds=limit,
+                ),
+                result_type=OptimizedBatch,
+                # The solve stops itself at the limit; the rest is building the model.
+                start_to_close_timeout=timedelta(seconds=2 * limit + 30),
+                # Bounded overall too: a worker without the optimiser (or none polling) must
+                # not hold the firm's dispatch; the greedy rule answers instead.
+                schedule_to_close_timeout=timedelta(seconds=4 * limit + 90),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary=f"assign {len(ordered)} jointly",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("optimizer unavailable, deciding greedily: %s", err)
+            return None
+        return plan
+
+    def _apply_plan(
+        self, ordered: Ordered, snapshot: CapacitySnapshot, plan: OptimizedBatch
+    ) -> list[AssignmentResult]:
+        """The plan, re-checked against the ledger as it is; runs without awaiting."""
+        planned: dict[str, dict[Role, str]] = {}
+        for role in plan.assignments:
+            planned.setdefault(role.request_id, {})[role.role] = role.staff_id
+        ledger = Ledger(list(self._state.reservations))
+        applied = apply_plan(
+            [r for _, _, r in ordered], snapshot, ledger, self._state.client_history, planned
+        )
+        if applied.replanned:
+            workflow.logger.info(
+                "%d planned assignment(s) no longer fit; decided by the greedy rule",
+                len(applied.replanned),
+            )
+        now = workflow.now()
+        outgoing: list[AssignmentResult] = []
+        for (kind, _, request), (result, reservations) in zip(
+            ordered, applied.outcomes, strict=True
+        ):
+            self._record(kind, request, result, reservations, now, outgoing)
         self._state.reservations = ledger.reservations
         return outgoing
 
@@ -295,4 +514,4 @@ class DispatcherWorkflow:
         ]
 
 
-__all__ = ["RESULT_SIGNAL", "DispatcherWorkflow"]
+__all__ = ["OPTIMIZE_ACTIVITY", "RESULT_SIGNAL", "DispatcherWorkflow"]
