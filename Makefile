@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dispatch demo $(if $(ONCE),--once) $(if $(FIRM),--firm $(FIRM))
+	$(BIN)/dispatch demo $(if $(ONCE),--once) $(if $(FIRM),--firm $(FIRM)) $(if $(BATCH_WINDOW),--batch-window $(BATCH_WINDOW))
 
 up: $(STAMP)
 	$(BIN)/dispatch up
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dispatch workflows activities sandbox worker.py starter.py tests
+	$(BIN)/mypy dispatch workflows activities sandbox simulation benchmarks worker.py starter.py tests
 
 clean:
 	rm -rf $(VENV) .data build *.egg-info

@@ -1,9 +1,11 @@
-"""The ``dispatch`` command: ``up``, ``demo``, ``board``, ``schedules``, ``sandbox``.
+"""The ``dispatch`` command: ``up``, ``demo``, ``board``, ``schedules``, ``simulate``, ``sandbox``.
 
 dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
 dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
+              [--batch-window S]  # assign the burst jointly (batch optimizer)
 dispatch board [--status S] # the dispatch board from Temporal
 dispatch sandbox            # only the emulators, on :8100
+dispatch simulate [--profile M15 --seeds 10]  # the tax-season benchmark (policies compared)
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ from rich.console import Console
 
 from dispatch import schedules
 from dispatch.config import CONFIG_ENV, DEMO_FIRM_PATH, FirmConfigError, load_firm_config
+from simulation import cli as simulation_cli
 
 
 def _firm_path(given: str | None) -> Path:
     if given:
         os.environ[CONFIG_ENV] = str(Path(given).resolve())
     return Path(os.environ.get(CONFIG_ENV) or DEMO_FIRM_PATH).resolve()
+
+
+def _window(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 300:
+        raise argparse.ArgumentTypeError("must be between 0 and 300 seconds")
+    return value
 
 
 async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
@@ -41,10 +54,15 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
         # dev server's data so the worker and webhook server read the same file.
         stack = Stack(config, path, root=root)
         config = demo_story.in_sandbox(config, stack.sandbox_base, stack.starter_url)
+        if args.batch_window is not None:
+            policy = config.policy.model_copy(update={"batch_window_seconds": args.batch_window})
+            config = config.model_copy(update={"policy": policy})
         path = stack.data_dir / "demo-firm.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True),
-                                       sort_keys=False), encoding="utf-8")
+        path.write_text(
+            yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False),
+            encoding="utf-8",
+        )
     stack = Stack(config, path, root=root)
     console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({shown})...")
     try:
@@ -55,6 +73,11 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
         return 1
     for note in stack.notes:
         console.print(f"  [dim]{note}[/]")
+    if config.policy.batch_window_seconds > 0:
+        console.print(
+            f"  batching:  arrivals within {config.policy.batch_window_seconds:g} s are assigned "
+            "jointly (batch optimizer)"
+        )
     console.print(
         f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
         f"{stack.starter_url}/webhooks/engagements"
@@ -136,11 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="exit after the story: 0 only if every engagement reached its expected state",
             )
+            p.add_argument(
+                "--batch-window",
+                type=_window,
+                metavar="SECONDS",
+                help="assign arrivals within this many seconds jointly (the batch optimizer); "
+                "default: the firm file's policy.batch_window_seconds",
+            )
     b = sub.add_parser("board", help="print the dispatch board")
     b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
     b.add_argument("--limit", type=int, default=200)
     b.add_argument("--json", action="store_true")
     schedules.add_parser(sub)
+    simulation_cli.add_parser(sub)
     s = sub.add_parser("sandbox", help="run only the sandbox emulators")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -158,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "schedules":
             code = asyncio.run(schedules.run(args))
+        elif args.command == "simulate":
+            code = simulation_cli.run(args)
         elif args.command in ("up", "demo"):
             args.firm_path = _firm_path(args.firm)
             args.root_path = Path(args.root).resolve()

@@ -26,6 +26,8 @@ def test_mypy_strict_is_clean() -> None:
         "workflows",
         "activities",
         "sandbox",
+        "simulation",
+        "benchmarks",
         "worker.py",
         "starter.py",
         "tests",
