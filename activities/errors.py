@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 
 from temporalio.exceptions import ApplicationError
 
@@ -73,3 +73,22 @@ def transport_error(system: str, operation: str, err: Exception) -> ApplicationE
         f"{system} {operation}: transport error {type(err).__name__}: {redact(str(err))}",
         type="TransportError",
     )
+
+
+def bad_response(system: str, operation: str, why: str, error_type: str) -> ApplicationError:
+    """A well-formed but unexpected vendor payload: it will not fix itself on retry."""
+    return ApplicationError(
+        f"{system} {operation}: unexpected response: {redact(why)}",
+        type=error_type,
+        non_retryable=True,
+    )
+
+
+def check_read_window(system: str, start: date, end: date) -> None:
+    """A time-tracker read over a window that ends before it starts is a caller's mistake."""
+    if end < start:
+        raise ApplicationError(
+            f"{system} read: end {end} is before start {start}",
+            type="InvalidInput",
+            non_retryable=True,
+        )

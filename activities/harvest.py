@@ -24,7 +24,12 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import error_for_status, redact, transport_error
+from activities.errors import (
+    bad_response,
+    check_read_window,
+    error_for_status,
+    transport_error,
+)
 from activities.roles import TimeTrackerActivities
 from dispatch.config import FirmConfigError, HarvestConnector, secret
 from dispatch.models import (
@@ -74,12 +79,7 @@ class HarvestActivities(TimeTrackerActivities):
 
     @activity.defn(name="tracker_read")
     async def read(self, input: TrackerReadInput) -> TrackerReadResult:
-        if input.end < input.start:
-            raise ApplicationError(
-                f"{SYSTEM} read: end {input.end} is before start {input.start}",
-                type="InvalidInput",
-                non_retryable=True,
-            )
+        check_read_window(SYSTEM, input.start, input.end)
         headers = self._headers()
         if self._http is not None:
             return await self._read(self._http, headers, input)
@@ -317,12 +317,7 @@ def _reason(response: httpx.Response) -> str:
 
 
 def _bad_response(operation: str, why: str) -> ApplicationError:
-    # A well-formed but unexpected payload will not fix itself on retry.
-    return ApplicationError(
-        f"{SYSTEM} {operation}: unexpected response: {redact(why)}",
-        type="HarvestBadResponse",
-        non_retryable=True,
-    )
+    return bad_response(SYSTEM, operation, why, "HarvestBadResponse")
 
 
 def _user_id(node: object, what: str) -> int:

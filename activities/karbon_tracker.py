@@ -30,7 +30,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import redact
+from activities.errors import bad_response, check_read_window
 from activities.karbon import KarbonClient, odata_str
 from activities.roles import TimeTrackerActivities
 from dispatch.config import KarbonConnector, KarbonTimeTracker
@@ -68,12 +68,7 @@ class KarbonTrackerActivities(TimeTrackerActivities):
 
     @activity.defn(name="tracker_read")
     async def read(self, input: TrackerReadInput) -> TrackerReadResult:
-        if input.end < input.start:
-            raise ApplicationError(
-                f"{SYSTEM} read: end {input.end} is before start {input.start}",
-                type="InvalidInput",
-                non_retryable=True,
-            )
+        check_read_window(SYSTEM, input.start, input.end)
         ids_by_email: dict[str, str] = {}
         for user in await self.client.list_users():
             email, user_id = user.get("EmailAddress"), user.get("Id")
@@ -193,8 +188,4 @@ def _minutes(entry: dict[str, Any]) -> float:
 
 
 def _bad_response(operation: str, why: str) -> ApplicationError:
-    return ApplicationError(
-        f"{SYSTEM} {operation}: unexpected response: {redact(why)}",
-        type="KarbonBadResponse",
-        non_retryable=True,
-    )
+    return bad_response(SYSTEM, operation, why, "KarbonBadResponse")

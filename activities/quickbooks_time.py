@@ -30,17 +30,20 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import error_for_status, redact, transport_error
+from activities.errors import (
+    bad_response,
+    check_read_window,
+    error_for_status,
+    transport_error,
+)
 from activities.harvest import names_job
-from activities.roles import TimeTrackerActivities
+from activities.roles import TimeTrackerActivities, email_key, match_tracker_users
 from dispatch.config import FirmConfigError, QuickBooksTimeConnector, secret
 from dispatch.models import (
     JobHours,
     JobHoursInput,
     TrackerReadInput,
     TrackerReadResult,
-    TrackerStaff,
-    TrackerUserHours,
 )
 
 SYSTEM = "QuickBooks Time"
@@ -73,12 +76,7 @@ class QuickBooksTimeActivities(TimeTrackerActivities):
 
     @activity.defn(name="tracker_read")
     async def read(self, input: TrackerReadInput) -> TrackerReadResult:
-        if input.end < input.start:
-            raise ApplicationError(
-                f"{SYSTEM} read: end {input.end} is before start {input.start}",
-                type="InvalidInput",
-                non_retryable=True,
-            )
+        check_read_window(SYSTEM, input.start, input.end)
         headers = self._headers()
         if self._http is not None:
             return await self._read(self._http, headers, input)
@@ -105,18 +103,8 @@ class QuickBooksTimeActivities(TimeTrackerActivities):
         self, http: httpx.AsyncClient, headers: dict[str, str], input: TrackerReadInput
     ) -> TrackerReadResult:
         users = await self._user_ids(http, headers)
-        results: list[TrackerUserHours] = []
-        by_user_id: dict[int, list[TrackerUserHours]] = defaultdict(list)
-        unmatched: list[str] = []
-        for staff in input.staff:
-            user_id = users.get(_email_key(staff))
-            if user_id is None:
-                unmatched.append(staff.email)
-                continue
-            # No capacity in QuickBooks Time: the firm config's weekly hours apply.
-            hours = TrackerUserHours(staff_id=staff.staff_id, weekly_capacity_hours=None)
-            results.append(hours)
-            by_user_id[user_id].append(hours)
+        # No capacity in QuickBooks Time: the firm config's weekly hours apply.
+        results, by_user_id, unmatched = match_tracker_users(input.staff, users)
         if by_user_id:
             sheets = await self._timesheets(
                 http, headers, sorted(by_user_id), input.start, input.end
@@ -136,8 +124,8 @@ class QuickBooksTimeActivities(TimeTrackerActivities):
         self, http: httpx.AsyncClient, headers: dict[str, str], input: JobHoursInput
     ) -> JobHours:
         users = await self._user_ids(http, headers)
-        found = sorted({users[k] for s in input.staff if (k := _email_key(s)) in users})
-        missing = sum(1 for s in input.staff if _email_key(s) not in users)
+        found = sorted({users[k] for s in input.staff if (k := email_key(s)) in users})
+        missing = sum(1 for s in input.staff if email_key(s) not in users)
         seconds = 0.0
         counted = 0
         if found:
@@ -277,10 +265,6 @@ class QuickBooksTimeActivities(TimeTrackerActivities):
         return body
 
 
-def _email_key(staff: TrackerStaff) -> str:
-    return staff.email.strip().lower()
-
-
 def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad_response("read", f"{what} is not a number")
@@ -312,8 +296,4 @@ def _reason(response: httpx.Response) -> str:
 
 
 def _bad_response(operation: str, why: str) -> ApplicationError:
-    return ApplicationError(
-        f"{SYSTEM} {operation}: unexpected response: {redact(why)}",
-        type="QuickBooksTimeBadResponse",
-        non_retryable=True,
-    )
+    return bad_response(SYSTEM, operation, why, "QuickBooksTimeBadResponse")

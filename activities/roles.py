@@ -8,6 +8,9 @@ Adding a vendor therefore touches one module and the config schema.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
 from temporalio import activity
 
 from dispatch.models import (
@@ -33,6 +36,8 @@ from dispatch.models import (
     StaffNotice,
     TrackerReadInput,
     TrackerReadResult,
+    TrackerStaff,
+    TrackerUserHours,
 )
 
 
@@ -107,3 +112,28 @@ class CrmActivities:
     @activity.defn(name="crm_log")
     async def log(self, input: CrmLogInput) -> CrmLogResult:
         raise NotImplementedError
+
+
+def email_key(staff: TrackerStaff) -> str:
+    """How a staff member is found among a tracker's users: the email, case-insensitive."""
+    return staff.email.strip().lower()
+
+
+def match_tracker_users(
+    staff: Sequence[TrackerStaff], user_ids: Mapping[str, int]
+) -> tuple[list[TrackerUserHours], dict[int, list[TrackerUserHours]], list[str]]:
+    """For trackers that keep no capacity (the firm config's weekly hours apply): one empty
+    ``TrackerUserHours`` per matched person, the same objects by tracker user id (to fill from
+    the tracker's entries), and the emails nobody matched."""
+    results: list[TrackerUserHours] = []
+    by_user_id: dict[int, list[TrackerUserHours]] = defaultdict(list)
+    unmatched: list[str] = []
+    for person in staff:
+        user_id = user_ids.get(email_key(person))
+        if user_id is None:
+            unmatched.append(person.email)
+            continue
+        hours = TrackerUserHours(staff_id=person.staff_id, weekly_capacity_hours=None)
+        results.append(hours)
+        by_user_id[user_id].append(hours)
+    return results, by_user_id, unmatched

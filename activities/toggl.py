@@ -47,17 +47,22 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import error_for_status, redact, retry_after, transport_error
+from activities.errors import (
+    bad_response,
+    check_read_window,
+    error_for_status,
+    redact,
+    retry_after,
+    transport_error,
+)
 from activities.harvest import names_job
-from activities.roles import TimeTrackerActivities
+from activities.roles import TimeTrackerActivities, email_key, match_tracker_users
 from dispatch.config import FirmConfigError, TogglConnector, secret
 from dispatch.models import (
     JobHours,
     JobHoursInput,
     TrackerReadInput,
     TrackerReadResult,
-    TrackerStaff,
-    TrackerUserHours,
 )
 
 SYSTEM = "Toggl"
@@ -110,27 +115,12 @@ class TogglActivities(TimeTrackerActivities):
 
     @activity.defn(name="tracker_read")
     async def read(self, input: TrackerReadInput) -> TrackerReadResult:
-        if input.end < input.start:
-            raise ApplicationError(
-                f"{SYSTEM} read: end {input.end} is before start {input.start}",
-                type="InvalidInput",
-                non_retryable=True,
-            )
+        check_read_window(SYSTEM, input.start, input.end)
         headers = self._headers()
         async with self._client() as http:
             users = await self._user_ids(http, headers)
-            results: list[TrackerUserHours] = []
-            by_user_id: dict[int, list[TrackerUserHours]] = defaultdict(list)
-            unmatched: list[str] = []
-            for staff in input.staff:
-                user_id = users.get(_email_key(staff))
-                if user_id is None:
-                    unmatched.append(staff.email)
-                    continue
-                # Toggl keeps no capacity: the firm config's weekly hours apply.
-                hours = TrackerUserHours(staff_id=staff.staff_id, weekly_capacity_hours=None)
-                results.append(hours)
-                by_user_id[user_id].append(hours)
+            # Toggl keeps no capacity: the firm config's weekly hours apply.
+            results, by_user_id, unmatched = match_tracker_users(input.staff, users)
             if by_user_id:
                 seconds = await self._seconds_by_day(http, headers, input, sorted(by_user_id))
                 for (user_id, day), total in sorted(seconds.items()):
@@ -149,8 +139,8 @@ class TogglActivities(TimeTrackerActivities):
         headers = self._headers()
         async with self._client() as http:
             users = await self._user_ids(http, headers)
-            found = {users[k] for s in input.staff if (k := _email_key(s)) in users}
-            missing = sum(1 for s in input.staff if _email_key(s) not in users)
+            found = {users[k] for s in input.staff if (k := email_key(s)) in users}
+            missing = sum(1 for s in input.staff if email_key(s) not in users)
             seconds = 0
             entries = 0
             if found:
@@ -358,10 +348,6 @@ class _Borrowed:
             await self._own.aclose()
 
 
-def _email_key(staff: TrackerStaff) -> str:
-    return staff.email.strip().lower()
-
-
 def _quota_error(response: httpx.Response, operation: str) -> ApplicationError:
     delay = _quota_reset(response.headers)
     if delay is not None:
@@ -476,9 +462,4 @@ def _reason(response: httpx.Response) -> str:
 
 
 def _bad_response(operation: str, why: str) -> ApplicationError:
-    # A well-formed but unexpected payload will not fix itself on retry.
-    return ApplicationError(
-        f"{SYSTEM} {operation}: unexpected response: {redact(why)}",
-        type="TogglBadResponse",
-        non_retryable=True,
-    )
+    return bad_response(SYSTEM, operation, why, "TogglBadResponse")
