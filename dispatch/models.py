@@ -137,6 +137,12 @@ class Decision(Model):
     decided_at: datetime | None = None
 
 
+def request_sequence(request_id: str) -> int:
+    """``engagement-...:req-7`` -> 7 (0 when the id has no number)."""
+    _, _, tail = request_id.rpartition(":req-")
+    return int(tail) if tail.isdigit() else 0
+
+
 class AssignmentRequest(Model):
     """An engagement asks the firm's dispatcher for people. Keyed so a resend is harmless."""
 
@@ -155,6 +161,13 @@ class AssignmentRequest(Model):
     """The preparer already booked stays (a reviewer-only reassignment, a changed estimate)."""
     keep_reviewer: str | None = None
     """The reviewer already booked stays (a preparer-only reassignment, a changed estimate)."""
+    seq: int = 0
+    """The engagement's request number (0 on requests from before it was sent: read from the
+    id). A newer request of the same engagement supersedes an older one."""
+
+    @property
+    def sequence(self) -> int:
+        return self.seq or request_sequence(self.request_id)
 
 
 class AssignmentResult(Model):
@@ -171,6 +184,14 @@ class AssignmentResult(Model):
     decided_at: datetime | None = None
     warnings: list[str] = Field(default_factory=list)
     """E.g. a kept person who no longer fits after the PM system moved the due date."""
+    epoch: str | None = None
+    """The ledger that made this decision (see ``LedgerSyncRequest``): an engagement takes
+    answers only from the newest ledger it knows of."""
+    capacity_as_of: datetime | None = None
+    """When the time tracker was last read successfully for the capacity this used."""
+    capacity_note: str | None = None
+    """Set when the decision used capacity older than the firm's policy allows (a tracker
+    outage): what was used and since when."""
 
 
 class ReleaseRequest(Model):
@@ -179,6 +200,23 @@ class ReleaseRequest(Model):
     reason: str = ""
     withdraw_request: bool = True
     """Also drop a parked (waiting for capacity) request of this engagement."""
+
+
+class HoldingsSync(Model):
+    """What an engagement holds, as of its request number ``seq``: the dispatcher's ledger
+    takes it as the truth for that engagement unless it booked a newer request since.
+
+    Sent when an engagement gives hours back (reassignment, completion, cancellation), when an
+    answer reaches it that it did not ask for (it keeps what it holds and the ledger follows),
+    and when it hands its preparer's work over for review.
+    """
+
+    workflow_id: str
+    seq: int
+    holdings: list[Reservation] = Field(default_factory=list)
+    withdraw: bool = False
+    """Drop every request of this engagement up to ``seq`` (it wants nothing more of them)."""
+    reason: str = ""
 
 
 class Reservation(Model):
@@ -218,6 +256,11 @@ class CapacitySnapshot(Model):
     managing_partner: str
     source: str
     warnings: list[str] = Field(default_factory=list)
+    tracker_ok: bool = True
+    """False when the time tracker failed and older figures (or the firm file) stand in."""
+    tracker_as_of: datetime | None = None
+    """When the tracker figures in use were read (``taken_at`` when fresh)."""
+    tracker_error: str | None = None
 
     def service_type(self, service_type_id: str) -> ServiceType | None:
         return next((t for t in self.service_types if t.id == service_type_id), None)
@@ -225,6 +268,9 @@ class CapacitySnapshot(Model):
 
 class SnapshotInput(Model):
     firm_id: str
+    last_tracker: list[TrackerFigures] | None = None
+    """The last good tracker figures the dispatcher holds: used if the tracker fails now."""
+    last_tracker_at: datetime | None = None
 
 
 class TrackerStaff(Model):
@@ -254,6 +300,8 @@ class TrackerReadResult(Model):
 
 
 class DispatcherState(Model):
+    """The carried state of dispatchers from before the ledger was packed (read, never written)."""
+
     reservations: list[Reservation] = Field(default_factory=list)
     parked: list[AssignmentRequest] = Field(default_factory=list)
     results: dict[str, AssignmentResult] = Field(default_factory=dict)
@@ -269,6 +317,126 @@ class DispatcherState(Model):
 class DispatcherInput(Model):
     firm_id: str
     state: DispatcherState | None = None
+    """Legacy carried state (read once and converted)."""
+    carried: CarriedLedger | None = None
+    """What continue-as-new carries: the packed ledger (see ``dispatch.ledger_state``)."""
+
+
+class CarriedLedger(Model):
+    """The dispatcher's state across continue-as-new, packed: bounded and small.
+
+    ``packed`` is base64 of zlib-compressed JSON (``dispatch.ledger_state``): the reservations
+    of every live engagement, the live and parked requests, learned client history, the last
+    tracker figures, and counters. Never the capacity snapshot (the firm file is re-read) and
+    never explanations (engagements hold their own decisions).
+    """
+
+    format: int = 1
+    epoch: str
+    packed: str
+
+
+class TrackerFigures(Model):
+    """The time tracker's numbers for one person, kept so an outage degrades to them."""
+
+    staff_id: str
+    weekly_capacity_hours: float | None = None
+    logged_this_week: float = 0.0
+    logged_last_week: float = 0.0
+
+
+class LedgerSyncRequest(Model):
+    """A (re)built ledger asks an engagement what it holds and tells it which ledger is now in
+    charge: answers from older ledgers are refused from then on."""
+
+    epoch: str
+
+
+class EngagementHoldings(Model):
+    """What one engagement holds and asks for: the facts a ledger is rebuilt from."""
+
+    workflow_id: str
+    firm_id: str
+    seq: int
+    """The engagement's latest request number."""
+    holdings: list[Reservation] = Field(default_factory=list)
+    request: AssignmentRequest | None = None
+    """Its live request (waiting for the dispatcher, or parked), with today's dates and hours."""
+    force: ForceAssignRequest | None = None
+    """A partner's pick it is waiting on, instead of ``request``."""
+    parked: bool = False
+    closed: bool = False
+    client_id: str | None = None
+    epoch: str | None = None
+
+
+class CollectHoldingsInput(Model):
+    firm_id: str
+    epoch: str | None = None
+    """Set on a rebuild: each engagement is told the new ledger (an Update); None on a
+    reconciliation, which only reads (a query)."""
+    page_token: str | None = None
+    page_size: int = Field(default=500, ge=1, le=1000)
+    settle_seconds: float = Field(default=0.0, ge=0, le=30)
+    """Wait this long before the first page, so engagements started moments ago are listed."""
+
+
+class CollectedHoldings(Model):
+    engagements: list[EngagementHoldings]
+    next_page_token: str | None = None
+    listed: int = 0
+    unanswered: list[str] = Field(default_factory=list)
+    """Running engagements that did not answer (their holdings are kept as the ledger has them)."""
+
+
+class ClosedEngagementsInput(Model):
+    firm_id: str
+    since: datetime
+    limit: int = Field(default=2000, ge=1, le=10000)
+
+
+class ClosedEngagements(Model):
+    workflow_ids: list[str]
+    truncated: bool = False
+
+
+class CapacityOutageNotice(Model):
+    """Tell the managing partner, once per outage, that capacity comes from an older reading."""
+
+    key: str
+    since: datetime
+    capacity_as_of: datetime | None
+    detail: str
+    recovered: bool = False
+
+
+class LedgerEntryView(Model):
+    workflow_id: str
+    seq: int
+    holdings: list[Reservation]
+
+
+class LedgerView(Model):
+    """The ``ledger`` query: every live engagement's reservations, a page at a time."""
+
+    epoch: str
+    entries: list[LedgerEntryView]
+    total: int
+    offset: int
+    live_requests: list[str] = Field(default_factory=list)
+    parked: list[str] = Field(default_factory=list)
+    capacity_as_of: datetime | None = None
+    capacity_note: str | None = None
+    rebuilt_at: datetime | None = None
+    reconciled_at: datetime | None = None
+    carried_bytes: int = 0
+    """Size of the last continue-as-new input (the packed ledger)."""
+    continued: int = 0
+
+
+class LedgerQuery(Model):
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=5000)
 
 
 class StaffBooking(Model):
@@ -285,6 +453,9 @@ class BookingsView(Model):
     parked: list[str]
     batches: int
     decided: int
+    epoch: str | None = None
+    capacity_as_of: datetime | None = None
+    capacity_note: str | None = None
 
 
 class PlannedRole(Model):
@@ -337,6 +508,12 @@ class ForceAssignRequest(Model):
     due: date
     hours: float
     override_capacity: bool = False
+    seq: int = 0
+    """As ``AssignmentRequest.seq``: a partner's pick supersedes the engagement's parked request."""
+
+    @property
+    def sequence(self) -> int:
+        return self.seq or request_sequence(self.request_id)
 
 
 # --- side effects ----------------------------------------------------------------------------
@@ -576,6 +753,7 @@ class StaffNotice(Model):
         "partner_decision",
         "review_ready",
         "completed",
+        "capacity_outage",
     ]
     recipient: StaffRef
     summary: EngagementSummary
@@ -700,10 +878,35 @@ class EngagementState(Model):
     warnings: list[str] = Field(default_factory=list)
     forced: bool = False
     """A partner assigned it over capacity, explicitly."""
+    ledger_epoch: str | None = None
+    """The newest dispatcher ledger this engagement knows of (answers from older ones are
+    refused)."""
+    pending: PendingRequest | None = None
+    """The dispatcher request it is waiting on (carried across continue-as-new)."""
+    capacity_note: str | None = None
+    """Set when its last decision used capacity older than the policy allows."""
+    continued: int = 0
+    """How many times this engagement continued as new (long lives keep short histories)."""
+
+
+class PendingRequest(Model):
+    """The dispatcher request an engagement waits on, and why it sent it."""
+
+    request_id: str
+    purpose: str
+    sent_at: datetime
+    request: AssignmentRequest | None = None
+    force: ForceAssignRequest | None = None
+    parked: bool = False
+    """The dispatcher parked it (nobody fits yet) and will answer when someone does."""
 
 
 EngagementInput.model_rebuild()
 AssignmentNotice.model_rebuild()
+HoldingsSync.model_rebuild()
+DispatcherInput.model_rebuild()
+EngagementState.model_rebuild()
+EngagementHoldings.model_rebuild()
 
 
 # --- recurring work (Schedules) and PM polling ------------------------------------------------
