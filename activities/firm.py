@@ -6,33 +6,60 @@ activity results and stay free of files, clocks and time zones.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from activities.roles import TimeTrackerActivities
-from dispatch import TASK_QUEUE
+from activities.roles import ChatActivities, TimeTrackerActivities
+from dispatch import ENGAGEMENT_ID_PREFIX, TASK_QUEUE
 from dispatch.capacity import week_start
 from dispatch.config import FirmConfig
 from dispatch.decision import staff_ref
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import (
+    CapacityOutageNotice,
     CapacitySnapshot,
+    ChatResult,
+    ClosedEngagements,
+    ClosedEngagementsInput,
+    CollectedHoldings,
+    CollectHoldingsInput,
     Contacts,
     ContactsInput,
     DispatcherInput,
     EngagementContext,
     EngagementContextInput,
+    EngagementHoldings,
+    EngagementSummary,
+    LedgerSyncRequest,
     SnapshotInput,
     StaffCapacity,
+    StaffNotice,
+    TrackerFigures,
     TrackerReadInput,
+    TrackerReadResult,
     TrackerStaff,
 )
 
+log = logging.getLogger("dispatch.firm")
+
 WORKDAY_END_HOUR = 17
+TRACKER_BUDGET = timedelta(seconds=45)
+"""How long one capacity snapshot may wait for the time tracker before it degrades to the last
+figures (the dispatcher is waiting; a slow tracker must not hold the firm's dispatch)."""
+ENGAGEMENT_WORKFLOW = "EngagementWorkflow"
+HOLDINGS_UPDATE = "ledger_sync"
+HOLDINGS_QUERY = "holdings"
+ASK_TIMEOUT = timedelta(seconds=10)
+ASK_CONCURRENCY = 16
 
 
 def _utcnow() -> datetime:
@@ -55,11 +82,15 @@ class FirmActivities:
         config: FirmConfig,
         tracker: TimeTrackerActivities | None,
         clock: Callable[[], datetime] = _utcnow,
+        chat: ChatActivities | None = None,
     ) -> None:
         self._config = config
         self._tracker = tracker
         self._clock = clock
+        self._chat = chat
         self._zone = ZoneInfo(config.firm.time_zone)
+        self._last_read: tuple[datetime, TrackerReadResult] | None = None
+        """The last good tracker read in this worker (a fallback when the dispatcher has none)."""
 
     def today(self) -> date:
         return self._clock().astimezone(self._zone).date()
@@ -76,26 +107,45 @@ class FirmActivities:
         tracked: dict[str, tuple[float | None, dict[date, float]]] = {}
         source = "config"
         active = [s for s in config.staff if s.active]
+        tracker_ok, tracker_error = True, None
+        tracker_as_of: datetime | None = now
+        fallback: dict[str, TrackerFigures] = {}
         if self._tracker is not None:
-            result = await self._tracker.read(
-                TrackerReadInput(
-                    staff=[TrackerStaff(staff_id=s.id, email=s.email) for s in active],
-                    start=last_monday,
-                    end=today,
-                )
-            )
             source = config.connectors.time_tracker.kind
-            tracked = {
-                u.staff_id: (u.weekly_capacity_hours, u.logged_by_date) for u in result.users
-            }
-            if result.unmatched:
-                warnings.append(
-                    f"{len(result.unmatched)} staff not found in the time tracker; "
-                    "using configured capacity and no logged hours for them"
+            try:
+                result = await asyncio.wait_for(
+                    self._tracker.read(
+                        TrackerReadInput(
+                            staff=[TrackerStaff(staff_id=s.id, email=s.email) for s in active],
+                            start=last_monday,
+                            end=today,
+                        )
+                    ),
+                    timeout=TRACKER_BUDGET.total_seconds(),
                 )
+            except Exception as err:  # any tracker failure degrades; none fails the dispatcher
+                # A vendor outage degrades: the last figures stand in, and the dispatcher says
+                # so in every decision and tells the managing partner once.
+                tracker_ok = False
+                tracker_error = _short_error(err)
+                fallback, tracker_as_of = self._fallback(input)
+                log.warning("time tracker unavailable for the capacity snapshot: %s", tracker_error)
+            else:
+                self._last_read = (now, result)
+                tracked = {
+                    u.staff_id: (u.weekly_capacity_hours, u.logged_by_date) for u in result.users
+                }
+                if result.unmatched:
+                    warnings.append(
+                        f"{len(result.unmatched)} staff not found in the time tracker; "
+                        "using configured capacity and no logged hours for them"
+                    )
         staff = []
         for member in config.staff:
             tracker_capacity, logged = tracked.get(member.id, (None, {}))
+            figures = fallback.get(member.id)
+            if figures is not None and tracker_capacity is None:
+                tracker_capacity = figures.weekly_capacity_hours
             weekly = member.weekly_capacity_hours or tracker_capacity
             capacity_source = "config" if member.weekly_capacity_hours else source
             if weekly is None:
@@ -104,14 +154,18 @@ class FirmActivities:
                 capacity_source = "unknown"
                 if member.active:
                     warnings.append(f"no weekly capacity for staff {member.id}; treated as 0 h")
+            this_week = round(sum(h for d, h in logged.items() if d >= monday), 2)
+            last_week = round(sum(h for d, h in logged.items() if last_monday <= d < monday), 2)
+            if figures is not None and tracker_as_of is not None:
+                same_week = week_start(tracker_as_of.astimezone(self._zone).date()) == monday
+                this_week = figures.logged_this_week if same_week else 0.0
+                last_week = figures.logged_last_week if same_week else figures.logged_this_week
             staff.append(
                 StaffCapacity(
                     member=member,
                     weekly_capacity_hours=weekly,
-                    logged_this_week=round(sum(h for d, h in logged.items() if d >= monday), 2),
-                    logged_last_week=round(
-                        sum(h for d, h in logged.items() if last_monday <= d < monday), 2
-                    ),
+                    logged_this_week=this_week,
+                    logged_last_week=last_week,
                     capacity_source=capacity_source,
                 )
             )
@@ -128,7 +182,40 @@ class FirmActivities:
             managing_partner=config.escalation.managing_partner,
             source=source,
             warnings=warnings,
+            tracker_ok=tracker_ok,
+            tracker_as_of=tracker_as_of,
+            tracker_error=tracker_error,
         )
+
+    def _fallback(self, input: SnapshotInput) -> tuple[dict[str, TrackerFigures], datetime | None]:
+        """The newest tracker figures known: the dispatcher's (carried), else this worker's."""
+        mine = self._last_read
+        theirs = input.last_tracker_at if input.last_tracker else None
+        if mine is not None and (theirs is None or mine[0] > theirs):
+            read_at, result = mine
+            monday = week_start(read_at.astimezone(self._zone).date())
+            figures = {
+                u.staff_id: TrackerFigures(
+                    staff_id=u.staff_id,
+                    weekly_capacity_hours=u.weekly_capacity_hours,
+                    logged_this_week=round(
+                        sum(h for d, h in u.logged_by_date.items() if d >= monday), 2
+                    ),
+                    logged_last_week=round(
+                        sum(
+                            h
+                            for d, h in u.logged_by_date.items()
+                            if monday - timedelta(days=7) <= d < monday
+                        ),
+                        2,
+                    ),
+                )
+                for u in result.users
+            }
+            return figures, read_at
+        if input.last_tracker:
+            return {f.staff_id: f for f in input.last_tracker}, theirs
+        return {}, None
 
     @activity.defn(name="firm_engagement_context")
     async def engagement_context(self, input: EngagementContextInput) -> EngagementContext:
@@ -177,12 +264,12 @@ class FirmActivities:
 
     @activity.defn(name="firm_ensure_dispatcher")
     async def ensure_dispatcher(self, input: SnapshotInput) -> str:
-        """Start the firm's dispatcher if it is not running (an operator may have stopped it)."""
-        from workflows.dispatcher import DispatcherWorkflow
+        """Start the firm's dispatcher if it is not running (an operator may have stopped it).
 
+        A fresh dispatcher rebuilds its ledger from the running engagements before deciding."""
         workflow_id = dispatcher_workflow_id(input.firm_id)
         await activity.client().start_workflow(
-            DispatcherWorkflow.run,
+            "DispatcherWorkflow",
             DispatcherInput(firm_id=input.firm_id),
             id=workflow_id,
             # The queue this worker serves: the dispatcher runs beside the engagements.
@@ -190,3 +277,147 @@ class FirmActivities:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         return workflow_id
+
+    # --- the ledger's facts ------------------------------------------------------------------
+
+    @activity.defn(name="firm_collect_holdings")
+    async def collect_holdings(self, input: CollectHoldingsInput) -> CollectedHoldings:
+        """One page of the firm's running engagements, each asked what it holds.
+
+        With an epoch (a rebuild) each is asked by Update, which also tells it the new ledger;
+        without (a reconciliation) by query, which changes nothing. Engagements are found in
+        visibility by type and task queue (the worker that serves this firm).
+        """
+        if input.settle_seconds:
+            await asyncio.sleep(input.settle_seconds)
+        client = activity.client()
+        task_queue = activity.info().task_queue or TASK_QUEUE
+        query = (
+            f'WorkflowType="{ENGAGEMENT_WORKFLOW}" AND ExecutionStatus="Running" '
+            f'AND TaskQueue="{task_queue}"'
+        )
+        listing = client.list_workflows(
+            query,
+            page_size=input.page_size,
+            next_page_token=input.page_token.encode("latin-1") if input.page_token else None,
+        )
+        try:
+            await listing.fetch_next_page()
+        except RPCError as err:
+            if err.status is not RPCStatusCode.UNIMPLEMENTED:
+                raise
+            # A server without visibility (the time-skipping test server): nothing to list.
+            log.warning("this Temporal server cannot list workflows; the ledger starts empty")
+            return CollectedHoldings(engagements=[])
+        executions = list(listing.current_page or [])
+        gate = asyncio.Semaphore(ASK_CONCURRENCY)
+
+        async def ask(workflow_id: str) -> EngagementHoldings | None:
+            handle = client.get_workflow_handle(workflow_id)
+            async with gate:
+                for attempt in range(3):
+                    try:
+                        answer: EngagementHoldings
+                        if input.epoch is not None:
+                            answer = await handle.execute_update(
+                                HOLDINGS_UPDATE,
+                                LedgerSyncRequest(epoch=input.epoch),
+                                id=f"ledger-sync-{input.epoch}",
+                                result_type=EngagementHoldings,
+                                rpc_timeout=ASK_TIMEOUT,
+                            )
+                        else:
+                            answer = await handle.query(
+                                HOLDINGS_QUERY,
+                                result_type=EngagementHoldings,
+                                rpc_timeout=ASK_TIMEOUT,
+                            )
+                        return answer
+                    except (RPCError, WorkflowUpdateFailedError, TimeoutError) as err:
+                        if attempt == 2:
+                            log.warning("engagement %s did not answer: %s", workflow_id, err)
+                    activity.heartbeat(workflow_id)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            return None
+
+        ids = [e.id for e in executions if e.id.startswith(f"{ENGAGEMENT_ID_PREFIX}-")]
+        answers = await asyncio.gather(*(ask(w) for w in ids))
+        found = [a for a in answers if a is not None and a.firm_id == input.firm_id]
+        token = listing.next_page_token
+        return CollectedHoldings(
+            engagements=found,
+            next_page_token=token.decode("latin-1") if token else None,
+            listed=len(ids),
+            unanswered=[w for w, a in zip(ids, answers, strict=True) if a is None],
+        )
+
+    @activity.defn(name="firm_closed_engagements")
+    async def closed_engagements(self, input: ClosedEngagementsInput) -> ClosedEngagements:
+        """Engagements of this worker's queue that closed since ``since`` by any means but a
+        continue-as-new (terminated, timed out, failed, cancelled, completed)."""
+        client = activity.client()
+        task_queue = activity.info().task_queue or TASK_QUEUE
+        since = input.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = (
+            f'WorkflowType="{ENGAGEMENT_WORKFLOW}" AND TaskQueue="{task_queue}" '
+            f'AND ExecutionStatus IN ("Terminated", "TimedOut", "Failed", "Canceled", '
+            f'"Completed") AND CloseTime > "{since}"'
+        )
+        ids: list[str] = []
+        try:
+            async for execution in client.list_workflows(query, limit=input.limit + 1):
+                ids.append(execution.id)
+        except RPCError as err:
+            if err.status is not RPCStatusCode.UNIMPLEMENTED:
+                raise
+            return ClosedEngagements(workflow_ids=[])
+        return ClosedEngagements(workflow_ids=ids[: input.limit], truncated=len(ids) > input.limit)
+
+    @activity.defn(name="firm_capacity_outage_notice")
+    async def capacity_outage_notice(self, input: CapacityOutageNotice) -> ChatResult:
+        """Tell the managing partner that capacity comes from older figures (or is back)."""
+        if self._chat is None:
+            return ChatResult(delivered=False, detail="no chat connector")
+        partner = staff_ref(self._config.managing_partner)
+        as_of = (
+            input.capacity_as_of.astimezone(self._zone).strftime("%a %d %b %H:%M")
+            if input.capacity_as_of
+            else "the firm file"
+        )
+        if input.recovered:
+            subject = "Time tracker back: capacity is current again"
+            lines = ["Dispatch reads live hours from the time tracker again."]
+        else:
+            subject = "Time tracker unavailable: dispatch uses older capacity figures"
+            lines = [
+                f"The time tracker stopped answering ({input.detail or 'no answer'}).",
+                f"Engagements are still assigned, using the hours read at {as_of}; "
+                "every decision says so. It is retried every minute.",
+            ]
+        today = self.today()
+        notice = StaffNotice(
+            kind="capacity_outage",
+            recipient=partner,
+            summary=EngagementSummary(
+                workflow_id=dispatcher_workflow_id(self._config.firm.id),
+                title="Capacity figures",
+                client_id="-",
+                client_name=self._config.firm.name,
+                service_type="dispatch",
+                service_name="Dispatch",
+                due_date=today,
+                estimated_hours=0,
+            ),
+            subject=subject,
+            lines=lines,
+            key=input.key,
+        )
+        return await self._chat.staff_notice(notice)
+
+
+def _short_error(err: BaseException) -> str:
+    if isinstance(err, ApplicationError):
+        return err.message[:200]
+    if isinstance(err, TimeoutError):
+        return f"no answer within {TRACKER_BUDGET.total_seconds():.0f} s"
+    return f"{type(err).__name__}: {err}"[:200]

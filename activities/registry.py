@@ -99,9 +99,9 @@ def crm_for(config: FirmConfig) -> CrmActivities:
 def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
     """Bound activity methods for the worker, one implementation per role."""
     tracker = tracker_for(config)
-    firm = FirmActivities(config, tracker)
     pm = pm_for(config)
     chat = chat_for(config)
+    firm = FirmActivities(config, tracker, chat=chat)
     calendar = calendar_for(config)
     email = email_for(config)
     crm = crm_for(config)
@@ -110,6 +110,9 @@ def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
         firm.engagement_context,
         firm.ensure_dispatcher,
         firm.contacts,
+        firm.collect_holdings,
+        firm.closed_engagements,
+        firm.capacity_outage_notice,
         (tracker or NoTrackerActivities()).job_hours,
         pm.load_engagement,
         pm.write_back,

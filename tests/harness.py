@@ -27,8 +27,12 @@ from dispatch.models import (
     BookingsView,
     CapacitySnapshot,
     EngagementDetails,
+    EngagementHoldings,
     EngagementInput,
     EngagementState,
+    LedgerEntryView,
+    LedgerQuery,
+    LedgerView,
 )
 from tests.sandbox_server import RunningSandbox
 from worker import build_worker, ensure_dispatcher
@@ -58,6 +62,22 @@ class RunningWorker:
 
     async def snapshot(self) -> CapacitySnapshot | None:
         return await self.dispatcher.query(DispatcherWorkflow.snapshot)
+
+    async def ledger(self) -> tuple[LedgerView, list[LedgerEntryView]]:
+        """The dispatcher's ledger, every page of it."""
+        first: LedgerView = await self.dispatcher.query(DispatcherWorkflow.ledger, LedgerQuery())
+        entries = list(first.entries)
+        while len(entries) < first.total:
+            page: LedgerView = await self.dispatcher.query(
+                DispatcherWorkflow.ledger, LedgerQuery(offset=len(entries))
+            )
+            if not page.entries:
+                break
+            entries += page.entries
+        return first, entries
+
+    async def holdings(self, workflow_id: str) -> EngagementHoldings:
+        return await self.client.get_workflow_handle(workflow_id).query(EngagementWorkflow.holdings)
 
     async def start(
         self,

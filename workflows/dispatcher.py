@@ -1,39 +1,48 @@
-"""The firm's dispatcher: the one place that chooses people and owns every reservation.
+"""The firm's dispatcher: the one place that chooses people, so nobody is double-booked.
 
 Why an entity workflow, and why signals (DESIGN §3.1, §7): choice and reservation must happen
 in one place so concurrent arrivals cannot double-book. Temporal runs one workflow task at a
-time per execution, and ``decide_batch`` runs without an ``await`` between reading the ledger
-and writing it, so no two decisions can interleave. Engagements talk to it by signal, not by
-Update: a month-end burst of Updates hits the server's limit of 10 in-flight Updates per
-workflow and callers storm with retries, while signals queue without limit and every workflow
-task drains all that arrived, deciding them as one batch (the hook for joint optimisation).
-Results go back to each engagement as signals, all sent concurrently.
+time per execution, and a batch is decided without an ``await`` between reading the ledger and
+writing it. Engagements talk to it by signal, not Update: a month-end burst of Updates hits the
+server's limit of 10 in-flight Updates per workflow, while signals queue without limit and each
+workflow task drains all that arrived, deciding them as one batch. Answers go back as signals,
+all sent concurrently.
 
-Idempotency: a request carries ``{workflow_id}:req-{n}``; a repeat gets the cached answer.
-Releases are keyed by engagement and role, so releasing twice is harmless.
-Requests nobody can take are parked and retried whenever capacity is released or the
-capacity snapshot is refreshed; the engagement hears again when one fits.
+The ledger cannot be lost (DESIGN §3.7). Each engagement owns its reservations (they are in its
+state); the dispatcher's ledger (``dispatch.ledger.FirmLedger``) is a cache of them, ordered by
+the engagements' request numbers, that is:
 
-The batching window (``Policy.batch_window_seconds``; 0, the default, turns it off and leaves
-everything above exactly as it is). With a window, the first new request of a batch starts a
-durable timer; everything arriving until it fires joins the batch, which then goes, with the
-parked requests due a retry, to the ``optimize_assignments`` activity (CP-SAT, in
-``dispatch.optimizer``). The plan comes back as who-takes-which-role; the dispatcher applies it
-with ``apply_plan``, re-checking every planned person against the ledger as it is then
-(releases and partner decisions that arrived during the solve are applied first), and anything
-that no longer fits, or an optimiser that fails or falls back, is decided by the greedy rule.
-The latency trade-off: each engagement in a batch hears its answer after the window plus the
-solve (up to ``optimizer_time_limit_seconds``, typically ~1-2 s for a month-end burst of 150)
-instead of within a second; in exchange a burst is assigned jointly, so an early job does not
-take the only specialist a later job needs, and more of the burst's hours are placed. A
-window of a few seconds costs nothing a person notices in a workflow measured in days; with
-webhook sources that coalesce (Karbon: 60 s) a window of that order gathers whole bursts.
+* rebuilt from the engagements on every fresh start (first start, after a terminate, a reset or
+  a failure), before anything is decided: each running engagement is asked, by Update, what it
+  holds and what it waits for, and is told the new ledger's epoch so it refuses answers from the
+  one that was lost;
+* reconciled daily against the engagements, and hourly against the engagements that closed
+  (a terminated engagement never says goodbye);
+* carried across continue-as-new packed (ids, numbers, dates: never the capacity snapshot, never
+  explanations), so the carried input stays far below the payload limit at 5,000 engagements;
+* never failed by an activity: a time-tracker outage degrades to the last tracker figures (their
+  age in every decision, the managing partner told once), a failed rebuild is retried before
+  anything is decided, a failed housekeeping step waits for the next round.
+
+Requests nobody can take are parked (one per engagement, the newest) and retried whenever
+capacity is released or re-read; the engagement hears again when one fits.
+
+The batching window (``Policy.batch_window_seconds``; 0, the default, turns it off): the first
+new request of a batch starts a durable timer; everything arriving until it fires is assigned
+jointly by the ``optimize_assignments`` activity (CP-SAT, ``dispatch.optimizer``), whose plan is
+re-checked against the ledger as it is when the plan comes back; anything that no longer fits,
+or a failed solve, is decided by the greedy rule.
+
+Upgrading (README "Upgrading during tax season"): the dispatcher continues as new at least once
+a day, so it moves to new code within a day; changes to this file follow the ``patched()``
+discipline and are replay-tested against the histories in tests/histories/.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from collections import OrderedDict
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -41,15 +50,23 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.firm import FirmActivities
-    from dispatch.decision import Ledger, decide, partner_assignment
+    from dispatch.decision import decide, partner_assignment, staff_ref
+    from dispatch.ledger import FirmLedger, Request
     from dispatch.models import (
         AssignmentRequest,
         AssignmentResult,
         BookingsView,
+        CapacityOutageNotice,
         CapacitySnapshot,
+        ClosedEngagementsInput,
+        CollectHoldingsInput,
+        Decision,
         DispatcherInput,
-        DispatcherState,
+        EngagementHoldings,
         ForceAssignRequest,
+        HoldingsSync,
+        LedgerQuery,
+        LedgerView,
         OptimizeBatchInput,
         OptimizedBatch,
         ReleaseRequest,
@@ -57,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         Role,
         SnapshotInput,
         StaffBooking,
+        TrackerFigures,
     )
     from dispatch.optimizer import apply_plan
     from workflows import options
@@ -64,17 +82,40 @@ with workflow.unsafe.imports_passed_through():
 RESULT_SIGNAL = "assignment_decided"
 """The engagement's signal that receives an AssignmentResult (named, to avoid an import cycle)."""
 
-RESULT_CACHE = 2000
-BATCH_LIMIT = 150
-"""Decisions per workflow task. A decision costs ~1-2 ms on a 15-person firm; the cap keeps a
-month-end burst far from the 2 s deadlock detector, and the rest follows in the next task."""
-HISTORY_PER_CLIENT = 5
+BATCH_LIMIT = 100
+"""Decisions per workflow task at most; the rest follows in the next task."""
+BATCH_WORK = 3000
+"""Decisions x staff per workflow task: a decision costs ~60 us per staff member on a busy
+2-core machine (benchmarks/decision_cost.py), so a task stays near 0.2-0.5 s, far inside the
+2 s deadlock detector, for a 5-person firm and a 50-person one alike."""
+CANDIDATES_SENT = 25
+"""Candidates kept per decision in an answer: the eligible first, then the closest blocked
+(every candidate for firms of up to 25 people). The answer travels in two histories; a
+50-person firm's full list would make each answer ~25 KB and the dispatcher's history fill
+twice as fast."""
+RECENT_ANSWERS = 500
+"""Full answers kept in memory (not carried) for a resent request."""
+SETTLE = timedelta(seconds=3)
+"""A fresh ledger waits this long before listing engagements, so one started moments before the
+old dispatcher was lost is listed (visibility is eventually consistent)."""
+REBUILD_RETRY = (timedelta(seconds=5), timedelta(minutes=5))
+SNAPSHOT_RETRY = timedelta(seconds=60)
+"""While the tracker fails (or no snapshot could be read), read again this often (sooner when
+the firm's snapshot time to live is shorter, but never more than every 5 s)."""
+CLOSED_CHECK = timedelta(hours=1)
+RECONCILE = timedelta(hours=24)
+REBUILD_PAGES = 100
+"""Pages of 500 engagements: a rebuild reads at most 50,000 (never a loop bounded by input)."""
 OPTIMIZE_ACTIVITY = "optimize_assignments"
 """``activities.optimizer.OptimizerActivities`` (named here, so this module never imports the
 solver)."""
 
-Ordered = list[tuple[int, int, AssignmentRequest]]
+Ordered = list[tuple[int, int, Request]]
 """(kind: 0 parked / 1 new, position, request), earliest due first, parked first on a tie."""
+
+
+def _due(request: Request) -> date:
+    return request.due_date if isinstance(request, AssignmentRequest) else request.due
 
 
 @workflow.defn
@@ -82,53 +123,81 @@ class DispatcherWorkflow:
     @workflow.init
     def __init__(self, input: DispatcherInput) -> None:
         self._firm_id = input.firm_id
-        self._state = input.state or DispatcherState()
-        self._pending: list[AssignmentRequest] = []
-        self._releases: list[ReleaseRequest] = []
-        self._forced: list[ForceAssignRequest] = []
-        self._batch_open = False
-        """A batching window (or its solve) is running: see ``release``."""
-        self._in_flight: list[AssignmentRequest] = []
-        self._withdrawn: set[str] = set()
+        self._ready = input.carried is not None
+        """The ledger reflects the engagements. False until the first rebuild of a fresh start
+        completes: nothing is decided on a ledger that might be missing someone's hours."""
+        if input.carried is not None:
+            self._book = FirmLedger.unpack(input.carried)
+        else:
+            epoch = f"{workflow.now():%Y%m%dT%H%M%S.%f}-{workflow.uuid4().hex[:8]}"
+            self._book = (
+                FirmLedger.from_legacy(input.state, epoch)
+                if input.state is not None
+                else FirmLedger(epoch=epoch)
+            )
+        self._inbox: list[Request] = []
+        self._syncs: list[HoldingsSync | ReleaseRequest] = []
+        self._snapshot: CapacitySnapshot | None = None
+        self._snapshot_at: datetime | None = None
+        self._snapshot_failed_at: datetime | None = None
+        self._outage_since: datetime | None = None
+        self._outage_told = False
+        self._recent: OrderedDict[str, AssignmentResult] = OrderedDict()
         self._arrived: dict[str, datetime] = {}
-        """When each pending request first arrived (workflow time): a window closes ``window``
-        seconds after the oldest one, so requests carried over a full batch wait no longer."""
+        self._rebuild_asked = False
+        self._rebuild_after: datetime | None = None
+        self._reset_handled = False
+        self._continue = False
+        self._resends: list[AssignmentResult] = []
 
     # --- messages ------------------------------------------------------------------------
 
     @workflow.signal
     def request_assignment(self, request: AssignmentRequest) -> None:
-        self._pending.append(request)
-        self._arrived.setdefault(request.request_id, workflow.now())
-
-    @workflow.signal
-    def release(self, request: ReleaseRequest) -> None:
-        self._releases.append(request)
-        if self._batch_open and request.withdraw_request:
-            # A window lets a release overtake the unanswered request it follows: the
-            # engagement is gone, so its waiting request is withdrawn. A request sent after
-            # the release (a re-dispatch) is not, as it is not here yet.
-            self._withdrawn.update(
-                r.request_id
-                for r in [*self._pending, *self._in_flight]
-                if r.workflow_id == request.workflow_id
-            )
+        self._inbox.append(request)
 
     @workflow.signal
     def force_assign(self, request: ForceAssignRequest) -> None:
-        self._forced.append(request)
+        self._inbox.append(request)
+
+    @workflow.signal
+    def sync_holdings(self, message: HoldingsSync) -> None:
+        self._syncs.append(message)
+
+    @workflow.signal
+    def release(self, request: ReleaseRequest) -> None:
+        """Engagements of the first protocol (before request numbers) give hours back here."""
+        self._syncs.append(request)
+
+    @workflow.signal
+    def rebuild_ledger(self) -> None:
+        """An operator asks for the ledger to be rebuilt from the engagements now."""
+        self._rebuild_asked = True
 
     @workflow.query
     def bookings(self) -> BookingsView:
-        snapshot = self._state.snapshot
+        snapshot = self._snapshot
+        by_staff: dict[str, list[Reservation]] = {}
+        for reservation in self._book.reservations():
+            by_staff.setdefault(reservation.staff_id, []).append(reservation)
+        # Names and capacity from the snapshot; after a continue-as-new (no snapshot read yet)
+        # from the carried tracker figures, so the ledger is never hidden by a missing read.
+        known = (
+            {c.member.id: (c.member.name, c.weekly_capacity_hours) for c in snapshot.staff}
+            if snapshot
+            else {}
+        )
+        figures = {f.staff_id: f.weekly_capacity_hours or 0.0 for f in self._book.tracker}
+        for staff_id in by_staff:
+            known.setdefault(staff_id, (staff_id, figures.get(staff_id, 0.0)))
         staff = []
-        for cap in snapshot.staff if snapshot else []:
-            mine = [r for r in self._state.reservations if r.staff_id == cap.member.id]
+        for staff_id, (name, weekly) in known.items():
+            mine = by_staff.get(staff_id, [])
             staff.append(
                 StaffBooking(
-                    staff_id=cap.member.id,
-                    name=cap.member.name,
-                    weekly_capacity_hours=cap.weekly_capacity_hours,
+                    staff_id=staff_id,
+                    name=name,
+                    weekly_capacity_hours=weekly,
                     reserved_hours=round(sum(r.hours for r in mine), 2),
                     reservations=mine,
                 )
@@ -136,95 +205,191 @@ class DispatcherWorkflow:
         return BookingsView(
             firm_id=self._firm_id,
             staff=staff,
-            parked=[r.workflow_id for r in self._state.parked],
-            batches=self._state.batches,
-            decided=self._state.decided,
+            parked=sorted(self._book.parked),
+            batches=self._book.counters.get("batches", 0),
+            decided=self._book.counters.get("decided", 0),
+            epoch=self._book.epoch,
+            capacity_as_of=self._book.tracker_as_of,
+            capacity_note=self._capacity_note(),
+        )
+
+    @workflow.query
+    def ledger(self, query: LedgerQuery) -> LedgerView:
+        book = self._book
+        return LedgerView(
+            epoch=book.epoch,
+            entries=book.view(query.offset, query.limit),
+            total=len(book.entries),
+            offset=query.offset,
+            live_requests=sorted(book.live),
+            parked=sorted(book.parked),
+            capacity_as_of=book.tracker_as_of,
+            capacity_note=self._capacity_note(),
+            rebuilt_at=book.rebuilt_at,
+            reconciled_at=book.reconciled_at,
+            carried_bytes=book.counters.get("carried_bytes", 0),
+            continued=book.counters.get("continued", 0),
         )
 
     @workflow.query
     def snapshot(self) -> CapacitySnapshot | None:
-        return self._state.snapshot
+        return self._snapshot
 
     # --- main loop -----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: DispatcherInput) -> None:
         while True:
-            await workflow.wait_condition(
-                lambda: (
-                    bool(self._pending or self._releases or self._forced)
-                    or workflow.info().is_continue_as_new_suggested()
-                )
-            )
-            if self._pending or self._releases or self._forced:
+            await self._rebuild_if_needed()
+            if not self._ready:
+                continue
+            if self._inbox or self._syncs or self._book.live:
                 await self._process()
                 continue
-            # Nothing queued and the history is long: start afresh with the state carried over.
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            if not (self._pending or self._releases or self._forced):
-                workflow.continue_as_new(DispatcherInput(firm_id=self._firm_id, state=self._state))
+            if await self._housekeeping():
+                continue
+            if self._continue or workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not (self._inbox or self._syncs or self._book.live):
+                    self._continue_as_new()
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Wait for a message, or for the next timer (tracker retry, housekeeping)."""
+        deadline = self._next_deadline()
+        timeout = max(deadline - workflow.now(), timedelta(0)) if deadline else None
+        try:
+            await workflow.wait_condition(
+                lambda: bool(
+                    self._inbox
+                    or self._syncs
+                    or self._rebuild_asked
+                    or workflow.info().is_continue_as_new_suggested()
+                ),
+                timeout=timeout,
+                timeout_summary="dispatcher housekeeping",
+            )
+        except TimeoutError:
+            pass
+
+    def _next_deadline(self) -> datetime | None:
+        book = self._book
+        moments = []
+        if book.entries:
+            moments.append((book.closed_checked_at or workflow.now()) + CLOSED_CHECK)
+            moments.append((book.reconciled_at or book.rebuilt_at or workflow.now()) + RECONCILE)
+        if self._degraded() and book.parked and self._snapshot_failed_at is not None:
+            moments.append(self._snapshot_failed_at + self._retry_interval())
+        return min(moments) if moments else None
+
+    def _continue_as_new(self) -> None:
+        self._book.count("continued")
+        carried = self._book.pack()
+        self._book.counters["carried_bytes"] = len(carried.packed)
+        carried = self._book.pack()
+        workflow.logger.info(
+            "dispatcher continues as new: %d engagements, %d bytes carried",
+            len(self._book.entries),
+            len(carried.packed),
+        )
+        workflow.continue_as_new(DispatcherInput(firm_id=self._firm_id, carried=carried))
+
+    # --- deciding --------------------------------------------------------------------------
 
     async def _process(self) -> None:
-        capacity_changed = self._apply_releases()
-        fresh = await self._ensure_snapshot(
-            needed=bool(self._pending or self._forced or (capacity_changed and self._state.parked))
+        changed = self._take_inbox()
+        snapshot, fresh = await self._ensure_snapshot(
+            needed=bool(self._book.live or (changed and self._book.parked))
         )
-        window = self._window_seconds()
-        if window > 0 and self._has_new_requests():
-            await self._process_window(window, capacity_changed, fresh)
+        changed = self._take_inbox() or changed or fresh
+        await self._rebuild_if_needed()
+        if snapshot is None or not self._ready:
+            await self._send(self._drain_resends())
+            if self._book.live:
+                # Nothing can be decided yet: wait for the next read instead of spinning.
+                await self._wait_for_retry()
             return
-        # Requests that arrived while the snapshot was read join this batch.
-        capacity_changed = self._apply_releases() or capacity_changed
-        batch = self._take_batch()
-        forced, self._forced = self._forced, []
-        outgoing: list[AssignmentResult] = []
-
-        outgoing += self._apply_forced(forced)
-
-        new = self._new_requests(batch, outgoing)
-
-        retry_parked = capacity_changed or fresh
-        room = max(BATCH_LIMIT - len(new), 0)
-        parked = sorted(self._state.parked, key=lambda p: p.due_date)[:room] if retry_parked else []
-        snapshot = self._state.snapshot
-        if snapshot is not None and (new or parked):
-            outgoing += self._decide(new, parked, snapshot)
-        self._state.batches += 1
+        window = snapshot.policy.batch_window_seconds
+        if window > 0 and self._book.live:
+            await self._decide_in_window(window, changed)
+            return
+        limit = self._batch_limit(snapshot)
+        batch = self._book.take_live(limit)
+        room = max(limit - len(batch), 0)
+        parked = self._book.parked_due_first(room) if changed else []
+        outgoing = self._decide(self._ordered(batch, parked), snapshot)
+        self._book.count("batches")
         await self._send(outgoing)
 
-    def _decide(
-        self,
-        new: list[AssignmentRequest],
-        parked: list[AssignmentRequest],
-        snapshot: CapacitySnapshot,
-    ) -> list[AssignmentResult]:
-        """Greedy, earliest due date first; parked requests go before new ones of the same date.
+    @staticmethod
+    def _batch_limit(snapshot: CapacitySnapshot) -> int:
+        return max(10, min(BATCH_LIMIT, BATCH_WORK // max(len(snapshot.staff), 1)))
 
-        Runs without awaiting: reading the ledger and writing it is one atomic step.
-        """
-        return self._decide_ordered(self._ordered(new, parked), snapshot)
+    async def _wait_for_retry(self) -> None:
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._syncs or self._rebuild_asked),
+                timeout=self._retry_interval(),
+                timeout_summary="capacity unavailable: retry",
+            )
+        except TimeoutError:
+            pass
+
+    def _take_inbox(self) -> bool:
+        """Apply what arrived: holdings first (they free capacity), then requests.
+        True when capacity changed (parked requests deserve another try)."""
+        changed = False
+        syncs, self._syncs = self._syncs, []
+        for message in syncs:
+            if isinstance(message, HoldingsSync):
+                changed = self._book.sync(message) or changed
+            else:
+                changed = (
+                    self._book.release_roles(
+                        message.workflow_id, message.roles, message.withdraw_request
+                    )
+                    or changed
+                )
+        inbox, self._inbox = self._inbox, []
+        answers = []
+        for request in inbox:
+            verdict = self._book.offer(request)
+            if verdict == "new":
+                self._arrived.setdefault(request.workflow_id, workflow.now())
+            elif verdict == "booked":
+                answer = self._answer_again(request)
+                if answer is not None:
+                    answers.append(answer)
+        # A resend of a decided request: the same answer, no new decision.
+        self._resends += answers
+        return changed
 
     @staticmethod
-    def _ordered(new: list[AssignmentRequest], parked: list[AssignmentRequest]) -> Ordered:
-        return sorted(
-            [(0, i, r) for i, r in enumerate(parked)] + [(1, i, r) for i, r in enumerate(new)],
-            key=lambda t: (t[2].due_date, t[0], t[1]),
-        )
+    def _ordered(new: list[Request], parked: list[AssignmentRequest]) -> Ordered:
+        both: Ordered = [(0, i, r) for i, r in enumerate(parked)]
+        both += [(1, i, r) for i, r in enumerate(new)]
+        return sorted(both, key=lambda t: (_due(t[2]), t[0], t[1]))
 
-    def _decide_ordered(
-        self, ordered: Ordered, snapshot: CapacitySnapshot
-    ) -> list[AssignmentResult]:
-        ledger = Ledger(list(self._state.reservations))
-        now = workflow.now()
-        outgoing: list[AssignmentResult] = []
+    def _decide(self, ordered: Ordered, snapshot: CapacitySnapshot) -> list[AssignmentResult]:
+        """Greedy, earliest due date first; runs without awaiting (read and book atomically)."""
+        outgoing = self._drain_resends()
         for kind, _, request in ordered:
-            result, reservations = decide(request, snapshot, ledger, self._state.client_history)
-            if result.outcome == "assigned":
-                for reservation in reservations:
-                    ledger.add(reservation)
-            self._record(kind, request, result, reservations, now, outgoing)
-        self._state.reservations = ledger.reservations
+            if isinstance(request, ForceAssignRequest):
+                outgoing.append(self._force(request, snapshot))
+                continue
+            result, reservations = decide(
+                request, snapshot, self._book.working, self._book.history_of()
+            )
+            self._record(kind, request, result, reservations, snapshot, outgoing)
         return outgoing
+
+    def _force(self, request: ForceAssignRequest, snapshot: CapacitySnapshot) -> AssignmentResult:
+        """A partner's decision. Recorded as such; an over-capacity one only when explicit."""
+        result, reservation = partner_assignment(request, snapshot, self._book.working)
+        if reservation is not None:
+            self._book.book(request, [reservation], partial=True)
+            self._book.remember(request.client_id, [request.staff_id])
+        return self._stamp(result, snapshot)
 
     def _record(
         self,
@@ -232,157 +397,156 @@ class DispatcherWorkflow:
         request: AssignmentRequest,
         result: AssignmentResult,
         reservations: list[Reservation],
-        now: datetime,
+        snapshot: CapacitySnapshot,
         outgoing: list[AssignmentResult],
     ) -> None:
-        """Book-keeping for one decision whose reservations are already in the ledger."""
-        result.decided_at = now
-        for decision in result.decisions:
-            decision.decided_at = now
         if result.outcome == "assigned":
-            self._remember_client(
+            self._book.book(request, reservations, partial=False)
+            self._book.remember(
                 request.client_id, [r.staff_id for r in reservations if r.role is Role.PREPARER]
             )
-            self._state.parked = [
-                p for p in self._state.parked if p.request_id != request.request_id
-            ]
-            self._cache(result)
-            outgoing.append(result)
+            outgoing.append(self._stamp(result, snapshot))
         elif kind == 1:
             # First time nobody fits: tell the engagement once, then keep trying quietly.
-            self._state.parked.append(request)
-            self._cache(result)
-            outgoing.append(result)
-        self._state.decided += 1
+            self._book.park(request, result.reason)
+            self._book.count("decided")
+            outgoing.append(self._stamp(result, snapshot))
+        self._arrived.pop(request.workflow_id, None)
 
-    def _take_batch(self) -> list[AssignmentRequest]:
-        batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
-        left = {r.request_id for r in self._pending}
-        for request in batch:
-            if request.request_id not in left:
-                self._arrived.pop(request.request_id, None)
-        return batch
+    def _stamp(self, result: AssignmentResult, snapshot: CapacitySnapshot) -> AssignmentResult:
+        now = workflow.now()
+        result.decided_at = now
+        result.epoch = self._book.epoch
+        result.capacity_as_of = snapshot.tracker_as_of or snapshot.taken_at
+        result.capacity_note = self._capacity_note()
+        result.decisions = [self._trimmed(d, now) for d in result.decisions]
+        self._recent[result.request_id] = result
+        while len(self._recent) > RECENT_ANSWERS:
+            self._recent.popitem(last=False)
+        return result
+
+    @staticmethod
+    def _trimmed(decision: Decision, now: datetime) -> Decision:
+        decision.decided_at = now
+        if len(decision.candidates) > CANDIDATES_SENT:
+            decision.candidates = decision.candidates[:CANDIDATES_SENT]
+        return decision
+
+    def _answer_again(self, request: Request) -> AssignmentResult | None:
+        """The answer to a request decided before: the full one if remembered, else rebuilt
+        from what the ledger holds (decided before a continue-as-new)."""
+        cached = self._recent.get(request.request_id)
+        if cached is not None:
+            return cached
+        holdings = self._book.holdings(request.workflow_id)
+        snapshot = self._snapshot
+        if not holdings or snapshot is None:
+            return None
+        staff = {c.member.id: c.member for c in snapshot.staff}
+        by_role = {r.role: r for r in holdings}
+        preparer = by_role.get(Role.PREPARER)
+        reviewer = by_role.get(Role.REVIEWER)
+        if preparer is None or preparer.staff_id not in staff:
+            return None
+        return AssignmentResult(
+            request_id=request.request_id,
+            workflow_id=request.workflow_id,
+            outcome="assigned",
+            preparer=staff_ref(staff[preparer.staff_id]),
+            reviewer=staff_ref(staff[reviewer.staff_id])
+            if reviewer and reviewer.staff_id in staff
+            else None,
+            preparer_hours=preparer.hours,
+            reviewer_hours=reviewer.hours if reviewer else 0.0,
+            reason="decided earlier (the full explanation was sent with the first answer)",
+            decided_at=workflow.now(),
+            epoch=self._book.epoch,
+        )
+
+    def _drain_resends(self) -> list[AssignmentResult]:
+        resends, self._resends = self._resends, []
+        return resends
 
     # --- batching window -------------------------------------------------------------------
 
-    def _window_seconds(self) -> float:
-        snapshot = self._state.snapshot
-        return snapshot.policy.batch_window_seconds if snapshot is not None else 0.0
-
-    def _has_new_requests(self) -> bool:
-        """Anything pending that is neither a resend of a decided request nor already parked."""
-        parked = {p.request_id for p in self._state.parked}
-        return any(
-            r.request_id not in self._state.results and r.request_id not in parked
-            for r in self._pending
-        )
-
-    def _new_requests(
-        self, batch: list[AssignmentRequest], outgoing: list[AssignmentResult]
-    ) -> list[AssignmentRequest]:
-        """A resend gets its cached answer, a parked one waits its turn (and a withdrawn one,
-        only possible with a window, is dropped)."""
-        new: list[AssignmentRequest] = []
-        for request in batch:
-            cached = self._state.results.get(request.request_id)
-            if cached is not None:
-                outgoing.append(cached)  # a resend: same answer, no new decision
-            elif any(p.request_id == request.request_id for p in self._state.parked):
-                continue
-            elif request.request_id not in self._withdrawn:
-                new.append(request)
-        return new
-
-    def _window_left(self, window: float) -> timedelta:
-        """What is left of the window of the oldest pending request. Requests left over from a
-        full batch (``BATCH_LIMIT``) or that arrived during a solve have waited already: their
-        window is shorter, or over, so a burst of 500 does not wait a window per 150."""
+    async def _decide_in_window(self, window: float, changed: bool) -> None:
+        """Collect a batch for ``window`` seconds, then assign it jointly (see the module doc)."""
         oldest = min(
-            (self._arrived[r.request_id] for r in self._pending if r.request_id in self._arrived),
+            (self._arrived.get(w, workflow.now()) for w in self._book.live),
             default=workflow.now(),
         )
-        return max(oldest + timedelta(seconds=window) - workflow.now(), timedelta(0))
-
-    async def _process_window(self, window: float, capacity_changed: bool, fresh: bool) -> None:
-        """Collect a batch for ``window`` seconds, then assign it jointly (see the module doc)."""
-        self._batch_open = True
+        left = oldest + timedelta(seconds=window) - workflow.now()
+        if left > timedelta(0):
+            await workflow.sleep(left, summary="batching window")
+        changed = self._take_inbox() or changed
+        snapshot, fresh = await self._ensure_snapshot(needed=True)
+        changed = self._take_inbox() or changed or fresh
+        if snapshot is None:
+            return
+        limit = self._batch_limit(snapshot)
+        batch = self._book.take_live(limit)
+        room = max(limit - len(batch), 0)
+        parked = self._book.parked_due_first(room) if changed else []
+        ordered = self._ordered(batch, parked)
         outgoing: list[AssignmentResult] = []
-        try:
-            left = self._window_left(window)
-            if left > timedelta(0):
-                await workflow.sleep(left, summary="batching window")
-            capacity_changed = self._apply_releases() or capacity_changed
-            fresh = await self._ensure_snapshot(needed=True) or fresh
-            capacity_changed = self._apply_releases() or capacity_changed
-            self._pending = [p for p in self._pending if p.request_id not in self._withdrawn]
-            batch = self._take_batch()
-            forced, self._forced = self._forced, []
-            outgoing += self._apply_forced(forced)
-            # A resend that arrived within the window is the same request: decide it once
-            # (two copies would make the optimiser see one engagement twice).
-            new = list({r.request_id: r for r in self._new_requests(batch, outgoing)}.values())
-            room = max(BATCH_LIMIT - len(new), 0)
-            retry = capacity_changed or fresh
-            parked = sorted(self._state.parked, key=lambda p: p.due_date)[:room] if retry else []
-            snapshot = self._state.snapshot
-            if snapshot is not None and (new or parked):
-                ordered = self._ordered(new, parked)
-                self._in_flight = [r for _, _, r in ordered]
-                plan = await self._optimize(ordered, snapshot)
-                # The ledger as it is now: what was released or decided by a partner while
-                # the solver ran counts before the plan is applied.
-                freed = self._apply_releases()
-                late, self._forced = self._forced, []
-                outgoing += self._apply_forced(late)
-                ordered = [t for t in ordered if t[2].request_id not in self._withdrawn]
-                ordered = [
-                    t
-                    for t in ordered
-                    if t[0] == 1 or any(p.request_id == t[2].request_id for p in self._state.parked)
-                ]
-                if plan is None or plan.fallback is not None:
-                    outgoing += self._decide_ordered(ordered, snapshot)
-                else:
-                    outgoing += self._apply_plan(ordered, snapshot, plan)
-                if freed:
-                    # Capacity came back during the solve: parked requests get their retry.
-                    decided = {r.request_id for _, _, r in ordered}
-                    rest = [p for p in self._state.parked if p.request_id not in decided]
-                    rest = sorted(rest, key=lambda p: p.due_date)[: BATCH_LIMIT - len(ordered)]
-                    outgoing += self._decide([], rest, snapshot)
-        finally:
-            self._batch_open = False
-            self._in_flight = []
-            self._pending = [p for p in self._pending if p.request_id not in self._withdrawn]
-            for request_id in self._withdrawn:
-                self._arrived.pop(request_id, None)
-            self._withdrawn.clear()
-        self._state.batches += 1
+        plain = [t for t in ordered if isinstance(t[2], AssignmentRequest)]
+        plan = await self._optimize(plain, snapshot) if plain else None
+        # The ledger as it is now: releases and partner picks that arrived during the solve
+        # count before the plan is applied; superseded or withdrawn requests drop out.
+        freed = self._take_inbox()
+        ordered = [t for t in ordered if self._still_current(t[2], t[0])]
+        forced = [t for t in ordered if isinstance(t[2], ForceAssignRequest)]
+        plain = [t for t in ordered if isinstance(t[2], AssignmentRequest)]
+        outgoing += self._decide(forced, snapshot)
+        if plan is None or plan.fallback is not None:
+            outgoing += self._decide(plain, snapshot)
+        else:
+            outgoing += self._apply_plan(plain, snapshot, plan)
+        if freed:
+            decided = {t[2].workflow_id for t in ordered}
+            rest = [p for p in self._book.parked_due_first(limit) if p.workflow_id not in decided]
+            outgoing += self._decide(
+                self._ordered([], rest[: max(limit - len(ordered), 0)]), snapshot
+            )
+        self._book.count("batches")
         await self._send(outgoing)
+
+    def _still_current(self, request: Request, kind: int) -> bool:
+        """Not withdrawn or superseded while the batch waited (window or solve)."""
+        book = self._book
+        if book.floor(request.workflow_id) >= request.sequence:
+            return False
+        newer = book.live.get(request.workflow_id)
+        if newer is not None and newer.sequence > request.sequence:
+            return False
+        if kind == 0:
+            parked = book.parked.get(request.workflow_id)
+            return parked is not None and parked.request.sequence == request.sequence
+        return True
 
     async def _optimize(
         self, ordered: Ordered, snapshot: CapacitySnapshot
     ) -> OptimizedBatch | None:
         """The solver, in an activity. None when it fails: the greedy rule decides instead."""
         limit = snapshot.policy.optimizer_time_limit_seconds
+        requests = [r for _, _, r in ordered if isinstance(r, AssignmentRequest)]
         try:
             plan: OptimizedBatch = await workflow.execute_activity(
                 OPTIMIZE_ACTIVITY,
                 OptimizeBatchInput(
-                    requests=[r for _, _, r in ordered],
+                    requests=requests,
                     snapshot=snapshot,
-                    reservations=list(self._state.reservations),
-                    client_history=self._state.client_history,
+                    reservations=list(self._book.reservations()),
+                    client_history=self._book.history_of(),
                     time_limit_seconds=limit,
                 ),
                 result_type=OptimizedBatch,
-                # The solve stops itself at the limit; the rest is building the model.
                 start_to_close_timeout=timedelta(seconds=2 * limit + 30),
-                # Bounded overall too: a worker without the optimiser (or none polling) must
-                # not hold the firm's dispatch; the greedy rule answers instead.
+                # Bounded overall: a worker without the optimiser (or none polling) must not
+                # hold the firm's dispatch; the greedy rule answers instead.
                 schedule_to_close_timeout=timedelta(seconds=4 * limit + 90),
                 retry_policy=RetryPolicy(maximum_attempts=2),
-                summary=f"assign {len(ordered)} jointly",
+                summary=f"assign {len(requests)} jointly",
             )
         except ActivityError as err:
             workflow.logger.warning("optimizer unavailable, deciding greedily: %s", err)
@@ -396,84 +560,257 @@ class DispatcherWorkflow:
         planned: dict[str, dict[Role, str]] = {}
         for role in plan.assignments:
             planned.setdefault(role.request_id, {})[role.role] = role.staff_id
-        ledger = Ledger(list(self._state.reservations))
+        requests = [r for _, _, r in ordered if isinstance(r, AssignmentRequest)]
         applied = apply_plan(
-            [r for _, _, r in ordered], snapshot, ledger, self._state.client_history, planned
+            requests, snapshot, self._book.working, self._book.history_of(), planned
         )
         if applied.replanned:
             workflow.logger.info(
                 "%d planned assignment(s) no longer fit; decided by the greedy rule",
                 len(applied.replanned),
             )
-        now = workflow.now()
-        outgoing: list[AssignmentResult] = []
+        outgoing = self._drain_resends()
         for (kind, _, request), (result, reservations) in zip(
             ordered, applied.outcomes, strict=True
         ):
-            self._record(kind, request, result, reservations, now, outgoing)
-        self._state.reservations = ledger.reservations
+            assert isinstance(request, AssignmentRequest)
+            self._record(kind, request, result, reservations, snapshot, outgoing)
         return outgoing
 
-    def _apply_releases(self) -> bool:
-        releases, self._releases = self._releases, []
-        changed = False
-        for release in releases:
-            before = len(self._state.reservations)
-            self._state.reservations = [
-                r
-                for r in self._state.reservations
-                if not (r.workflow_id == release.workflow_id and r.role in release.roles)
-            ]
-            changed = changed or len(self._state.reservations) != before
-            if release.withdraw_request:
-                self._state.parked = [
-                    p for p in self._state.parked if p.workflow_id != release.workflow_id
-                ]
-        return changed
+    # --- capacity ----------------------------------------------------------------------------
 
-    def _apply_forced(self, forced: list[ForceAssignRequest]) -> list[AssignmentResult]:
-        """A partner's decision. Recorded as such; an over-capacity one only when explicit."""
-        outgoing = []
-        snapshot = self._state.snapshot
-        for request in forced:
-            cached = self._state.results.get(request.request_id)
-            if cached is None and snapshot is not None:
-                ledger = Ledger(list(self._state.reservations))
-                cached, reservation = partner_assignment(request, snapshot, ledger)
-                cached.decided_at = workflow.now()
-                if reservation is not None:
-                    ledger.add(reservation)
-                    self._state.reservations = ledger.reservations
-                    self._state.parked = [
-                        p for p in self._state.parked if p.workflow_id != request.workflow_id
-                    ]
-                    self._remember_client(request.client_id, [request.staff_id])
-                self._cache(cached)
-            if cached is not None:
-                outgoing.append(cached)
-        return outgoing
+    def _retry_interval(self) -> timedelta:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return SNAPSHOT_RETRY
+        ttl = timedelta(seconds=snapshot.policy.snapshot_ttl_seconds)
+        return max(min(SNAPSHOT_RETRY, ttl), timedelta(seconds=5))
 
-    async def _ensure_snapshot(self, needed: bool) -> bool:
-        """Read capacity again when the last snapshot is older than the policy allows."""
-        if not needed:
-            return False
-        snapshot = self._state.snapshot
-        ttl = timedelta(seconds=snapshot.policy.snapshot_ttl_seconds) if snapshot else None
-        taken = self._state.snapshot_at
-        if (
-            snapshot is not None
-            and ttl is not None
-            and taken is not None
-            and workflow.now() - taken < ttl
-        ):
-            return False
-        self._state.snapshot = await options.FIRM.run(
-            FirmActivities.capacity_snapshot,
-            SnapshotInput(firm_id=self._firm_id),
-            "capacity snapshot",
+    def _degraded(self) -> bool:
+        snapshot = self._snapshot
+        return snapshot is None or not snapshot.tracker_ok
+
+    def _capacity_note(self) -> str | None:
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.tracker_ok:
+            return None
+        as_of = snapshot.tracker_as_of
+        since = f"read at {as_of:%Y-%m-%d %H:%M} UTC" if as_of else "the firm file's weekly hours"
+        return (
+            f"the time tracker is unavailable ({snapshot.tracker_error or 'no answer'}); "
+            f"capacity uses the last figures ({since})"
         )
-        self._state.snapshot_at = workflow.now()
+
+    async def _ensure_snapshot(self, needed: bool) -> tuple[CapacitySnapshot | None, bool]:
+        """The capacity snapshot (and whether it was read just now), read again when older than
+        the policy allows. Never raises: a failure keeps the snapshot in hand, its age shown in
+        every decision, and the next read is tried after ``self._retry_interval()``."""
+        snapshot = self._snapshot
+        if not needed:
+            return snapshot, False
+        now = workflow.now()
+        if snapshot is not None and self._snapshot_at is not None:
+            ttl = timedelta(seconds=snapshot.policy.snapshot_ttl_seconds)
+            if snapshot.tracker_ok and now - self._snapshot_at < ttl:
+                return snapshot, False
+        if (
+            self._snapshot_failed_at is not None
+            and now - self._snapshot_failed_at < self._retry_interval()
+        ):
+            return snapshot, False
+        try:
+            fresh = await options.SNAPSHOT.run(
+                FirmActivities.capacity_snapshot,
+                SnapshotInput(
+                    firm_id=self._firm_id,
+                    last_tracker=self._book.tracker or None,
+                    last_tracker_at=self._book.tracker_as_of,
+                ),
+                "capacity snapshot",
+            )
+        except ActivityError as err:
+            self._snapshot_failed_at = workflow.now()
+            workflow.logger.warning("capacity snapshot failed; keeping the last one: %s", err)
+            return snapshot, False
+        self._snapshot = fresh
+        self._snapshot_at = workflow.now()
+        self._snapshot_failed_at = None
+        if fresh.tracker_ok:
+            self._book.tracker = [
+                TrackerFigures(
+                    staff_id=c.member.id,
+                    weekly_capacity_hours=c.weekly_capacity_hours,
+                    logged_this_week=c.logged_this_week,
+                    logged_last_week=c.logged_last_week,
+                )
+                for c in fresh.staff
+            ]
+            self._book.tracker_as_of = fresh.taken_at
+            if self._outage_since is not None:
+                await self._tell_outage(fresh, recovered=True)
+            self._outage_since = None
+            self._outage_told = False
+        else:
+            self._snapshot_failed_at = workflow.now()
+            if self._outage_since is None:
+                self._outage_since = workflow.now()
+            if not self._outage_told:
+                self._outage_told = True
+                await self._tell_outage(fresh, recovered=False)
+        return fresh, True
+
+    async def _tell_outage(self, snapshot: CapacitySnapshot, *, recovered: bool) -> None:
+        """Once per outage (and once when it heals): the managing partner hears of it."""
+        since = self._outage_since or workflow.now()
+        try:
+            await options.CHAT_NOTICE.run(
+                FirmActivities.capacity_outage_notice,
+                CapacityOutageNotice(
+                    key=f"{workflow.info().workflow_id}:tracker:{since:%Y%m%dT%H%M%S}"
+                    + (":recovered" if recovered else ""),
+                    since=since,
+                    capacity_as_of=self._book.tracker_as_of,
+                    detail=snapshot.tracker_error or "",
+                    recovered=recovered,
+                ),
+                "tell the managing partner about the time tracker",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not tell the managing partner: %s", err)
+
+    # --- the ledger's own life ---------------------------------------------------------------
+
+    async def _rebuild_if_needed(self) -> None:
+        """Rebuild on a fresh start, after a reset, or when an operator asks: a new epoch, every
+        running engagement asked (and told), the ledger replaced by what they hold."""
+        if self._reset_detected() or self._rebuild_asked:
+            self._ready = False
+            self._rebuild_asked = False
+        if self._ready:
+            return
+        if self._rebuild_after is not None and workflow.now() < self._rebuild_after:
+            await workflow.sleep(self._rebuild_after - workflow.now(), summary="retry rebuild")
+        # A new epoch: engagements told of it refuse answers from the ledger that was lost.
+        self._book.epoch = f"{workflow.now():%Y%m%dT%H%M%S.%f}-{workflow.uuid4().hex[:8]}"
+        if await self._collect(update=True, settle=SETTLE):
+            self._ready = True
+            self._rebuild_after = None
+            self._book.count("rebuilds")
+        else:
+            delay = REBUILD_RETRY[0] if self._rebuild_after is None else REBUILD_RETRY[1]
+            self._rebuild_after = workflow.now() + delay
+
+    async def _collect(self, *, update: bool, settle: timedelta) -> bool:
+        """Read every running engagement's holdings (and live request) and rebuild from them."""
+        facts: list[EngagementHoldings] = []
+        token: str | None = None
+        unanswered: list[str] = []
+        for page in range(REBUILD_PAGES):
+            try:
+                collected = await options.LEDGER.run(
+                    FirmActivities.collect_holdings,
+                    CollectHoldingsInput(
+                        firm_id=self._firm_id,
+                        epoch=self._book.epoch if update else None,
+                        page_token=token,
+                        settle_seconds=settle.total_seconds() if page == 0 else 0.0,
+                    ),
+                    "collect the engagements' holdings",
+                )
+            except ActivityError as err:
+                workflow.logger.warning("ledger rebuild failed, will retry: %s", err)
+                return False
+            facts += collected.engagements
+            unanswered += collected.unanswered
+            token = collected.next_page_token
+            if token is None:
+                break
+        requests = self._book.rebuild(facts, keep_newer=not update)
+        for request in requests:
+            self._book.offer(request)
+        now = workflow.now()
+        if update:
+            self._book.rebuilt_at = now
+        self._book.reconciled_at = now
+        self._book.closed_checked_at = now
+        workflow.logger.info(
+            "ledger %s from %d engagements (%d live requests, %d did not answer)",
+            "rebuilt" if update else "reconciled",
+            len(facts),
+            len(requests),
+            len(unanswered),
+        )
         return True
+
+    def _reset_detected(self) -> bool:
+        """True once, in the first workflow task this run executes after a reset.
+
+        A reset run replays the old run's history up to the reset point, then goes on. The
+        check asks ``patched`` with an id naming this run and the current history length:
+        while replaying the copied history no such marker exists and it answers False (the
+        code decides nothing differently from that history); in the first task past the reset
+        point it records the marker and answers True, and every later replay finds the marker
+        at the same length. Runs that were never reset (original run id) never ask.
+        """
+        info = workflow.info()
+        original = info.original_execution_run_id
+        if self._reset_handled or not original or info.run_id == original:
+            return False
+        length = info.get_current_history_length()
+        if workflow.patched(f"ledger-rebuild-after-reset-{info.run_id}-{length}"):
+            self._reset_handled = True
+            workflow.logger.info("dispatcher was reset: rebuilding the ledger")
+            return True
+        return False
+
+    async def _housekeeping(self) -> bool:
+        """Hourly: release what closed engagements held. Daily: reconcile with every engagement
+        and continue as new (the daily upgrade point). True when something ran."""
+        now = workflow.now()
+        book = self._book
+        if not book.entries and not book.parked:
+            return False
+        if now - (book.reconciled_at or book.rebuilt_at or now) >= RECONCILE:
+            if await self._collect(update=False, settle=timedelta(0)):
+                book.count("reconciliations")
+                self._continue = True
+            else:
+                book.reconciled_at = now  # try again tomorrow; the hourly check goes on
+            return True
+        since = book.closed_checked_at or now
+        if now - since >= CLOSED_CHECK:
+            await self._release_closed(since)
+            return True
+        failed = self._snapshot_failed_at
+        if self._degraded() and book.parked and failed and now - failed >= self._retry_interval():
+            # Retried in the background: when the tracker is back, parked work gets its try.
+            snapshot, fresh = await self._ensure_snapshot(needed=True)
+            if snapshot is not None and fresh:
+                parked = self._ordered([], book.parked_due_first(self._batch_limit(snapshot)))
+                await self._send(self._decide(parked, snapshot))
+            return True
+        return False
+
+    async def _release_closed(self, since: datetime) -> None:
+        """Engagements that closed without giving their hours back (terminated, timed out)."""
+        started = workflow.now()
+        try:
+            closed = await options.LEDGER.run(
+                FirmActivities.closed_engagements,
+                ClosedEngagementsInput(firm_id=self._firm_id, since=since - timedelta(minutes=5)),
+                "engagements closed since the last check",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("closed-engagement check failed: %s", err)
+            self._book.closed_checked_at = started
+            return
+        released = sum(1 for w in closed.workflow_ids if self._book.forget(w))
+        self._book.closed_checked_at = started
+        if released:
+            workflow.logger.info("released the hours of %d closed engagement(s)", released)
+            self._book.count("released_closed", released)
+
+    # --- answering -----------------------------------------------------------------------------
 
     async def _send(self, results: list[AssignmentResult]) -> None:
         """Signal every engagement its answer concurrently (one by one was 4x slower in §7)."""
@@ -481,11 +818,9 @@ class DispatcherWorkflow:
             return
         outcomes = await asyncio.gather(*(self._signal(r) for r in results))
         for result, delivered in zip(results, outcomes, strict=True):
-            if not delivered and result.outcome == "assigned":
-                # The engagement is gone (terminated or closed): give the hours back.
-                self._releases.append(
-                    ReleaseRequest(workflow_id=result.workflow_id, reason="engagement not running")
-                )
+            if not delivered:
+                # The engagement is gone (terminated or closed): give its hours back.
+                self._book.forget(result.workflow_id)
 
     async def _signal(self, result: AssignmentResult) -> bool:
         handle = workflow.get_external_workflow_handle(result.workflow_id)
@@ -497,21 +832,6 @@ class DispatcherWorkflow:
             )
             return False
         return True
-
-    def _cache(self, result: AssignmentResult) -> None:
-        if result.request_id not in self._state.results:
-            self._state.result_order.append(result.request_id)
-        self._state.results[result.request_id] = result
-        while len(self._state.result_order) > RESULT_CACHE:
-            self._state.results.pop(self._state.result_order.pop(0), None)
-
-    def _remember_client(self, client_id: str, staff_ids: list[str]) -> None:
-        if not staff_ids:
-            return
-        known = self._state.client_history.get(client_id, [])
-        self._state.client_history[client_id] = list(dict.fromkeys([*staff_ids, *known]))[
-            :HISTORY_PER_CLIENT
-        ]
 
 
 __all__ = ["OPTIMIZE_ACTIVITY", "RESULT_SIGNAL", "DispatcherWorkflow"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -60,17 +59,22 @@ with workflow.unsafe.imports_passed_through():
         EngagementContext,
         EngagementContextInput,
         EngagementDetails,
+        EngagementHoldings,
         EngagementInput,
         EngagementState,
         EngagementSummary,
         ForceAssignRequest,
+        HoldingsSync,
         JobHoursInput,
+        LedgerSyncRequest,
         LoadEngagementInput,
         PartnerDecision,
         PartnerReviewNotice,
+        PendingRequest,
         PmUpdate,
         PmWriteBackInput,
         ReleaseRequest,
+        Reservation,
         ResponseOutcome,
         Role,
         SideEffect,
@@ -79,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         StaffRef,
         TimelineEntry,
         TrackerStaff,
+        request_sequence,
     )
     from workflows import options
     from workflows.dispatcher import RESULT_SIGNAL, DispatcherWorkflow
@@ -88,7 +93,19 @@ EffectState = Literal["pending", "done", "failed", "skipped"]
 
 RESULT_WAIT = timedelta(minutes=10)
 """How long to wait for the dispatcher before asking again (the request id makes it harmless)."""
+RESULT_WAIT_V2 = timedelta(minutes=2)
+"""The same for engagements of the ledger protocol: a lost dispatcher is rebuilt from the
+engagements (their waiting requests included), so a resend is only a safety net, and a short
+one wakes a dispatcher nobody else is waiting on."""
+LEDGER_PATCH = "ledger-v2"
+"""``workflow.patched`` id of the ledger protocol (request numbers, holdings syncs, epochs,
+re-parking, cancellation, continue-as-new). Engagements started before it keep their old path;
+remove the old path with ``deprecate_patch`` once none of them is open (README "Upgrading")."""
 SEEN_EVENTS = 200
+TIMELINE_KEPT = 300
+DECISIONS_KEPT = 12
+SIDE_EFFECTS_KEPT = 200
+CONTEXT_RETRY = (timedelta(minutes=1), timedelta(hours=1))
 NoticeKind = Literal[
     "response_reminder",
     "no_response",
@@ -103,16 +120,19 @@ NoticeKind = Literal[
 ]
 
 
-@dataclass
-class _Pending:
-    """The dispatcher request this engagement is waiting on, and why it was sent."""
+def _cause(err: FailureError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, FailureError) else (err.message or str(err))
 
-    request_id: str
-    purpose: str
-    sent_at: datetime
-    message: AssignmentRequest | ForceAssignRequest
-    parked: bool = False
-    """The dispatcher parked it (nobody fits yet) and will answer when someone does."""
+
+def result_sequence(result: AssignmentResult) -> int:
+    return request_sequence(result.request_id)
+
+
+def _message(pending: PendingRequest) -> AssignmentRequest | ForceAssignRequest:
+    message = pending.force or pending.request
+    assert message is not None
+    return message
 
 
 @workflow.defn
@@ -130,17 +150,62 @@ class EngagementWorkflow:
         self._details: EngagementDetails | None = input.details
         self._context: EngagementContext | None = None
         self._results: dict[str, AssignmentResult] = {}
-        self._pending: _Pending | None = None
+        self._v2 = False
+        """The ledger protocol (``LEDGER_PATCH``); set at the start of ``run``."""
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
         self._decisions: list[PartnerDecision] = []
         self._last_candidates: list[CandidateScore] = []
 
+    @property
+    def _pending(self) -> PendingRequest | None:
+        """The dispatcher request this engagement waits on (in its state, so it is carried)."""
+        return self._state.pending
+
+    @_pending.setter
+    def _pending(self, value: PendingRequest | None) -> None:
+        self._state.pending = value
+
     # --- messages ------------------------------------------------------------------------
 
     @workflow.signal(name=RESULT_SIGNAL)
     def assignment_decided(self, result: AssignmentResult) -> None:
+        known = self._state.ledger_epoch
+        if self._v2 and result.epoch and known and result.epoch < known:
+            # From a ledger that was lost and rebuilt since: the new one answers instead.
+            return
         self._results[result.request_id] = result
+
+    @workflow.update
+    def ledger_sync(self, request: LedgerSyncRequest) -> EngagementHoldings:
+        """A rebuilt ledger asks what this engagement holds and becomes the one it listens to."""
+        if self._state.ledger_epoch is None or request.epoch > self._state.ledger_epoch:
+            self._state.ledger_epoch = request.epoch
+        return self.holdings()
+
+    @workflow.query
+    def holdings(self) -> EngagementHoldings:
+        """What this engagement holds and waits for: what a ledger is rebuilt from."""
+        s = self._state
+        pending = self._pending
+        request = force = None
+        if pending is not None:
+            if pending.force is not None:
+                force = pending.force
+            elif pending.request is not None:
+                request = self._refreshed(pending.request)
+        return EngagementHoldings(
+            workflow_id=s.workflow_id,
+            firm_id=s.firm_id,
+            seq=self._answered_seq(),
+            holdings=[] if s.status.is_closed else self._reservations(),
+            request=request,
+            force=force,
+            parked=pending.parked if pending is not None else False,
+            closed=s.status.is_closed,
+            client_id=s.client_id,
+            epoch=s.ledger_epoch,
+        )
 
     @workflow.signal
     def pm_updated(self, update: PmUpdate) -> None:
@@ -257,14 +322,37 @@ class EngagementWorkflow:
 
     @workflow.run
     async def run(self, input: EngagementInput) -> EngagementState:
-        self._note("received", f"from {input.source}")
-        if await self._load_until_dispatchable():
-            await self._refresh_context()
-            self._state.due_set_at = workflow.now()
-            await self._ask(self._request("dispatch"))
-            await self._live()
+        self._v2 = workflow.patched(LEDGER_PATCH)
+        try:
+            if input.state is not None and self._details is not None:
+                await self._resume()
+            else:
+                self._note("received", f"from {input.source}")
+                if await self._load_until_dispatchable():
+                    await self._refresh_context()
+                    self._state.due_set_at = workflow.now()
+                    await self._ask(self._request("dispatch"))
+                    await self._live()
+        except asyncio.CancelledError:
+            if not self._v2 or self._state.status.is_closed:
+                raise
+            # Cancelled through Temporal (an operator, `dispatch` tooling): the hours go back
+            # and everyone is told, exactly as for a cancellation in the PM system.
+            await self._close(DispatchStatus.CANCELLED, "cancelled in Temporal")
+            raise
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
+
+    async def _resume(self) -> None:
+        """A continued-as-new run: the same engagement, a short history."""
+        assert self._details is not None
+        self._apply_details(self._details)
+        self._set_status(self._state.status, "continued as new", note=False)
+        await self._refresh_context()
+        pending = self._pending
+        if pending is not None and not pending.parked:
+            await self._send(pending)
+        await self._live()
 
     async def _load_until_dispatchable(self) -> bool:
         """Load the engagement; when it cannot be dispatched, wait for the PM to fix it."""
@@ -311,16 +399,29 @@ class EngagementWorkflow:
     async def _refresh_context(self) -> None:
         d = self._details
         assert d is not None
-        self._context = await options.FIRM.run(
-            FirmActivities.engagement_context,
-            EngagementContextInput(
-                client_id=d.client_id,
-                service_type=d.service_type,
-                due_date=d.due_date,
-                start_date=d.start_date,
-            ),
-            "firm context",
-        )
+        wait = CONTEXT_RETRY[0]
+        while True:
+            try:
+                self._context = await options.FIRM.run(
+                    FirmActivities.engagement_context,
+                    EngagementContextInput(
+                        client_id=d.client_id,
+                        service_type=d.service_type,
+                        due_date=d.due_date,
+                        start_date=d.start_date,
+                    ),
+                    "firm context",
+                )
+                break
+            except ActivityError as err:
+                # No activity failure ends an engagement: say so, wait, try again.
+                self._state.error = f"firm context unavailable: {_cause(err)}"
+                self._note("waiting", self._state.error)
+                if self._context is not None:
+                    return  # keep the context in hand; the next change reads it again
+                await workflow.sleep(wait, summary="retry firm context")
+                wait = min(wait * 2, CONTEXT_RETRY[1])
+        self._state.error = None
         self._state.due_at = self._context.due_at
         self._state.pm_manual_update_required = self._context.manual_pm_update is not None
 
@@ -330,6 +431,10 @@ class EngagementWorkflow:
             await self._drain()
             if self._state.status.is_closed:
                 return
+            if self._v2 and workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._has_work():
+                    self._continue_as_new()
             deadline = self._next_deadline()
             timeout = max(deadline - workflow.now(), timedelta(0)) if deadline else None
             try:
@@ -339,10 +444,26 @@ class EngagementWorkflow:
             except TimeoutError:
                 pass
 
+    def _continue_as_new(self) -> None:
+        """Months of checkpoints and messages: start a short history, the state carried."""
+        s = self._state
+        s.continued += 1
+        workflow.continue_as_new(
+            EngagementInput(
+                firm_id=s.firm_id,
+                source=s.source,
+                external_id=s.external_id,
+                details=self._details,
+                state=s,
+                index_search_attributes=self._indexed,
+            )
+        )
+
     def _has_work(self) -> bool:
         pending = self._pending
         return bool(
             (pending is not None and pending.request_id in self._results)
+            or (self._v2 and self._results)
             or self._reassignments
             or self._decisions
             or self._pm_updates
@@ -353,6 +474,8 @@ class EngagementWorkflow:
         if pending is not None and pending.request_id in self._results:
             result = self._results.pop(pending.request_id)
             await self._on_result(result, pending)
+        if self._v2:
+            await self._refuse_unasked()
         while self._reassignments and not self._state.status.is_closed:
             role, staff_id, reason = self._reassignments.pop(0)
             await self._reassign(role, staff_id, reason)
@@ -366,28 +489,43 @@ class EngagementWorkflow:
         if (
             pending is not None
             and not pending.parked
-            and workflow.now() - pending.sent_at >= RESULT_WAIT
+            and workflow.now() - pending.sent_at >= self._result_wait
         ):
             self._note("dispatcher slow", "asking again")
             await self._send(pending)
+
+    @property
+    def _result_wait(self) -> timedelta:
+        return RESULT_WAIT_V2 if self._v2 else RESULT_WAIT
 
     def _next_deadline(self) -> datetime | None:
         moments = [
             c.at for c in self._checkpoints() if c.key not in self._state.checkpoints and not c.skip
         ]
         if self._pending is not None and not self._pending.parked:
-            moments.append(self._pending.sent_at + RESULT_WAIT)
+            moments.append(self._pending.sent_at + self._result_wait)
         return min(moments) if moments else None
+
+    async def _refuse_unasked(self) -> None:
+        """Answers to requests this engagement no longer waits on (superseded, withdrawn, or
+        a second answer to one it took). It keeps what it holds and tells the ledger so, which
+        gives back anything booked for it that it did not ask for."""
+        unasked = [r for r in self._results.values() if r.outcome == "assigned"]
+        self._results.clear()
+        for result in unasked:
+            self._note("answer not taken", result.request_id.rpartition(":")[2])
+            await self._sync(result_sequence(result), "kept what it holds")
 
     # --- talking to the dispatcher -------------------------------------------------------
 
-    def _request(self, purpose: str, *, keep: dict[Role, str] | None = None) -> _Pending:
+    def _request(self, purpose: str, *, keep: dict[Role, str] | None = None) -> PendingRequest:
         d = self._details
         assert d is not None
         self._state.request_seq += 1
         keep = keep or {}
         message = AssignmentRequest(
             request_id=request_id(self._state.workflow_id, self._state.request_seq),
+            seq=self._state.request_seq if self._v2 else 0,
             workflow_id=self._state.workflow_id,
             client_id=d.client_id,
             service_type=d.service_type,
@@ -400,19 +538,87 @@ class EngagementWorkflow:
             keep_preparer=keep.get(Role.PREPARER),
             keep_reviewer=keep.get(Role.REVIEWER),
         )
-        return _Pending(message.request_id, purpose, workflow.now(), message)
+        return PendingRequest(
+            request_id=message.request_id, purpose=purpose, sent_at=workflow.now(), request=message
+        )
 
-    async def _ask(self, pending: _Pending) -> None:
+    def _refreshed(self, request: AssignmentRequest) -> AssignmentRequest:
+        """The waiting request with today's facts (a moved due date, a new estimate)."""
+        d = self._details
+        if d is None:
+            return request
+        return request.model_copy(
+            update={
+                "due_date": d.due_date,
+                "start_date": d.start_date,
+                "estimated_hours": d.estimated_hours,
+                "exclude": list(self._state.declined_by),
+            }
+        )
+
+    def _reservations(self, without: frozenset[Role] = frozenset()) -> list[Reservation]:
+        """What this engagement holds, as the ledger books it."""
+        s, d, context = self._state, self._details, self._context
+        if d is None:
+            return []
+        start = max(d.start_date or workflow.now().date(), context.today if context else d.due_date)
+        held = []
+        for role, person, hours in (
+            (Role.PREPARER, s.preparer, s.preparer_hours),
+            (Role.REVIEWER, s.reviewer, s.reviewer_hours),
+        ):
+            if person is None or role in without or hours <= 0:
+                continue
+            held.append(
+                Reservation(
+                    workflow_id=s.workflow_id,
+                    role=role,
+                    staff_id=person.id,
+                    hours=hours,
+                    start=min(start, d.due_date),
+                    due=d.due_date,
+                    client_id=d.client_id,
+                    forced=s.forced and role is Role.PREPARER,
+                )
+            )
+        return held
+
+    def _answered_seq(self) -> int:
+        """The newest request whose answer is reflected in what this engagement holds."""
+        return self._state.request_seq - (1 if self._pending is not None else 0)
+
+    async def _sync(
+        self,
+        seq: int,
+        reason: str,
+        *,
+        without: frozenset[Role] = frozenset(),
+        withdraw: bool = False,
+    ) -> None:
+        """Tell the ledger what this engagement holds as of request ``seq``."""
+        await self._to_dispatcher(
+            DispatcherWorkflow.sync_holdings,
+            HoldingsSync(
+                workflow_id=self._state.workflow_id,
+                seq=seq,
+                holdings=[] if withdraw else self._reservations(without),
+                withdraw=withdraw,
+                reason=reason,
+            ),
+        )
+
+    async def _ask(self, pending: PendingRequest) -> None:
         self._pending = pending
         self._state.awaiting = pending.purpose
         await self._send(pending)
 
-    async def _send(self, pending: _Pending) -> None:
+    async def _send(self, pending: PendingRequest) -> None:
         pending.sent_at = workflow.now()
-        if isinstance(pending.message, ForceAssignRequest):
-            await self._to_dispatcher(DispatcherWorkflow.force_assign, pending.message)
+        message = _message(pending)
+        if isinstance(message, ForceAssignRequest):
+            await self._to_dispatcher(DispatcherWorkflow.force_assign, message)
         else:
-            await self._to_dispatcher(DispatcherWorkflow.request_assignment, pending.message)
+            await self._to_dispatcher(DispatcherWorkflow.request_assignment, message)
 
     async def _to_dispatcher(self, signal: Any, arg: Any) -> None:
         handle = workflow.get_external_workflow_handle(dispatcher_workflow_id(self._state.firm_id))
@@ -420,14 +626,27 @@ class EngagementWorkflow:
             await handle.signal(signal, arg)
         except FailureError:
             # Not running (first engagement ever, or stopped by an operator): start it, retry.
-            await options.FIRM.run(
-                FirmActivities.ensure_dispatcher,
-                SnapshotInput(firm_id=self._state.firm_id),
-                "start dispatcher",
-            )
-            await handle.signal(signal, arg)
+            # A fresh dispatcher rebuilds its ledger from the engagements, this one included.
+            try:
+                await options.FIRM.run(
+                    FirmActivities.ensure_dispatcher,
+                    SnapshotInput(firm_id=self._state.firm_id),
+                    "start dispatcher",
+                )
+                await handle.signal(signal, arg)
+            except (ActivityError, FailureError) as err:
+                # Never fatal: a waiting request is asked again after a while, and a fresh
+                # dispatcher reads what this engagement holds when it rebuilds.
+                self._note("dispatcher unreachable", _cause(err))
 
     async def _release(self, roles: list[Role], why: str) -> None:
+        if self._v2:
+            both = set(roles) == {Role.PREPARER, Role.REVIEWER}
+            # Closing withdraws every request it ever sent; giving one role back keeps a
+            # decision still on its way (it is refused, and corrected, when it arrives).
+            seq = self._state.request_seq if both else self._answered_seq()
+            await self._sync(seq, why, without=frozenset(roles), withdraw=both)
+            return
         await self._to_dispatcher(
             DispatcherWorkflow.release,
             ReleaseRequest(
@@ -438,17 +657,25 @@ class EngagementWorkflow:
             ),
         )
 
-    async def _on_result(self, result: AssignmentResult, pending: _Pending) -> None:
+    async def _on_result(self, result: AssignmentResult, pending: PendingRequest) -> None:
         s = self._state
-        s.decisions = [*s.decisions, *result.decisions]
+        s.decisions = [*s.decisions, *result.decisions][-DECISIONS_KEPT:]
         if result.decisions:
             self._last_candidates = result.decisions[-1].candidates
+        if self._v2:
+            if result.epoch and (s.ledger_epoch is None or result.epoch > s.ledger_epoch):
+                s.ledger_epoch = result.epoch
+            s.capacity_note = result.capacity_note
         if result.outcome == "needs_partner_review":
             if pending.purpose == "partner":
                 # The partner's choice doesn't fit and wasn't "assign anyway": tell them why.
                 self._pending = None
                 s.awaiting = None
                 await self._tell_partner_no_fit(result.reason)
+                if self._v2 and s.status is DispatchStatus.NEEDS_PARTNER_REVIEW:
+                    # Back in the queue: it still assigns itself when someone has room (the
+                    # partner's pick superseded the request that waited).
+                    await self._ask(self._request("dispatch"))
                 return
             if pending.purpose == "adjust":
                 self._pending = None
@@ -544,7 +771,10 @@ class EngagementWorkflow:
         else:
             s.reviewer = None
             s.reviewer_hours = 0.0
-        await self._log("reassigned", s.status)
+        if not self._v2:
+            # The first protocol logged the gap too (nobody, 0 h): one record per meaning now,
+            # written when the new person is announced.
+            await self._log("reassigned", s.status)
         if len(s.declined_by) >= context.max_declines:
             names = ", ".join(s.declined_by)
             candidates = [c for c in self._last_candidates if c.staff_id not in s.declined_by]
@@ -579,8 +809,16 @@ class EngagementWorkflow:
             due=d.due_date,
             hours=d.estimated_hours,
             override_capacity=decision.override_capacity,
+            seq=s.request_seq if self._v2 else 0,
         )
-        await self._ask(_Pending(message.request_id, "partner", workflow.now(), message))
+        await self._ask(
+            PendingRequest(
+                request_id=message.request_id,
+                purpose="partner",
+                sent_at=workflow.now(),
+                force=message,
+            )
+        )
 
     # --- PM changes ----------------------------------------------------------------------
 
@@ -636,8 +874,26 @@ class EngagementWorkflow:
             for role, person in ((Role.PREPARER, s.preparer), (Role.REVIEWER, s.reviewer))
             if person is not None
         }
-        if keep and self._pending is None:
+        pending = self._pending
+        if keep and pending is None:
             await self._ask(self._request("adjust", keep=keep))
+        elif self._v2 and pending is not None and pending.request is not None:
+            # Still waiting (or parked): the request follows the new date and hours, so nobody
+            # is later booked on yesterday's facts. The newer request supersedes the older.
+            waiting = pending.request
+            await self._ask(
+                self._request(
+                    pending.purpose,
+                    keep={
+                        role: staff
+                        for role, staff in (
+                            (Role.PREPARER, waiting.keep_preparer),
+                            (Role.REVIEWER, waiting.keep_reviewer),
+                        )
+                        if staff is not None
+                    },
+                )
+            )
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -796,9 +1052,17 @@ class EngagementWorkflow:
         return result.hours
 
     async def _contacts(self, staff_ids: list[str]) -> Contacts:
-        return await options.FIRM.run(
-            FirmActivities.contacts, ContactsInput(staff_ids=staff_ids), "escalation contacts"
-        )
+        try:
+            return await options.FIRM.run(
+                FirmActivities.contacts, ContactsInput(staff_ids=staff_ids), "escalation contacts"
+            )
+        except ActivityError as err:
+            # Escalate to the managing partner rather than not at all.
+            context = self._context
+            assert context is not None
+            self._note("contacts unavailable", _cause(err))
+            partner = context.managing_partner
+            return Contacts(managers={i: partner for i in staff_ids}, managing_partner=partner)
 
     # --- announcing ----------------------------------------------------------------------
 
@@ -885,7 +1149,9 @@ class EngagementWorkflow:
                         ),
                     )
                 )
-        if Role.PREPARER in changed:
+        if Role.PREPARER in changed and (not self._v2 or s.assignment_round == 1):
+            # The client hears once, of the first assignment; a later change of preparer is
+            # the firm's to explain (an email per reassignment read as a duplicate).
             if d.client_email:
                 effects.append(
                     (
@@ -1175,7 +1441,7 @@ class EngagementWorkflow:
             documents_needed=d.documents_needed,
         )
 
-    def _set_status(self, status: DispatchStatus, detail: str = "") -> None:
+    def _set_status(self, status: DispatchStatus, detail: str = "", *, note: bool = True) -> None:
         s = self._state
         s.status = status
         updates = [
@@ -1184,7 +1450,8 @@ class EngagementWorkflow:
             sa.REVIEWER.value_set(s.reviewer.id) if s.reviewer else sa.REVIEWER.value_unset(),
         ]
         self._index(updates)
-        self._note(status.value, detail)
+        if note:
+            self._note(status.value, detail)
         self._memo(why=detail)
 
     def _index(self, updates: list[Any]) -> None:
@@ -1193,11 +1460,13 @@ class EngagementWorkflow:
 
     def _memo(self, why: str | None = None) -> None:
         s = self._state
+        # Ids only: the memo is readable wherever the workflow list is (DESIGN §3.6).
         memo: dict[str, Any] = {
-            "title": s.title,
-            "client_name": s.client_name,
-            "preparer_name": s.preparer.name if s.preparer else None,
-            "reviewer_name": s.reviewer.name if s.reviewer else None,
+            "client_id": s.client_id,
+            "service_type": s.service_type,
+            "due_date": s.due_date.isoformat() if s.due_date else None,
+            "preparer_id": s.preparer.id if s.preparer else None,
+            "reviewer_id": s.reviewer.id if s.reviewer else None,
         }
         if why is not None:
             memo["why"] = why
@@ -1206,10 +1475,10 @@ class EngagementWorkflow:
     def _effect_state(self, name: str, state: EffectState, detail: str = "") -> None:
         effects = [e for e in self._state.side_effects if e.name != name]
         effects.append(SideEffect(name=name, state=state, detail=detail))
-        self._state.side_effects = effects
+        self._state.side_effects = effects[-SIDE_EFFECTS_KEPT:]
 
     def _note(self, kind: str, detail: str = "") -> None:
         self._state.timeline = [
             *self._state.timeline,
             TimelineEntry(at=workflow.now(), kind=kind, detail=detail),
-        ]
+        ][-TIMELINE_KEPT:]

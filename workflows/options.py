@@ -58,3 +58,14 @@ CRM = Integration(timedelta(seconds=20), timedelta(minutes=30), timedelta(second
 FIRM = Integration(timedelta(seconds=90), timedelta(minutes=5), timedelta(seconds=10))
 """Reads of the firm config and the capacity snapshot. The snapshot pages through the time
 tracker (Harvest allows 100 requests per 15 s), so one attempt may take a while."""
+
+SNAPSHOT = Integration(timedelta(seconds=60), timedelta(minutes=2), timedelta(seconds=10))
+"""The dispatcher's capacity read. The activity degrades a tracker outage to the last figures
+itself; this bound only covers a worker that cannot run it at all, and then the dispatcher
+keeps the snapshot it has and tries again a minute later."""
+
+LEDGER = Integration(timedelta(minutes=10), timedelta(minutes=30), timedelta(seconds=30))
+"""Collecting the engagements' holdings for a rebuild: one page of up to 500 engagements per
+attempt, each asked with its own short timeout."""
+
+CHAT_NOTICE = Integration(timedelta(seconds=20), timedelta(minutes=5), timedelta(seconds=30))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -95,8 +96,15 @@ async def optimizer_calls(worker: RunningWorker) -> tuple[list[list[str]], list[
 
 
 async def timers(worker: RunningWorker) -> int:
+    """Batching-window timers (seconds long); the dispatcher's hourly housekeeping is not one."""
     history = await worker.dispatcher.fetch_history()
-    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED)
+    return sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+        and e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        < timedelta(minutes=1)
+    )
 
 
 async def assert_nobody_double_booked(worker: RunningWorker, states: list[EngagementState]) -> None:
