@@ -1,8 +1,10 @@
-"""Determinism guard: recorded engagement histories must replay against today's code.
+"""Determinism guard: every recorded history must replay against today's code.
 
-A failure here (``[TMPRL1100] Nondeterminism error``) means a change to the workflows would
-break engagements already running: use ``workflow.patched`` instead, or, when a break is
-intended, re-record with ``python -m tests.histories.record`` and say why in the commit.
+Histories live per protocol version (tests/histories/v1, v2, ...). A failure here
+(``[TMPRL1100] Nondeterminism error``) means a change to the workflows would break engagements
+or a dispatcher already running: put the new behaviour behind ``workflow.patched`` instead
+(README "Upgrading during tax season"), then record the next version's folder with
+``python -m tests.histories.record``. Never re-record a committed folder.
 """
 
 from __future__ import annotations
@@ -18,18 +20,45 @@ from temporalio.worker import Replayer
 from worker import WORKFLOWS
 
 FOLDER = Path(__file__).parent / "histories"
-WORKFLOW_IDS: dict[str, str] = json.loads((FOLDER / "workflow_ids.json").read_text())
-HISTORIES = sorted(p for p in FOLDER.glob("*.json") if p.stem in WORKFLOW_IDS)
-TEXTS = {p.stem: p.read_text(encoding="utf-8") for p in HISTORIES}
 
 
-def test_the_four_lifecycle_histories_are_committed() -> None:
-    assert {p.stem for p in HISTORIES} >= {
-        "accepted_and_completed", "reassigned_to_partner_review", "past_due", "due_date_moved"}
+def _histories() -> list[tuple[str, str, Path]]:
+    found = []
+    for index in sorted(FOLDER.glob("*/workflow_ids.json")):
+        ids: dict[str, str] = json.loads(index.read_text())
+        for name, workflow_id in sorted(ids.items()):
+            found.append(
+                (f"{index.parent.name}/{name}", workflow_id, index.parent / f"{name}.json")
+            )
+    return found
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(WORKFLOW_IDS[path.stem], TEXTS[path.stem])
+HISTORIES = _histories()
+TEXTS = {name: path.read_text(encoding="utf-8") for name, _, path in HISTORIES}
+
+
+def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> None:
+    names = {name for name, _, _ in HISTORIES}
+    assert {
+        "v1/accepted_and_completed",
+        "v1/reassigned_to_partner_review",
+        "v1/past_due",
+        "v1/due_date_moved",
+    } <= names
+    assert {
+        "v2/accepted_and_completed",
+        "v2/reassigned_to_partner_review",
+        "v2/partner_pick_does_not_fit",
+        "v2/cancelled_in_temporal",
+        "v2/engagement_after_continue",
+        "v2/dispatcher_rebuilt",
+        "v2/dispatcher_outage",
+        "v2/dispatcher_after_continue",
+    } <= names
+
+
+@pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])
+async def test_history_replays(name: str, workflow_id: str, path: Path) -> None:
+    history = WorkflowHistory.from_json(workflow_id, TEXTS[name])
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)

@@ -1,15 +1,19 @@
-"""Record the engagement histories the replay test guards (run by hand, output committed).
+"""Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v2/
+    .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
-time-skipping server for the past-due one. Re-record only when a workflow change is meant to
-be incompatible (and then bump the patch / version story in the code); otherwise a failing
-replay test means the change would break engagements already running.
+time-skipping server for the past-due one. Histories are kept per protocol version in their own
+folder (v1: before the ledger protocol). A folder, once committed, is never re-recorded: a
+change to the workflows must replay every folder (``workflow.patched`` for new behaviour), and a
+new folder is recorded after each change that adds a patch, so the next change is tested
+against histories that took the new paths.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -19,45 +23,72 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from temporalio.client import Client
+import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from dispatch.models import AssignmentResponse, DispatchStatus, PmUpdate
+from dispatch.models import (
+    AssignmentResponse,
+    DispatchStatus,
+    EngagementState,
+    PartnerDecision,
+    PmUpdate,
+)
 from dispatch.responses import deliver_response
 from dispatch.secrets_demo import export_demo_secrets
 from tests.conftest import start_dev_server, temporal_test_server
-from tests.harness import RunningWorker, details, running_worker, workdays_ahead
-from tests.sandbox_server import run_sandbox
+from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
+from tests.sandbox_server import RunningSandbox, run_sandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
+CURRENT = "v2"
 
 
-def announced(state: object) -> bool:
-    from dispatch.models import EngagementState
-
-    assert isinstance(state, EngagementState)
+def announced(state: EngagementState) -> bool:
     return state.status is DispatchStatus.ASSIGNED and not any(
-        e.state == "pending" for e in state.side_effects)
+        e.state == "pending" for e in state.side_effects
+    )
 
 
-async def save(client: Client, workflow_id: str, name: str) -> None:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    (HERE / f"{name}.json").write_text(history.to_json(), encoding="utf-8")
+def settled(state: EngagementState) -> bool:
+    return state.status in (DispatchStatus.ASSIGNED, DispatchStatus.NEEDS_PARTNER_REVIEW)
+
+
+async def save(client: Client, workflow_id: str, name: str, folder: Path, run_id: str = "") -> None:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+    history = await handle.fetch_history()
+    write(folder, name, workflow_id, history.to_json())
+    print(f"recorded {folder.name}/{name}: {len(history.events)} events")
+
+
+def write(folder: Path, name: str, workflow_id: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(text, encoding="utf-8")
     # The workflow id is not in the history, and the code derives keys from it.
-    index_file = HERE / "workflow_ids.json"
+    index_file = folder / "workflow_ids.json"
     index = json.loads(index_file.read_text()) if index_file.exists() else {}
     index[name] = workflow_id
     index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    print(f"recorded {name}: {len(history.events)} events")
 
 
-async def answer(worker: RunningWorker, workflow_id: str, action: Literal["accept", "reassign"],
-                 staff_id: str, event: str) -> None:
-    await deliver_response(worker.client, workflow_id, AssignmentResponse(
-        action=action, staff_id=staff_id, channel="api", event_id=event))
+async def answer(
+    worker: RunningWorker,
+    workflow_id: str,
+    action: Literal["accept", "reassign"],
+    staff_id: str,
+    event: str,
+) -> None:
+    await deliver_response(
+        worker.client,
+        workflow_id,
+        AssignmentResponse(action=action, staff_id=staff_id, channel="api", event_id=event),
+    )
+
+
+# --- engagements ---------------------------------------------------------------------------
 
 
 async def accepted_and_completed(worker: RunningWorker) -> str:
@@ -66,26 +97,43 @@ async def accepted_and_completed(worker: RunningWorker) -> str:
     state = await worker.wait_state(handle.id, announced)
     assert state.preparer is not None
     await answer(worker, handle.id, "accept", state.preparer.id, "rec-accept")
-    await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(
-        event_key="rec-started", details=eng.model_copy(update={"work_state": "in_progress"})))
-    await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(
-        event_key="rec-done", details=eng.model_copy(update={"work_state": "completed"})))
+    await handle.signal(
+        EngagementWorkflow.pm_updated,
+        PmUpdate(
+            event_key="rec-started", details=eng.model_copy(update={"work_state": "in_progress"})
+        ),
+    )
+    await handle.signal(
+        EngagementWorkflow.pm_updated,
+        PmUpdate(event_key="rec-done", details=eng.model_copy(update={"work_state": "completed"})),
+    )
     await handle.result()
     return handle.id
 
 
 async def reassigned_to_partner_review(worker: RunningWorker) -> str:
-    handle = await worker.start(details("rec-declined", service_type="monthly_bookkeeping",
-                                        due=workdays_ahead(worker.config, 8)))
+    handle = await worker.start(
+        details(
+            "rec-declined", service_type="monthly_bookkeeping", due=workdays_ahead(worker.config, 8)
+        )
+    )
     first = await worker.wait_state(handle.id, announced)
     assert first.preparer is not None
-    await answer(worker, handle.id, "reassign", first.preparer.id, "rec-decline-1")
-    second = await worker.wait_state(handle.id, lambda s: announced(s) and s.preparer is not None
-                                     and s.preparer.id != first.preparer.id)  # type: ignore[union-attr]
+    first_id = first.preparer.id
+    await answer(worker, handle.id, "reassign", first_id, "rec-decline-1")
+    second = await worker.wait_state(
+        handle.id,
+        lambda s: announced(s) and s.preparer is not None and s.preparer.id != first_id,
+    )
     assert second.preparer is not None
     await answer(worker, handle.id, "reassign", second.preparer.id, "rec-decline-2")
-    await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
-                            and not any(e.state == "pending" for e in s.side_effects))
+    await worker.wait_state(
+        handle.id,
+        lambda s: (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and not any(e.state == "pending" for e in s.side_effects)
+        ),
+    )
     return handle.id
 
 
@@ -94,30 +142,156 @@ async def due_date_moved(worker: RunningWorker) -> str:
     handle = await worker.start(eng)
     await worker.wait_state(handle.id, announced)
     later = workdays_ahead(worker.config, 15)
-    await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(
-        event_key="rec-move", details=eng.model_copy(update={"due_date": later})))
-    await worker.wait_state(handle.id, lambda s: s.awaiting is None and any(
-        t.kind == "reservation adjusted" for t in s.timeline))
+    await handle.signal(
+        EngagementWorkflow.pm_updated,
+        PmUpdate(event_key="rec-move", details=eng.model_copy(update={"due_date": later})),
+    )
+    await worker.wait_state(
+        handle.id,
+        lambda s: s.awaiting is None and any(t.kind == "reservation adjusted" for t in s.timeline),
+    )
+    return handle.id
+
+
+async def fill(worker: RunningWorker, tag: str, n: int, days: int) -> list[str]:
+    handles = await asyncio.gather(
+        *(
+            worker.start(
+                details(
+                    f"{tag}-{i}",
+                    service_type="monthly_bookkeeping",
+                    hours=16,
+                    due=workdays_ahead(worker.config, days),
+                    client_id=f"cl-{tag}-{i}",
+                )
+            )
+            for i in range(n)
+        )
+    )
+    for handle in handles:
+        await worker.wait_state(handle.id, settled, timeout=60)
+    return [h.id for h in handles]
+
+
+async def partner_pick_does_not_fit(worker: RunningWorker) -> str:
+    """Waiting for a partner, the partner picks someone full: told so, and back in the queue;
+    then someone else's work is cancelled and it assigns itself."""
+    ids = await fill(worker, "rec-pick", 12, 3)
+    states = {w: await worker.state(w) for w in ids}
+    target = next(w for w, s in states.items() if s.status is DispatchStatus.NEEDS_PARTNER_REVIEW)
+    full = next(s.preparer.id for s in states.values() if s.preparer is not None)
+    handle = worker.client.get_workflow_handle(target)
+    await handle.execute_update(
+        EngagementWorkflow.decide,
+        PartnerDecision(partner_id="ava", staff_id=full, channel="api", event_id="rec-pick"),
+    )
+    await worker.wait_state(
+        target,
+        lambda s: s.pending is not None and s.pending.purpose == "dispatch" and s.pending.parked,
+    )
+    freed = next(w for w, s in states.items() if s.preparer is not None)
+    await worker.client.get_workflow_handle(freed).signal(
+        EngagementWorkflow.pm_updated, PmUpdate(event_key="rec-gone", action="Deleted")
+    )
+    await worker.wait_state(target, announced, timeout=60)
+    return target
+
+
+async def cancelled_in_temporal(worker: RunningWorker) -> str:
+    handle = await worker.start(details("rec-cancel", due=workdays_ahead(worker.config, 8)))
+    await worker.wait_state(handle.id, announced)
+    await handle.cancel()
+
+    async def closed() -> bool | None:
+        status = (await handle.describe()).status
+        return True if status is WorkflowExecutionStatus.CANCELED else None
+
+    await eventually(closed, what="the engagement to close as cancelled")
     return handle.id
 
 
 async def past_due(env: WorkflowEnvironment, worker: RunningWorker) -> str:
-    handle = await worker.start(details("rec-past-due", due=workdays_ahead(worker.config, 5)),
-                                indexed=False)
+    handle = await worker.start(
+        details("rec-past-due", due=workdays_ahead(worker.config, 5)), indexed=False
+    )
     state = await worker.wait_state(handle.id, announced)
     assert state.due_at is not None
     now = await env.get_current_time()
     await env.sleep(state.due_at - now + timedelta(hours=2))
-    await worker.wait_state(handle.id, lambda s: any(
-        k.startswith("past_due") and v == "fired" for k, v in s.checkpoints.items()))
+    await worker.wait_state(
+        handle.id,
+        lambda s: any(k.startswith("past_due") and v == "fired" for k, v in s.checkpoints.items()),
+    )
     return handle.id
+
+
+# --- the dispatcher ------------------------------------------------------------------------
+
+
+async def dispatcher_rebuilt(worker: RunningWorker) -> tuple[str, str]:
+    """A dispatcher terminated mid-season and the fresh one that rebuilt from engagements."""
+    await fill(worker, "rec-rb1", 6, 5)
+    await worker.dispatcher.terminate("operator stopped it")
+    await fill(worker, "rec-rb2", 6, 5)
+    run = (await worker.dispatcher.describe()).run_id or ""
+    return worker.dispatcher.id, run
+
+
+async def dispatcher_outage(worker: RunningWorker, sandbox: RunningSandbox) -> tuple[str, str]:
+    """The time tracker fails mid-season: decisions go on with the last figures."""
+    await fill(worker, "rec-out1", 2, 8)
+    async with httpx.AsyncClient() as http:
+        rules = {"rules": [{"route": "/harvest", "status": 503}]}
+        (await http.post(f"{sandbox.base_url}/_sandbox/faults", json=rules)).raise_for_status()
+        await asyncio.sleep(1.5)
+        await fill(worker, "rec-out2", 2, 8)
+        (
+            await http.post(f"{sandbox.base_url}/_sandbox/faults", json={"rules": []})
+        ).raise_for_status()
+    await asyncio.sleep(6)
+    await fill(worker, "rec-out3", 1, 8)
+    run = (await worker.dispatcher.describe()).run_id or ""
+    return worker.dispatcher.id, run
+
+
+async def continued_as_new(worker: RunningWorker) -> tuple[str, str, str]:
+    """An engagement and the dispatcher, each continued as new (a server that asks early)."""
+    eng = details("rec-long", due=workdays_ahead(worker.config, 10))
+    handle = await worker.start(eng)
+    await worker.wait_state(handle.id, announced)
+    for n in range(12):  # PM notifications until the server suggests continue-as-new
+        await handle.signal(
+            EngagementWorkflow.pm_updated,
+            PmUpdate(
+                event_key=f"rec-note-{n}",
+                details=eng.model_copy(update={"scope_summary": f"Scope note {n}"}),
+            ),
+        )
+    await fill(worker, "rec-can", 8, 10)
+
+    async def continued() -> EngagementState | None:
+        state = await worker.state(handle.id)
+        return state if state.continued > 0 else None
+
+    await eventually(continued, timeout=60, what="the engagement to continue as new")
+    first = [
+        w.run_id
+        async for w in worker.client.list_workflows(f'WorkflowId="{handle.id}"')
+        if w.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ]
+    return handle.id, first[0], (await handle.describe()).run_id or ""
 
 
 Scenario = Callable[[RunningWorker], Awaitable[str]]
 
 
-async def main() -> None:
+async def main(only: set[str] | None) -> None:
     export_demo_secrets()
+    folder = HERE / CURRENT
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     with run_sandbox() as sandbox:
         config = relay_firm(sandbox.config)
         env = await start_dev_server()
@@ -126,25 +300,81 @@ async def main() -> None:
                 "accepted_and_completed": accepted_and_completed,
                 "reassigned_to_partner_review": reassigned_to_partner_review,
                 "due_date_moved": due_date_moved,
+                "partner_pick_does_not_fit": partner_pick_does_not_fit,
+                "cancelled_in_temporal": cancelled_in_temporal,
             }
             for name, scenario in scenarios.items():
+                if not wanted(name):
+                    continue
                 sandbox.reset()
                 async with running_worker(env.client, config) as worker:
-                    await save(env.client, await scenario(worker), name)
+                    await save(env.client, await scenario(worker), name, folder)
+            # A reset dispatcher is not recorded: the Replayer takes the run id from the
+            # history, which for a reset run names the original run, so it cannot replay one
+            # faithfully; tests/workflows/test_ledger_survives.py replays it on a real worker.
+            if wanted("dispatcher_rebuilt"):
+                sandbox.reset()
+                async with running_worker(env.client, config) as worker:
+                    workflow_id, run_id = await dispatcher_rebuilt(worker)
+                    await save(env.client, workflow_id, "dispatcher_rebuilt", folder, run_id)
+            if wanted("dispatcher_outage"):
+                sandbox.reset()
+                quick = config.model_copy(
+                    update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
+                )
+                async with running_worker(env.client, quick) as worker:
+                    workflow_id, run_id = await dispatcher_outage(worker, sandbox)
+                    await save(env.client, workflow_id, "dispatcher_outage", folder, run_id)
         finally:
             await env.shutdown()
-        skipping = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=temporal_test_server(),
-            data_converter=pydantic_data_converter)
-        try:
-            sandbox.reset()
-            async with running_worker(skipping.client, config) as worker:
-                await save(skipping.client, await past_due(skipping, worker), "past_due")
-        finally:
-            await skipping.shutdown()
+        if wanted("continued_as_new"):
+            short = await start_dev_server(
+                "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=60"
+            )
+            try:
+                sandbox.reset()
+                async with running_worker(short.client, config) as worker:
+                    workflow_id, before, after = await continued_as_new(worker)
+                    await save(
+                        short.client, workflow_id, "engagement_before_continue", folder, before
+                    )
+                    await save(
+                        short.client, workflow_id, "engagement_after_continue", folder, after
+                    )
+                    runs = [
+                        w
+                        async for w in short.client.list_workflows(
+                            f'WorkflowId="{worker.dispatcher.id}"'
+                        )
+                    ]
+                    for w in runs:
+                        name = (
+                            "dispatcher_before_continue"
+                            if w.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+                            else "dispatcher_after_continue"
+                        )
+                        await save(short.client, w.id, name, folder, w.run_id or "")
+            finally:
+                await short.shutdown()
+        if wanted("past_due"):
+            skipping = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=temporal_test_server(),
+                data_converter=pydantic_data_converter,
+            )
+            try:
+                sandbox.reset()
+                async with running_worker(skipping.client, config) as worker:
+                    await save(
+                        skipping.client, await past_due(skipping, worker), "past_due", folder
+                    )
+            finally:
+                await skipping.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="record only this scenario (repeatable)")
+    args = parser.parse_args()
+    asyncio.run(main(set(args.only) if args.only else None))
     sys.stdout.flush()
     os._exit(0)
