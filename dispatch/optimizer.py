@@ -550,7 +550,7 @@ class _BatchModel:
                 ]
             if any(not c for c in choices.values()):
                 continue  # some role has nobody: partner review, explained by ``decide``
-            days = len(calendar.working_days(today, request.due_date))
+            days = calendar.count_working_days(today, request.due_date)
             urgency = round(100 * URGENCY_DAYS / (URGENCY_DAYS + days))
             self._add_request(_Request(i, request, total, urgency, choices), w)
 
