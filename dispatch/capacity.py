@@ -22,9 +22,10 @@ errs on the side of never overloading anyone.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -33,9 +34,23 @@ from dispatch.config import Absence
 
 @dataclass(frozen=True)
 class WorkCalendar:
+    """A firm's working week and holidays. Every count is arithmetic (whole weeks times the
+    working days per week, the remainder from a table, holidays by bisection), so a window of
+    eighty centuries costs what a window of a week costs: a date typed into a PM system never
+    turns one decision into a scan of millions of days."""
+
     workdays: tuple[int, ...]
     """``date.weekday()`` numbers that are working days (Monday = 0)."""
     holidays: frozenset[date] = frozenset()
+    _rules: _CalendarRules = field(init=False, repr=False, compare=False, hash=False)
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rules", _CalendarRules.of(self.workdays, self.holidays))
+        object.__setattr__(self, "_hash", hash((self.workdays, self.holidays)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, workdays: Iterable[int], holidays: Iterable[date] = ()) -> WorkCalendar:
@@ -44,38 +59,90 @@ class WorkCalendar:
     def is_working_day(self, day: date) -> bool:
         return day.weekday() in self.workdays and day not in self.holidays
 
-    def working_days(self, start: date, end: date) -> list[date]:
-        """Working days in [start, end], both inclusive."""
-        return list(_working_days(self, start, end))
+    def count_working_days(self, start: date, end: date) -> int:
+        """How many working days [start, end] holds, both inclusive (0 when end < start)."""
+        if end < start:
+            return 0
+        rules = self._rules
+        span = (end - start).days + 1
+        weeks, rest = divmod(span, 7)
+        count = weeks * rules.per_week + rules.partial[start.weekday()][rest]
+        return count - (bisect_right(rules.holidays, end) - bisect_left(rules.holidays, start))
 
-    def _scan(self, start: date, end: date) -> tuple[date, ...]:
+    def working_days(self, start: date, end: date) -> list[date]:
+        """Working days in [start, end], both inclusive.
+
+        A list as long as the window: for counting use ``count_working_days``, which does not
+        depend on the window's length.
+        """
         days = []
         day = start
         while day <= end:
             if self.is_working_day(day):
                 days.append(day)
             day += timedelta(days=1)
-        return tuple(days)
+        return days
+
+    def first_working_day(self, start: date) -> date | None:
+        """``start`` if it is a working day, else the next one; None if there is none."""
+        if not self.workdays:
+            return None
+        return self.nth_working_day(start, 1)
+
+    def nth_working_day(self, start: date, n: int) -> date | None:
+        """The ``n``-th working day counting from ``start`` itself (n >= 1); None if the
+        calendar ends first."""
+        if n < 1 or not self.workdays:
+            return None
+        # The count up to a date only grows, so the date where it reaches n is found by
+        # bisection; a week holds at least one working day, plus one per holiday skipped.
+        low, high = start, _shift(start, 7 * (n + len(self._rules.holidays)) + 7)
+        if self.count_working_days(start, high) < n:
+            return None
+        while low < high:
+            mid = low + (high - low) // 2
+            if self.count_working_days(start, mid) >= n:
+                high = mid
+            else:
+                low = mid + timedelta(days=1)
+        return low
 
     def add_working_days(self, start: date, count: int) -> date:
         """The date ``count`` working days after ``start`` (``start`` itself when count is 0)."""
-        day = start
-        remaining = count
-        while remaining > 0:
-            day += timedelta(days=1)
-            if self.is_working_day(day):
-                remaining -= 1
-        return day
+        if count <= 0:
+            return start
+        found = self.nth_working_day(start + timedelta(days=1), count)
+        if found is None:
+            raise OverflowError(f"no {count} working days after {start.isoformat()}")
+        return found
+
+
+@dataclass(frozen=True)
+class _CalendarRules:
+    per_week: int
+    partial: tuple[tuple[int, ...], ...]
+    """``partial[w][r]``: working weekdays among the ``r`` days from a weekday ``w`` on."""
+    holidays: tuple[date, ...]
+    """Holidays that fall on a working weekday, sorted (the others change no count)."""
+
+    @classmethod
+    def of(cls, workdays: tuple[int, ...], holidays: frozenset[date]) -> _CalendarRules:
+        partial = tuple(
+            tuple(sum(1 for k in range(r) if (w + k) % 7 in workdays) for r in range(8))
+            for w in range(7)
+        )
+        on_workdays = sorted(d for d in holidays if d.weekday() in workdays)
+        return cls(len(set(workdays)), partial, tuple(on_workdays))
+
+
+def _shift(day: date, days: int) -> date:
+    """``day + days``, stopping at the last date Python knows."""
+    return day + timedelta(days=min(days, (date.max - day).days))
 
 
 @lru_cache(maxsize=64)
 def _calendar(workdays: tuple[int, ...], holidays: frozenset[date]) -> WorkCalendar:
     return WorkCalendar(workdays, holidays)
-
-
-@lru_cache(maxsize=65536)
-def _working_days(calendar: WorkCalendar, start: date, end: date) -> tuple[date, ...]:
-    return calendar._scan(start, end)
 
 
 @dataclass(frozen=True)
@@ -86,9 +153,71 @@ class PersonCapacity:
     logged_this_week: float = 0.0
     logged_last_week: float = 0.0
     absences: tuple[Absence, ...] = ()
+    _hash: int = field(init=False, repr=False, compare=False)
+    _away: _AbsenceIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashed and indexed once: every cached capacity question is keyed by the person, and
+        # every count of days at work looks at their absences.
+        fields = (self.weekly_hours, self.logged_this_week, self.logged_last_week, self.absences)
+        object.__setattr__(self, "_hash", hash(fields))
+        object.__setattr__(self, "_away", _AbsenceIndex.of(self.absences))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def absent_on(self, day: date) -> bool:
         return any(a.start <= day <= a.end for a in self.absences)
+
+
+@dataclass(frozen=True)
+class _AbsenceIndex:
+    """A person's absences merged into disjoint periods, sorted, for counts by bisection."""
+
+    starts: tuple[date, ...]
+    ends: tuple[date, ...]
+
+    @classmethod
+    def of(cls, absences: Iterable[Absence]) -> _AbsenceIndex:
+        merged: list[list[date]] = []
+        for a in sorted(absences, key=lambda a: a.start):
+            if merged and (a.start - merged[-1][1]).days <= 1:
+                merged[-1][1] = max(merged[-1][1], a.end)
+            else:
+                merged.append([a.start, a.end])
+        return cls(tuple(m[0] for m in merged), tuple(m[1] for m in merged))
+
+
+def absent_working_days(
+    person: PersonCapacity, start: date, end: date, calendar: WorkCalendar
+) -> int:
+    """Working days in [start, end] on which the person is away."""
+    index = person._away
+    if end < start or not index.starts:
+        return 0
+    first = bisect_left(index.ends, start)
+    last = bisect_right(index.starts, end)
+    return sum(
+        calendar.count_working_days(max(index.starts[k], start), min(index.ends[k], end))
+        for k in range(first, last)
+    )
+
+
+def present_working_days(
+    person: PersonCapacity, start: date, end: date, calendar: WorkCalendar
+) -> int:
+    """Working days in [start, end] on which the person is at work."""
+    return calendar.count_working_days(start, end) - absent_working_days(
+        person, start, end, calendar
+    )
+
+
+def absent_throughout(
+    person: PersonCapacity, start: date, end: date, calendar: WorkCalendar
+) -> bool:
+    """Away on every working day of [start, end] (and there is at least one)."""
+    days = calendar.count_working_days(start, end)
+    return days > 0 and absent_working_days(person, start, end, calendar) == days
 
 
 @dataclass(frozen=True)
@@ -112,13 +241,22 @@ def capacity_between(
     Cached: a batch asks the same (person, window) question many times, and the dispatcher
     must decide a month-end burst well inside one workflow task. Pure, so caching is safe.
     """
+    return _capacity(person, today, end, calendar, ceiling)
+
+
+def _capacity(
+    person: PersonCapacity, today: date, end: date, calendar: WorkCalendar, ceiling: float
+) -> float:
     if end < today or person.weekly_hours <= 0:
         return 0.0
     per_day = person.weekly_hours / max(len(calendar.workdays), 1)
-    days = [d for d in calendar.working_days(today, end) if not person.absent_on(d)]
-    this_week_end = week_start(today) + timedelta(days=6)
-    this_week_days = sum(1 for d in days if d <= this_week_end)
-    later_days = len(days) - this_week_days
+    this_week_end = min(_shift(week_start(today), 6), end)
+    this_week_days = present_working_days(person, today, this_week_end, calendar)
+    later_days = (
+        present_working_days(person, this_week_end + timedelta(days=1), end, calendar)
+        if this_week_end < end
+        else 0
+    )
     left_this_week = max(0.0, person.weekly_hours - person.logged_this_week)
     this_week = min(per_day * this_week_days, left_this_week)
     overtime_carry = max(0.0, person.logged_last_week - person.weekly_hours)
@@ -133,17 +271,46 @@ class BookingIndex:
     dues: tuple[date, ...]
     totals: tuple[float, ...]
     """``totals[i]`` = hours of the first ``i`` bookings (``totals[0]`` = 0)."""
+    _later_slack: dict[tuple[object, ...], list[float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    """Per (person, today, calendar, ceiling), from the end backwards, as far as asked so far:
+    ``[n - i]`` = the least slack at any due date from ``dues[i]`` on. A person's later
+    commitments are then checked once per ledger, not once per decision."""
 
     @classmethod
     def of(cls, bookings: Iterable[Booking]) -> BookingIndex:
-        ordered = sorted(bookings, key=lambda b: b.due)
+        return cls.of_pairs((b.due, b.hours) for b in bookings)
+
+    @classmethod
+    def of_pairs(cls, pairs: Iterable[tuple[date, float]]) -> BookingIndex:
+        """From (due, hours) pairs, in any order (ties keep their order, as ``of`` does)."""
+        ordered = sorted(pairs, key=lambda p: p[0])
         totals = [0.0]
-        for booking in ordered:
-            totals.append(totals[-1] + booking.hours)
-        return cls(tuple(b.due for b in ordered), tuple(totals))
+        for _, hours in ordered:
+            totals.append(totals[-1] + hours)
+        return cls(tuple(due for due, _ in ordered), tuple(totals))
 
     def demand_by(self, day: date) -> float:
         return self.totals[bisect_right(self.dues, day)]
+
+    def slack_from(
+        self,
+        i: int,
+        person: PersonCapacity,
+        today: date,
+        calendar: WorkCalendar,
+        ceiling: float,
+    ) -> float:
+        """The least of ``capacity(today, D) - demand by D`` over the due dates D from
+        ``dues[i]`` on (infinite when there are none)."""
+        n = len(self.dues)
+        suffix = self._later_slack.setdefault((person, today, calendar, ceiling), [math.inf])
+        for k in range(n - len(suffix), i - 1, -1):
+            due = self.dues[k]
+            room = capacity_between(person, today, due, calendar, ceiling) - self.demand_by(due)
+            suffix.append(min(room, suffix[-1]))
+        return suffix[n - i]
 
 
 def available_hours(
@@ -159,16 +326,9 @@ def available_hours(
     Negative when the person is already over-committed (e.g. after a partner's override).
     """
     index = bookings if isinstance(bookings, BookingIndex) else BookingIndex.of(bookings)
-    later = index.dues[bisect_right(index.dues, due) :]
     slack = capacity_between(person, today, due, calendar, ceiling) - index.demand_by(due)
-    previous = due
-    for checkpoint in later:
-        if checkpoint == previous:
-            continue
-        previous = checkpoint
-        cap = capacity_between(person, today, checkpoint, calendar, ceiling)
-        slack = min(slack, cap - index.demand_by(checkpoint))
-    return slack
+    later = index.slack_from(bisect_right(index.dues, due), person, today, calendar, ceiling)
+    return min(slack, later)
 
 
 def fits(
@@ -198,16 +358,17 @@ def is_overbooked(
     ceiling: float = 1.0,
 ) -> bool:
     """True when some due date has more work due by it than capacity until it (the invariant)."""
-    for checkpoint in sorted({b.due for b in bookings}):
-        demand = sum(b.hours for b in bookings if b.due <= checkpoint)
-        if demand > capacity_between(person, today, checkpoint, calendar, ceiling) + 1e-6:
-            return True
-    return False
+    index = BookingIndex.of(bookings)
+    return any(
+        index.demand_by(checkpoint)
+        > capacity_between(person, today, checkpoint, calendar, ceiling) + 1e-6
+        for checkpoint in sorted(set(index.dues))
+    )
 
 
 def estimated_completion(
     person: PersonCapacity,
-    bookings: Sequence[Booking],
+    bookings: Sequence[Booking] | BookingIndex,
     hours: float,
     due: date,
     today: date,
@@ -216,12 +377,24 @@ def estimated_completion(
     """The first working day by which this job is done if work runs earliest-due-first.
 
     Falls back to the due date when the job only just fits (or does not fit at all).
+    Capacity to a date only grows with the date, so the day is found by bisection over the
+    window, not by walking it.
     """
-    ahead = sum(b.hours for b in bookings if b.due <= due) + hours
-    for day in calendar.working_days(today, due):
-        if capacity_between(person, today, day, calendar) >= ahead - 1e-9:
-            return day
-    return due
+    if isinstance(bookings, BookingIndex):
+        ahead = bookings.demand_by(due) + hours
+    else:
+        ahead = sum(b.hours for b in bookings if b.due <= due) + hours
+    if _capacity(person, today, due, calendar, 1.0) < ahead - 1e-9:
+        return due
+    low, high = today, due
+    while low < high:
+        mid = low + (high - low) // 2
+        if _capacity(person, today, mid, calendar, 1.0) >= ahead - 1e-9:
+            high = mid
+        else:
+            low = mid + timedelta(days=1)
+    done = calendar.first_working_day(low)
+    return done if done is not None and done <= due else due
 
 
 def hours_in_window(bookings: Collection[Booking]) -> float:

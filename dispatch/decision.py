@@ -34,6 +34,7 @@ from dispatch.capacity import (
     BookingIndex,
     PersonCapacity,
     WorkCalendar,
+    absent_throughout,
     available_hours,
     capacity_between,
     estimated_completion,
@@ -103,10 +104,13 @@ class Ledger:
         if skip_workflow is not None and (
             (skip_workflow, Role.PREPARER) in mine or (skip_workflow, Role.REVIEWER) in mine
         ):
-            return BookingIndex.of(self.bookings(staff_id, skip_workflow=skip_workflow))
+            return BookingIndex.of_pairs(
+                (r.due, r.hours) for r in mine.values() if r.workflow_id != skip_workflow
+            )
         cached = self._index.get(staff_id)
         if cached is None:
-            cached = self._index[staff_id] = BookingIndex.of(self.bookings(staff_id))
+            pairs = ((r.due, r.hours) for r in mine.values())
+            cached = self._index[staff_id] = BookingIndex.of_pairs(pairs)
         return cached
 
     def add(self, reservation: Reservation) -> None:
@@ -215,7 +219,6 @@ def choose(
     """Rank every staff member for one role and pick the best eligible one (or nobody)."""
     calendar = calendar_of(snapshot)
     today = snapshot.today
-    window = calendar.working_days(need.start, need.due)
     rows: list[tuple[CandidateScore, float]] = []
     for cap in snapshot.staff:
         member = cap.member
@@ -243,7 +246,7 @@ def choose(
         if member.id == other_role_holder:
             blocked.append(BlockReason.OTHER_ROLE)
             why.append("holds the other role on this engagement")
-        if person.absences and window and all(person.absent_on(d) for d in window):
+        if person.absences and absent_throughout(person, need.start, need.due, calendar):
             blocked.append(BlockReason.ABSENT)
             why.append("absent for the whole window")
         # Same test as capacity.fits, without computing the available hours twice.
@@ -486,7 +489,7 @@ def assigned(
     completion = max(
         estimated_completion(
             person_of(cap),
-            ledger.bookings(cap.member.id, skip_workflow=request.workflow_id),
+            ledger.index(cap.member.id, skip_workflow=request.workflow_id),
             needs[role].hours,
             needs[role].due,
             snapshot.today,

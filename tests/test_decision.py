@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatch.capacity import Booking, WorkCalendar, is_overbooked
-from dispatch.config import Tier
+from dispatch.config import Absence, Tier
 from dispatch.decision import Ledger, calendar_of, decide, decide_batch, person_of
 from dispatch.models import AssignmentRequest, BlockReason, Reservation, Role
 from tests.factories import MONDAY, demo_config, request, snapshot
@@ -197,7 +197,13 @@ service_types = st.sampled_from(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    database=None,
+)
 @given(
     jobs=st.lists(
         st.tuples(
@@ -266,8 +272,13 @@ def test_reassigning_one_role_keeps_the_other() -> None:
     first, reservations = decide(base, snapshot(), Ledger(), {})
     assert first.preparer is not None and first.reviewer is not None
     ledger = Ledger(reservations)
-    again = base.model_copy(update={"request_id": "r2", "exclude": [first.preparer.id],
-                                    "keep_reviewer": first.reviewer.id})
+    again = base.model_copy(
+        update={
+            "request_id": "r2",
+            "exclude": [first.preparer.id],
+            "keep_reviewer": first.reviewer.id,
+        }
+    )
     second, _ = decide(again, snapshot(), ledger, {})
     assert second.reviewer is not None and second.reviewer.id == first.reviewer.id
     assert second.preparer is not None and second.preparer.id != first.preparer.id
@@ -278,9 +289,24 @@ def test_kept_people_stay_but_a_change_that_no_longer_fits_is_flagged() -> None:
     base = request(1, service_type="monthly_bookkeeping", hours=6, due=FRIDAY)
     first, reservations = decide(base, snapshot(), Ledger(), {})
     assert first.preparer is not None
-    bigger = base.model_copy(update={"request_id": "r2", "estimated_hours": 200.0,
-                                     "keep_preparer": first.preparer.id})
+    bigger = base.model_copy(
+        update={"request_id": "r2", "estimated_hours": 200.0, "keep_preparer": first.preparer.id}
+    )
     result, kept = decide(bigger, snapshot(), Ledger(reservations), {})
     assert result.outcome == "assigned" and result.preparer == first.preparer
     assert result.warnings and "over capacity" in result.warnings[0]
     assert kept[0].hours == 200.0
+
+
+def test_a_due_date_in_the_year_9999_is_decided_like_any_other() -> None:
+    """A date typed into a PM system costs no more to decide than next Friday does."""
+    far = date(9999, 12, 31)
+    absent = [
+        m.model_copy(update={"absences": [Absence(start=MONDAY, end=MONDAY)]})
+        for m in demo_config().staff
+    ]
+    result, reservations = decide(request(hours=4, due=far), snapshot(staff=absent), Ledger(), {})
+    assert result.outcome == "assigned"
+    assert {r.due for r in reservations} == {far}
+    # Everyone is away on Monday; four hours are done on Tuesday, not in the year 9999.
+    assert result.estimated_completion == MONDAY + timedelta(days=1)

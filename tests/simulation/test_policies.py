@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dispatch.capacity import fits
@@ -130,8 +130,18 @@ def _booked(
 
 
 @pytest.mark.parametrize("policy_id", POLICY_IDS + EXTRA_POLICY_IDS)
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    # The same seasons on every run: a failure in CI is a failure on every machine.
+    derandomize=True,
+    database=None,
+)
 @given(seed=st.integers(1, 10_000), load=st.sampled_from([0.8, 1.1]))
+# The optimizer once applied a plan's leftovers after the planned engagements, so a preparer
+# booked late in a batch left reviews decided earlier in it past the reviewer ceiling.
+@example(seed=511, load=1.1)
 def test_every_policy_respects_hard_constraints(policy_id: str, seed: int, load: float) -> None:
     season = generate(PROFILES["S5"], seed, load)
     audit = CapacityAudit()
