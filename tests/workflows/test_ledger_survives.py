@@ -385,3 +385,18 @@ async def test_a_cancel_racing_its_request_books_nothing(
         view, entries = await worker.ledger()
         assert handle.id not in {e.workflow_id for e in entries}
         assert handle.id not in view.live_requests and handle.id not in view.parked
+
+
+async def test_an_absurd_due_date_does_not_stop_dispatching(
+    client: Client, sandbox: RunningSandbox
+) -> None:
+    """The webhook refuses it (422); one that reaches the dispatcher anyway (a PM record, an
+    operator's start) costs a decision like any other, and the next engagement is assigned."""
+    sandbox.reset()
+    config = relay_firm(sandbox.config)
+    async with running_worker(client, config) as worker:
+        far = await worker.start(details("far", due=date(9999, 12, 30)))
+        near = await worker.start(details("near", due=workdays_ahead(config, 6)))
+        await worker.wait_state(far.id, settled, timeout=60)
+        state = await worker.wait_state(near.id, settled, timeout=60)
+        assert state.status is DispatchStatus.ASSIGNED
