@@ -97,6 +97,9 @@ RESULT_WAIT_V2 = timedelta(minutes=2)
 """The same for engagements of the ledger protocol: a lost dispatcher is rebuilt from the
 engagements (their waiting requests included), so a resend is only a safety net, and a short
 one wakes a dispatcher nobody else is waiting on."""
+LOCAL_READS_PATCH = "firm-reads-local"
+"""Firm context and escalation contacts are read by local activities (no task-queue round
+trip per read: two fewer workflow tasks per engagement)."""
 LEDGER_PATCH = "ledger-v2"
 """``workflow.patched`` id of the ledger protocol (request numbers, holdings syncs, epochs,
 re-parking, cancellation, continue-as-new). Engagements started before it keep their old path;
@@ -152,6 +155,7 @@ class EngagementWorkflow:
         self._results: dict[str, AssignmentResult] = {}
         self._v2 = False
         """The ledger protocol (``LEDGER_PATCH``); set at the start of ``run``."""
+        self._local_reads = False
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
         self._decisions: list[PartnerDecision] = []
@@ -323,6 +327,7 @@ class EngagementWorkflow:
     @workflow.run
     async def run(self, input: EngagementInput) -> EngagementState:
         self._v2 = workflow.patched(LEDGER_PATCH)
+        self._local_reads = workflow.patched(LOCAL_READS_PATCH)
         try:
             if input.state is not None and self._details is not None:
                 await self._resume()
@@ -402,7 +407,8 @@ class EngagementWorkflow:
         wait = CONTEXT_RETRY[0]
         while True:
             try:
-                self._context = await options.FIRM.run(
+                read = options.FIRM.run_local if self._local_reads else options.FIRM.run
+                self._context = await read(
                     FirmActivities.engagement_context,
                     EngagementContextInput(
                         client_id=d.client_id,
@@ -1052,8 +1058,9 @@ class EngagementWorkflow:
         return result.hours
 
     async def _contacts(self, staff_ids: list[str]) -> Contacts:
+        read = options.FIRM.run_local if self._local_reads else options.FIRM.run
         try:
-            return await options.FIRM.run(
+            return await read(
                 FirmActivities.contacts, ContactsInput(staff_ids=staff_ids), "escalation contacts"
             )
         except ActivityError as err:

@@ -28,6 +28,24 @@ class Integration:
     """schedule_to_close: every try together."""
     max_interval: timedelta
 
+    def run_local(
+        self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str
+    ) -> Awaitable[R]:
+        """The same as a local activity: for quick reads of the worker's own config, which need
+        no task queue round trip (the workflow task waits for them instead)."""
+        return workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=self.attempt,
+            schedule_to_close_timeout=self.total,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=self.max_interval,
+            ),
+            summary=summary,
+        )
+
     def run(self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str) -> Awaitable[R]:
         """Schedule the activity with this integration's timeouts and retries."""
         return workflow.execute_activity_method(
