@@ -45,7 +45,7 @@ from dispatch import TASK_QUEUE, limits
 from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
-from dispatch.links import LinkClaims, LinkOutcome, create_links_router
+from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgrid_code_sender
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
 from dispatch.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
 from dispatch.slack_app import create_slack_handler
@@ -130,24 +130,12 @@ def _refused(err: PayloadError, route: str) -> JSONResponse:
 
 
 async def read_limited(request: Request, limit: int) -> bytes | JSONResponse:
-    """The body, or a 413 as soon as it is known to be larger than ``limit`` bytes.
-
-    Content-Length is checked first and the stream is cut at the limit, so a huge body is
-    never held in memory (a missing or lying Content-Length changes nothing)."""
-    too_large = _error(413, f"body larger than {limit} bytes (the limit for {request.url.path})")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        log.info("refused a %d-byte body on %s", int(declared), request.url.path)
-        return too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            log.info("refused a body over %d bytes on %s", limit, request.url.path)
-            return too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The body, or a 413 naming the route's limit."""
+    body = await limits.read_limited(request, limit)
+    if body is None:
+        log.info("refused a body over %d bytes on %s", limit, request.url.path)
+        return _error(413, f"body larger than {limit} bytes (the limit for {request.url.path})")
+    return body
 
 
 _COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -446,7 +434,9 @@ def create_app(
                 return LinkOutcome("unavailable", "The dispatch service is unavailable.")
             return await deliver_link(client, claims)
 
-        app.include_router(create_links_router(config, deliver))
+        app.include_router(
+            create_links_router(config, deliver, send_code=sendgrid_code_sender(config))
+        )
     if chat.kind == "slack":
         slack = create_slack_handler(config, chat, gateway.client)
 

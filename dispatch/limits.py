@@ -6,7 +6,8 @@ that (a 990 KB scope kills the workflow, a due date in 9999 makes the dispatcher
 thousand years of working days), so every field is bounded here, once, and the webhook models
 and the PM loaders use the same numbers.
 
-The helpers are pure (no clock, no I/O): callers pass "today" in the firm's time zone.
+The helpers are pure (no clock): callers pass "today" in the firm's time zone. The one
+exception is ``read_limited``, which reads a request body no further than its limit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
+from starlette.requests import Request
 
 # --- sizes -----------------------------------------------------------------------------------
 
@@ -224,3 +226,21 @@ Day = Annotated[date, Field(strict=True)]
 """Strict: only ``YYYY-MM-DD`` (never ``0`` read as 1970-01-01, never a timestamp)."""
 Skills = Annotated[list[Skill], Field(max_length=MAX_SKILLS)]
 Documents = Annotated[list[Document], Field(max_length=MAX_DOCUMENTS)]
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to be larger than ``limit`` bytes.
+
+    Content-Length is checked first and the stream is cut at the limit, so a huge body is
+    never held in memory (a missing or lying Content-Length changes nothing)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
