@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -74,6 +74,7 @@ MAX_AGE_SECONDS = 5 * 60
 MAX_ACTION_ID = 255
 MAX_VALUE = 2000
 """Slack's own limit on a button's value."""
+SLACK_HOOKS_HOST = "hooks.slack.com"
 DAMAGED = "This button is damaged or out of date, so nothing was changed."
 NOT_STAFF = "You are not on this firm's staff list, so this isn't yours to answer."
 
@@ -220,6 +221,11 @@ class SlackEvents:
             token=secret(connector.bot_token_env), base_url=connector.base_url
         )
         self._directory = SlackDirectory(config, self._web)
+        base = urlsplit(connector.base_url)
+        self._response_origins = {("https", SLACK_HOOKS_HOST), (base.scheme, base.netloc)}
+        """Where a click's response_url may point: Slack's hooks host, or the configured Slack
+        API's own host (the sandbox). Anything else is never called (a leaked signing secret
+        must not turn this server into a proxy)."""
         self._bolt = AsyncApp(
             client=self._web,
             signing_secret=signing_secret,
@@ -377,13 +383,19 @@ class SlackEvents:
         text = f"{done_text} {outcome.message}" if outcome.changed else outcome.message
         await self._tell(body, respond, text, replace=True)
 
+    def _trusted(self, response_url: object) -> bool:
+        if not isinstance(response_url, str) or len(response_url) > 2048:
+            return False
+        parts = urlsplit(response_url)
+        return (parts.scheme, parts.netloc) in self._response_origins
+
     async def _tell(
         self, body: dict[str, Any], respond: Respond | None, text: str, *, replace: bool = False
     ) -> None:
         """Tell the person who clicked: through response_url when the click has one."""
         user = body["user"]["id"]
         try:
-            if respond is not None and isinstance(body.get("response_url"), str):
+            if respond is not None and self._trusted(body.get("response_url")):
                 if replace:
                     await respond(
                         replace_original=True, text=text, blocks=_outcome_blocks(body, text)

@@ -182,3 +182,20 @@ async def test_temporal_down_is_explained_to_the_clicker_not_a_5xx(
     [reply] = store(sandbox).response_posts[accepted.response_token]
     assert "not recorded" in reply["text"]
     assert (await relay.state(state.workflow_id)).status is DispatchStatus.ASSIGNED
+
+
+async def test_a_response_url_off_slack_is_never_called(
+    relay: RunningWorker, sandbox: RunningSandbox
+) -> None:
+    """Only Slack's hooks host (or the configured Slack API's host) gets the answer: a signed
+    payload must not make this server post to an address of someone's choosing."""
+    state, accepted = await assigned_click(relay, sandbox, "elsewhere", "assignment_accept")
+    payload = payload_of(accepted)
+    elsewhere = sandbox.base_url.replace("127.0.0.1", "localhost") + "/slack/response/elsewhere"
+    payload["response_url"] = elsewhere
+    body = form(payload)
+    before = len(store(sandbox).ephemeral)
+    assert (await send(relay, body, signed(body))).status_code == 200
+    assert (await relay.state(state.workflow_id)).status is DispatchStatus.ACCEPTED
+    assert sandbox.requests(prefix="/slack/response/elsewhere") == []
+    assert len(store(sandbox).ephemeral) == before + 1  # told in the channel instead
