@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -129,6 +130,38 @@ def _refused(err: PayloadError, route: str) -> JSONResponse:
     return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
 
 
+class NoTracebacks:
+    """A bug of ours becomes a plain 500, never a traceback: the log line gets the error's type
+    and where it happened, never its message (it may quote the payload), never the body.
+
+    (FastAPI's own exception handlers answer but then re-raise to the server, which logs the
+    whole traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def watched(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as err:
+            frame = traceback.extract_tb(err.__traceback__)[-1:]
+            where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
+            log.error("unexpected %s on %s at %s", type(err).__name__, scope.get("path"), where)
+            if not answered:
+                response = _error(500, "internal error; the request was not recorded")
+                await response(scope, receive, send)
+
+
 async def read_limited(request: Request, limit: int) -> bytes | JSONResponse:
     """The body, or a 413 naming the route's limit."""
     body = await limits.read_limited(request, limit)
@@ -208,14 +241,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.config = config
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        # A bug of ours, never the sender's fault. The type and where it happened, never the
-        # message (it may quote the payload) and never the body.
-        frame = traceback.extract_tb(err.__traceback__)[-1:] or None
-        where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
-        log.error("unexpected %s on %s at %s", type(err).__name__, request.url.path, where)
-        return _error(500, "internal error; the request was not recorded")
+    app.add_middleware(NoTracebacks)
 
     async def start(
         workflow_id: str, input: EngagementInput, details: EngagementDetails | None

@@ -62,6 +62,9 @@ _bolt_log = logging.getLogger("dispatch.slack.bolt")
 # Bolt logs whole request bodies at INFO (e.g. on a bad signature); ours never reach it
 # unchecked, and its INFO chatter stays out of the firm's logs.
 _bolt_log.setLevel(logging.WARNING)
+# slack_sdk logs every request body at DEBUG: our replies repeat the message, client names
+# included. Even a firm debugging at DEBUG must not get client data in its logs.
+logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 ASSIGNMENT_ACTIONS = re.compile(r"^assignment_(accept|reassign)$")
 PARTNER_ACTIONS = re.compile(r"^partner_(assign|force):([a-z0-9][a-z0-9_.-]{0,62})$")

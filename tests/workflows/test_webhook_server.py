@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -335,3 +336,22 @@ async def test_openapi_is_complete_and_every_ref_resolves(relay: RunningWorker) 
     assert "engagement" in event["properties"]
     payload = resolve(spec, "#/components/schemas/EngagementPayload")
     assert payload["properties"]["title"]["maxLength"] == 300
+
+
+async def test_a_bug_is_a_plain_500_with_no_message_in_the_log(
+    relay: RunningWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(relay.config, relay.client, task_queue=relay.task_queue)
+
+    async def broken() -> None:
+        raise ValueError("Dana Marlow's scope")  # what a bug's message might quote
+
+    app.add_api_route("/broken", broken, methods=["POST"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://starter"
+    ) as http:
+        response = await http.post("/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error; the request was not recorded"}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ValueError" in text and "Marlow" not in text
