@@ -126,7 +126,8 @@ def _unavailable(err: Exception) -> JSONResponse:
 
 def _refused(err: PayloadError, route: str) -> JSONResponse:
     # Field names and reasons only: reasons never quote the value (it may be client data).
-    log.info("refused a %s webhook: invalid %s", route, ", ".join(e.field for e in err.errors))
+    named = ", ".join(e.field for e in err.errors[:10])
+    log.info("refused a %s webhook: invalid %s", route, named)
     return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
 
 
@@ -156,7 +157,7 @@ class NoTracebacks:
         except Exception as err:
             frame = traceback.extract_tb(err.__traceback__)[-1:]
             where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
-            log.error("unexpected %s on %s at %s", type(err).__name__, scope.get("path"), where)
+            log.error("unexpected %s on %r at %s", type(err).__name__, scope.get("path"), where)
             if not answered:
                 response = _error(500, "internal error; the request was not recorded")
                 await response(scope, receive, send)

@@ -70,6 +70,7 @@ ASSIGNMENT_ACTIONS = re.compile(r"^assignment_(accept|reassign)$")
 PARTNER_ACTIONS = re.compile(r"^partner_(assign|force):([a-z0-9][a-z0-9_.-]{0,62})$")
 _SLACK_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,20}(\.[0-9]{1,12})?$")
+_PAYLOAD_TYPE = re.compile(r"^[a-z_]{1,64}$")
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 MAX_AGE_SECONDS = 5 * 60
@@ -146,9 +147,10 @@ def check_click(body: bytes) -> Problem | Ignored | None:
         return Problem("the payload is not JSON")
     if not isinstance(payload, dict):
         return Problem("the payload is not an object")
-    kind = _string(payload.get("type"), 64)
+    kind = _string(payload.get("type"), 64) or ""
     if kind != "block_actions":
-        return Ignored(f"payload type {kind or 'unknown'}")
+        named = kind if _PAYLOAD_TYPE.match(kind) else "unknown"
+        return Ignored(f"payload type {named}")
     user = payload.get("user")
     user_id = _string(user.get("id"), 32) if isinstance(user, dict) else None
     if user_id is None or not _SLACK_ID.match(user_id):

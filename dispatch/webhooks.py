@@ -12,6 +12,7 @@ Validation errors name the field and the reason, and nothing is started when any
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -36,12 +37,27 @@ class PayloadError(Exception):
         self.errors = errors
 
 
+MAX_ERRORS = 20
+"""A 422 names at most this many fields: enough to fix a payload, bounded whatever it holds."""
+MAX_FIELD_NAME = 100
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def field_name(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """A field's dotted path, safe to show and log: unknown keys are the sender's text, so
+    they are shortened and anything but printable ASCII is replaced."""
+    path = ".".join(str(p) for p in loc) or "(body)"
+    path = _UNPRINTABLE.sub("?", prefix + path)
+    return path if len(path) <= MAX_FIELD_NAME else path[: MAX_FIELD_NAME - 1] + "…"
+
+
 def _errors_from(err: ValidationError, prefix: str = "") -> list[FieldError]:
-    found = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(body)"
-        found.append(FieldError(field=prefix + path, reason=e["msg"].removeprefix("Value error, ")))
-    return found
+    return [
+        FieldError(
+            field=field_name(e["loc"], prefix), reason=e["msg"].removeprefix("Value error, ")
+        )
+        for e in err.errors()[:MAX_ERRORS]
+    ]
 
 
 # --- Karbon ----------------------------------------------------------------------------------

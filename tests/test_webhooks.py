@@ -193,3 +193,14 @@ def test_karbon_words_are_bounded() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_karbon(body.encode())
     assert {e.field for e in caught.value.errors} == {"ResourceType", "ActionType"}
+
+
+def test_unknown_field_names_are_shortened_and_made_printable() -> None:
+    body = event()
+    body["x" * 5000] = 1
+    body["evil\nINFO forged log line"] = 2
+    for n in range(40):
+        body[f"extra{n}"] = n
+    problems = fields_of(body)
+    assert len(problems) == 20  # bounded, whatever the payload holds
+    assert all(len(name) <= 100 and "\n" not in name for name in problems)

@@ -12,8 +12,14 @@ import collections
 
 from temporalio.client import Client
 
-from benchmarks.fuzz_routes import case_strategy, draw_cases, run_cases, run_label, terminate_all
-from tests.harness import firm_today
+from benchmarks.fuzz_routes import (
+    FUZZ_TODAY,
+    case_strategy,
+    draw_cases,
+    run_cases,
+    run_label,
+    terminate_all,
+)
 from tests.sandbox_server import RunningSandbox
 
 CASES = 300
@@ -24,7 +30,7 @@ async def test_no_input_gets_a_5xx_starts_a_workflow_unasked_or_logs_client_data
 ) -> None:
     sandbox.reset()
     config = sandbox.config
-    today = firm_today(config)
+    today = FUZZ_TODAY
     cases = draw_cases(case_strategy(config, today, sandbox.base_url, "00"), CASES)
     per_route = collections.Counter(case.route for case in cases)
     assert min(per_route.values()) >= 50, per_route  # every route gets its share
