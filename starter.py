@@ -585,13 +585,15 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_firm_config()
+        # A missing secret the routes need (Slack's signing secret, SendGrid's key for link
+        # codes) is a one-line error at start, not a traceback or a broken route later.
+        app = create_app(load_firm_config())
     except FirmConfigError as err:
         print(f"starter: {err}", file=sys.stderr)
         sys.exit(2)
     host = os.environ.get("DISPATCH_HOST", DEFAULT_HOST)
     port = int(os.environ.get("DISPATCH_PORT", "8000"))
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
