@@ -693,9 +693,10 @@ def report(findings: Findings, drawn: float) -> None:
         )
     print(f"slowest request: {findings.slowest[0] * 1000:.0f} ms ({findings.slowest[1]})")
     print(f"5xx answers: {len(findings.server_errors)}")
+    wrong = collections.Counter(" ".join(w.split(" ", 2)[:2]) for w in findings.wrong_answers)
     print(
         f"wrong answers (valid refused, unsigned accepted, invalid started): "
-        f"{len(findings.wrong_answers)}"
+        f"{len(findings.wrong_answers)} {dict(wrong)}"
     )
     print(
         f"workflows started: {len(findings.started_ids)}; started without a 202: "
