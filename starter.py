@@ -1,12 +1,16 @@
 """The webhook server: PM webhooks in, engagement workflows started or signalled, 202 out.
 
-    python starter.py           # port 8000 (DISPATCH_PORT), firm from DISPATCH_FIRM_CONFIG
+    python starter.py           # 127.0.0.1:8000 (DISPATCH_HOST, DISPATCH_PORT)
 
 Routes: ``POST /webhooks/karbon``, ``POST /webhooks/engagements``, ``POST /slack/events``
 (Slack buttons), ``GET /healthz``, ``GET /openapi.json``. Every start is idempotent
 (deterministic workflow id, USE_EXISTING), so a webhook delivered five times makes one
-workflow. When Temporal cannot record a webhook the answer is 503 with Retry-After, so the
-sender retries and nothing is lost.
+workflow. When Temporal cannot record a webhook (stopped, hung, overloaded) the answer is 503
+with Retry-After within a second or two, so the sender retries and nothing is lost.
+
+Hostile input is met at the door: each route has a body-size limit (413), every field a limit
+(``dispatch.limits``, 422 naming the field), and no request, whatever its content or signature,
+gets a 5xx from its content. Log lines carry ids and reasons, never bodies or client data.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -22,7 +27,10 @@ from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -34,17 +42,18 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.signing import verify_hex_signature
-from dispatch import TASK_QUEUE
+from dispatch import TASK_QUEUE, limits
 from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
-from dispatch.links import LinkClaims, LinkOutcome, create_links_router
+from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgrid_code_sender
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
-from dispatch.responses import deliver_link
+from dispatch.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
 from dispatch.slack_app import create_slack_handler
 from dispatch.temporal import connect
 from dispatch.webhooks import (
     EngagementEvent,
+    FieldError,
     KarbonNotification,
     PayloadError,
     details_from,
@@ -56,14 +65,12 @@ from workflows.engagement import EngagementWorkflow
 
 log = logging.getLogger("dispatch.starter")
 
-MAX_BODY = 1_000_000
 RETRY_AFTER_SECONDS = "5"
+CONNECT_TIMEOUT_SECONDS = 3.0
+DEFAULT_HOST = "127.0.0.1"
+"""Loopback unless told otherwise: expose the server through a TLS proxy (README)."""
 
 ClientFactory = Callable[[], Awaitable[Client]]
-
-
-class TemporalUnavailable(Exception):
-    pass
 
 
 class TemporalGateway:
@@ -80,10 +87,31 @@ class TemporalGateway:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await asyncio.wait_for(self._factory(), timeout=5)
-                except (RuntimeError, OSError, TimeoutError) as err:
-                    raise TemporalUnavailable(str(err)) from None
+                    self._client = await asyncio.wait_for(
+                        self._factory(), timeout=CONNECT_TIMEOUT_SECONDS
+                    )
+                except (RuntimeError, OSError, TimeoutError, RPCError) as err:
+                    raise ServiceUnavailable(type(err).__name__) from None
             return self._client
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+class Accepted(BaseModel):
+    workflow_id: str
+    duplicate: bool | None = None
+    """Present on a start: true when the engagement already existed (a redelivery)."""
+
+
+class Ignored(BaseModel):
+    ignored: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    fields: list[FieldError] | None = None
+    """On 422: every field at fault, with the reason."""
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -92,18 +120,96 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def _unavailable(err: Exception) -> JSONResponse:
-    log.warning("temporal unavailable: %s", type(err).__name__)
+    log.warning("temporal unavailable: %s", err)
     return _error(503, "the workflow service is unavailable; retry later")
 
 
-def _is_unavailable(err: RPCError) -> bool:
-    return err.status in (
-        RPCStatusCode.UNAVAILABLE,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.INTERNAL,
-        RPCStatusCode.UNKNOWN,
-    )
+def _refused(err: PayloadError, route: str) -> JSONResponse:
+    # Field names and reasons only: reasons never quote the value (it may be client data).
+    named = ", ".join(e.field for e in err.errors[:10])
+    log.info("refused a %s webhook: invalid %s", route, named)
+    return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
+
+
+class NoTracebacks:
+    """A bug of ours becomes a plain 500, never a traceback: the log line gets the error's type
+    and where it happened, never its message (it may quote the payload), never the body.
+
+    (FastAPI's own exception handlers answer but then re-raise to the server, which logs the
+    whole traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def watched(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as err:
+            frame = traceback.extract_tb(err.__traceback__)[-1:]
+            where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
+            log.error("unexpected %s on %r at %s", type(err).__name__, scope.get("path"), where)
+            if not answered:
+                response = _error(500, "internal error; the request was not recorded")
+                await response(scope, receive, send)
+
+
+async def read_limited(request: Request, limit: int) -> bytes | JSONResponse:
+    """The body, or a 413 naming the route's limit."""
+    body = await limits.read_limited(request, limit)
+    if body is None:
+        log.info("refused a body over %d bytes on %s", limit, request.url.path)
+        return _error(413, f"body larger than {limit} bytes (the limit for {request.url.path})")
+    return body
+
+
+_COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: started, signalled, or ignored with the reason",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/Accepted"},
+                        {"$ref": "#/components/schemas/Ignored"},
+                    ]
+                }
+            }
+        },
+    },
+    401: {
+        "description": "Bad or missing signature",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    },
+    413: {
+        "description": "Body larger than the route's limit",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    },
+    422: {
+        "description": "Invalid payload; ``fields`` names each field at fault and why",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    },
+    503: {
+        "description": "Temporal unavailable, or the route's secret not configured: retry "
+        "after Retry-After seconds",
+        "headers": {
+            "Retry-After": {
+                "schema": {"type": "integer"},
+                "description": "seconds to wait before retrying",
+            }
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    },
+}
 
 
 def create_app(
@@ -136,11 +242,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.config = config
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _error(413, f"body larger than {MAX_BODY} bytes")
-        return body
+    app.add_middleware(NoTracebacks)
 
     async def start(
         workflow_id: str, input: EngagementInput, details: EngagementDetails | None
@@ -159,19 +261,23 @@ def create_app(
             ]
         client = await gateway.client()
         try:
-            handle = await client.start_workflow(
-                EngagementWorkflow.run,
-                input,
-                id=workflow_id,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                # A replayed "created" webhook must not reopen a finished engagement.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(pairs),
-                memo={
-                    "title": details.title if details else None,
-                    "client_name": details.client_name if details else None,
-                },
+            handle = await bounded(
+                client,
+                client.start_workflow(
+                    EngagementWorkflow.run,
+                    input,
+                    id=workflow_id,
+                    task_queue=task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    # A replayed "created" webhook must not reopen a finished engagement.
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(pairs),
+                    memo={
+                        "title": details.title if details else None,
+                        "client_name": details.client_name if details else None,
+                    },
+                    rpc_timeout=RPC_TIMEOUT,
+                ),
             )
         except WorkflowAlreadyStartedError:
             return workflow_id, True
@@ -185,7 +291,10 @@ def create_app(
         client = await gateway.client()
         handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id)
         try:
-            await handle.signal(EngagementWorkflow.pm_updated, update)
+            await bounded(
+                client,
+                handle.signal(EngagementWorkflow.pm_updated, update, rpc_timeout=RPC_TIMEOUT),
+            )
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 return False
@@ -195,12 +304,13 @@ def create_app(
     async def guarded(work: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
         try:
             return await work()
-        except TemporalUnavailable as err:
+        except ServiceUnavailable as err:
             return _unavailable(err)
         except RPCError as err:
-            if _is_unavailable(err):
-                return _unavailable(err)
-            raise
+            # Anything else Temporal refuses is not the sender's fault either; retrying later
+            # is the safe answer (every start and signal is idempotent).
+            log.error("temporal refused a call: %s", err.status.name)
+            return _unavailable(ServiceUnavailable(err.status.name))
 
     @app.post(
         "/webhooks/karbon",
@@ -222,14 +332,10 @@ def create_app(
                 }
             ],
         },
-        responses={
-            401: {"description": "bad or missing signature"},
-            422: {"description": "invalid payload; the body names the field"},
-            503: {"description": "Temporal unavailable; retry"},
-        },
+        responses=_COMMON_RESPONSES,
     )
     async def karbon_webhook(request: Request) -> JSONResponse:
-        body = await read_body(request)
+        body = await read_limited(request, limits.KARBON_BODY)
         if isinstance(body, JSONResponse):
             return body
         key = os.environ.get(_karbon_key_env(config), "")
@@ -237,11 +343,12 @@ def create_app(
             log.error("Karbon webhook received but its signing key is not configured")
             return _error(503, "webhook signing key not configured")
         if not verify_hex_signature(key, body, request.headers.get("Signature", "")):
+            log.info("refused a Karbon webhook: bad or missing signature")
             return _error(401, "invalid signature")
         try:
             note = parse_karbon(body)
         except PayloadError as err:
-            return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
+            return _refused(err, "Karbon")
         if note.ResourceType != "Work":
             return JSONResponse({"ignored": f"resource type {note.ResourceType}"}, status_code=202)
         workflow_id = engagement_workflow_id("karbon", note.ResourcePermaKey)
@@ -290,14 +397,10 @@ def create_app(
                 }
             ],
         },
-        responses={
-            401: {"description": "bad or missing signature"},
-            422: {"description": "invalid payload; the body names the field"},
-            503: {"description": "Temporal unavailable; retry"},
-        },
+        responses=_COMMON_RESPONSES,
     )
     async def engagement_webhook(request: Request) -> JSONResponse:
-        body = await read_body(request)
+        body = await read_limited(request, limits.ENGAGEMENT_BODY)
         if isinstance(body, JSONResponse):
             return body
         secret = os.environ.get("DISPATCH_WEBHOOK_SECRET", "")
@@ -308,11 +411,12 @@ def create_app(
         if not given.startswith("sha256=") or not verify_hex_signature(
             secret, body, given.removeprefix("sha256=")
         ):
+            log.info("refused an engagement webhook: bad or missing signature")
             return _error(401, "invalid signature")
         try:
             event = parse_engagement_event(body, config, firm_today())
         except PayloadError as err:
-            return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
+            return _refused(err, "relay")
         details = details_from(event, config)
         workflow_id = engagement_workflow_id(event.source, event.engagement.external_id)
 
@@ -353,30 +457,121 @@ def create_app(
         async def deliver(claims: LinkClaims) -> LinkOutcome:
             try:
                 client = await gateway.client()
-            except TemporalUnavailable:
+            except ServiceUnavailable:
                 return LinkOutcome("unavailable", "The dispatch service is unavailable.")
             return await deliver_link(client, claims)
 
-        app.include_router(create_links_router(config, deliver))
+        app.include_router(
+            create_links_router(config, deliver, send_code=sendgrid_code_sender(config))
+        )
     if chat.kind == "slack":
         slack = create_slack_handler(config, chat, gateway.client)
 
-        @app.post("/slack/events", summary="Slack interactivity (buttons), verified by Bolt",
-                  include_in_schema=True)
+        @app.post(
+            "/slack/events",
+            summary="Slack interactivity (buttons): signed by Slack, dispatched by Bolt",
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "payload": {
+                                        "type": "string",
+                                        "description": "Slack's block_actions payload (JSON)",
+                                    }
+                                },
+                                "required": ["payload"],
+                            }
+                        }
+                    },
+                },
+                "parameters": [
+                    {
+                        "name": "X-Slack-Signature",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "v0=<hex HMAC-SHA256 of v0:timestamp:body with "
+                        "SLACK_SIGNING_SECRET>",
+                    },
+                    {
+                        "name": "X-Slack-Request-Timestamp",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "Unix seconds; older than five minutes is refused",
+                    },
+                ],
+            },
+            responses={
+                200: {
+                    "description": "Acknowledged (the outcome is told to the person in "
+                    "Slack; clicks that are not ours are ignored)"
+                },
+                400: {
+                    "description": "Signed, but not a click this service understands",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    },
+                },
+                401: _COMMON_RESPONSES[401],
+                413: _COMMON_RESPONSES[413],
+            },
+        )
         async def slack_events(request: Request) -> Response:
-            return await slack.handle(request)
+            body = await read_limited(request, limits.SLACK_BODY)
+            if isinstance(body, JSONResponse):
+                return body
+            return await slack.handle(request, body)
 
-    @app.get("/healthz", summary="Liveness, and whether Temporal is reachable")
-    async def healthz() -> dict[str, str]:
+    class Health(BaseModel):
+        status: str
+        temporal: str
+
+    @app.get(
+        "/healthz", summary="Liveness, and whether Temporal is reachable", response_model=Health
+    )
+    async def healthz() -> Health:
         try:
             client = await gateway.client()
             await asyncio.wait_for(client.service_client.check_health(), timeout=2)
             temporal = "reachable"
-        except (TemporalUnavailable, RPCError, TimeoutError, RuntimeError):
+        except (ServiceUnavailable, RPCError, TimeoutError, RuntimeError):
             temporal = "unreachable"
-        return {"status": "ok", "temporal": temporal}
+        return Health(status="ok", temporal=temporal)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the request-body models' ``$defs`` and our answer models
+    moved into ``components/schemas``, so every ``$ref`` resolves."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Accepted, Ignored, ErrorBody):
+        found = json_schema(model)
+        components.update(found.pop("$defs", {}))
+        components[model.__name__] = found
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                body_schema = media.get("schema", {})
+                components.update(body_schema.pop("$defs", {}))
+                title = body_schema.get("title")
+                if title and body_schema.get("type") == "object" and "properties" in body_schema:
+                    components[title] = dict(body_schema)
+                    media["schema"] = {"$ref": f"#/components/schemas/{title}"}
+    app.openapi_schema = schema
+    return schema
 
 
 def _karbon_key_env(config: FirmConfig) -> str:
@@ -390,13 +585,15 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_firm_config()
+        # A missing secret the routes need (Slack's signing secret, SendGrid's key for link
+        # codes) is a one-line error at start, not a traceback or a broken route later.
+        app = create_app(load_firm_config())
     except FirmConfigError as err:
         print(f"starter: {err}", file=sys.stderr)
         sys.exit(2)
-    host = os.environ.get("DISPATCH_HOST", "0.0.0.0")
+    host = os.environ.get("DISPATCH_HOST", DEFAULT_HOST)
     port = int(os.environ.get("DISPATCH_PORT", "8000"))
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio import activity
@@ -24,7 +25,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import error_for_status, redact, transport_error
 from activities.roles import PmActivities
+from dispatch import limits
 from dispatch.config import FirmConfig, FirmConfigError, KarbonConnector, ServiceType, secret
+from dispatch.ids import foreign_source
 from dispatch.models import (
     DispatchStatus,
     EngagementDetails,
@@ -35,6 +38,8 @@ from dispatch.models import (
 )
 
 SYSTEM = "Karbon"
+SOURCE = "karbon"
+"""The engagement source whose external ids are Karbon work item keys."""
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 CONFLICT_RETRIES = 3
 """Re-reads after a 409 inside one activity attempt before Temporal's retry takes over."""
@@ -392,6 +397,9 @@ class KarbonActivities(PmActivities):
     @activity.defn(name="pm_load_engagement")
     async def load_engagement(self, input: LoadEngagementInput) -> EngagementDetails:
         key = input.external_id
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            raise ApplicationError(refused, type="ForeignSource", non_retryable=True)
         item = await self.client.get_work_item(key)
         if item is None:
             raise ApplicationError(
@@ -415,7 +423,15 @@ class KarbonActivities(PmActivities):
                 type="MissingDueDate",
                 non_retryable=True,
             )
+        start = _date(item.get("StartDate"))
+        _check_dates(key, due, start, self.config.firm.time_zone)
         client_key = str(item.get("ClientKey") or "")
+        if client_key and limits.client_id_problem(client_key):
+            raise ApplicationError(
+                f"{SYSTEM} work item {key}: its ClientKey cannot be used as a client id",
+                type="InvalidPmRecord",
+                non_retryable=True,
+            )
         client_email, contact_name = await self._client_contact(
             client_key, str(item.get("ClientType") or "")
         )
@@ -424,14 +440,14 @@ class KarbonActivities(PmActivities):
         return EngagementDetails(
             source=input.source,
             external_id=key,
-            title=str(item.get("Title") or service.name),
+            title=limits.clean_text(str(item.get("Title") or ""), limits.MAX_TITLE) or service.name,
             client_id=client_key,
-            client_name=str(client_name),
-            client_email=client_email or (known.email if known else None),
-            client_contact_name=contact_name,
+            client_name=limits.clean_text(str(client_name), limits.MAX_NAME) or client_key,
+            client_email=_email(client_email) or (known.email if known else None),
+            client_contact_name=limits.clean_text(contact_name or "", limits.MAX_NAME) or None,
             service_type=service.id,
             due_date=due,
-            start_date=_date(item.get("StartDate")),
+            start_date=start,
             estimated_hours=service.default_estimated_hours,
             required_skills=list(service.required_skills),
             specializations=list(service.preferred_skills),
@@ -439,10 +455,10 @@ class KarbonActivities(PmActivities):
             scope_summary=_scope(item, service),
             # [A] Karbon's web app addresses a work item as <app>#/work/<WorkItemKey>.
             pm_url=f"{self.connector.app_url.rstrip('/')}#/work/{key}",
-            pm_work_type=work_type,
-            pm_assignee_email=item.get("AssigneeEmailAddress"),
-            pm_status=item.get("PrimaryStatus"),
-            pm_secondary_status=item.get("SecondaryStatus"),
+            pm_work_type=_short(work_type),
+            pm_assignee_email=_email(item.get("AssigneeEmailAddress")),
+            pm_status=_short(item.get("PrimaryStatus")),
+            pm_secondary_status=_short(item.get("SecondaryStatus")),
             work_state=work_state(self.connector, item),
         )
 
@@ -471,6 +487,9 @@ class KarbonActivities(PmActivities):
 
     @activity.defn(name="pm_write_back")
     async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            return PmWriteBackResult(written=False, manual_update_required=True, detail=refused)
         key = input.external_id
         target = _target_status(self.connector, input.status)
         for attempt in range(CONFLICT_RETRIES + 1):
@@ -517,8 +536,39 @@ class KarbonActivities(PmActivities):
 
 
 def _scope(item: Mapping[str, Any], service: ServiceType) -> str:
-    description = str(item.get("Description") or "").strip()
+    description = limits.clean_text(
+        str(item.get("Description") or ""), limits.MAX_SCOPE, multiline=True
+    )
     return description or service.name
+
+
+def _short(value: Any) -> str | None:
+    """A status or type word from Karbon, bounded like the webhook's own fields."""
+    text = limits.clean_text(str(value or ""), limits.MAX_STATUS)
+    return text or None
+
+
+def _email(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text or len(text) > limits.MAX_EMAIL or limits.text_problem(text) or "@" not in text:
+        return None
+    return text
+
+
+def _check_dates(key: str, due: date, start: date | None, time_zone: str) -> None:
+    """Impossible dates make the work item undispatchable (the workflow says why) rather than
+    reaching the dispatcher, whose decisions scan the days up to the due date."""
+    today = datetime.now(ZoneInfo(time_zone)).date()
+    problem = limits.due_date_problem(due, today, may_be_past=True)
+    if problem is None and start is not None:
+        problem = limits.start_date_problem(start, due)
+        problem = f"start date {problem}" if problem else None
+    elif problem is not None:
+        problem = f"due date {problem}"
+    if problem:
+        raise ApplicationError(
+            f"{SYSTEM} work item {key}: {problem}", type="ImpossibleDate", non_retryable=True
+        )
 
 
 async def ensure_work_subscription(

@@ -151,6 +151,8 @@ class TeamsActivities(ChatActivities):
         self._http = http
         self._clock = clock
         """When links are issued (their expiry and nonce derive from it)."""
+        self._needs_code = config.connectors.email.kind != "none"
+        """With an email connector, a link acts only with the code emailed to its person."""
 
     def _client(self) -> httpx.AsyncClient:
         # Created on first use, inside the worker's event loop, and shared by all attempts.
@@ -166,7 +168,12 @@ class TeamsActivities(ChatActivities):
             action: self._link(s.workflow_id, person.id, action, input.role.value)
             for action in (ACCEPT, REASSIGN)
         }
-        card = assignment_card(input, accept_url=links[ACCEPT], reassign_url=links[REASSIGN])
+        card = assignment_card(
+            input,
+            accept_url=links[ACCEPT],
+            reassign_url=links[REASSIGN],
+            needs_code=self._needs_code,
+        )
         return await self._post(card)
 
     @activity.defn(name="chat_notify_partner")
@@ -206,6 +213,7 @@ class TeamsActivities(ChatActivities):
             ttl=timedelta(hours=self._connector.link_ttl_hours),
             now=issued,
             nonce=derive_nonce(key, workflow_id, staff_id, action, role, issued.isoformat()),
+            needs_code=self._needs_code,
         )
 
     def _webhook_url(self) -> str:
@@ -323,7 +331,7 @@ def webhook_body(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def assignment_card(
-    notice: AssignmentNotice, *, accept_url: str, reassign_url: str
+    notice: AssignmentNotice, *, accept_url: str, reassign_url: str, needs_code: bool = False
 ) -> dict[str, Any]:
     """The Teams twin of the Slack assignment DM: same facts, links instead of callbacks."""
     s = notice.summary
@@ -363,13 +371,10 @@ def assignment_card(
                 color="Attention",
             )
         )
-    body.append(
-        _text(
-            "Each button opens a confirmation page and works once.",
-            isSubtle=True,
-            size="Small",
-        )
-    )
+    how = "Each button opens a confirmation page and works once"
+    if needs_code:
+        how += f", with a code we email to {notice.recipient.name}"
+    body.append(_text(how + ".", isSubtle=True, size="Small"))
     actions = [
         _open_url("Accept", accept_url, "positive"),
         _open_url("Request reassignment", reassign_url, "destructive"),

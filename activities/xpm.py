@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio import activity
@@ -37,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import error_for_status, redact, transport_error
 from activities.roles import PmActivities
+from dispatch import limits
 from dispatch.config import (
     ClientRecord,
     FirmConfig,
@@ -45,6 +47,7 @@ from dispatch.config import (
     XpmConnector,
     secret,
 )
+from dispatch.ids import foreign_source
 from dispatch.models import (
     DispatchStatus,
     EngagementDetails,
@@ -443,6 +446,20 @@ class XpmClient:
 # --- activities -------------------------------------------------------------------------------
 
 
+def _client_id(client_uuid: str | None) -> str:
+    """XPM's client UUID as our client id; anything else XPM might send is not usable in a
+    path (the client's upload link), so it is left out rather than passed on."""
+    value = client_uuid or ""
+    return value if value and not limits.client_id_problem(value) else ""
+
+
+def _email(value: str | None) -> str | None:
+    text = (value or "").strip()
+    if not text or len(text) > limits.MAX_EMAIL or limits.text_problem(text) or "@" not in text:
+        return None
+    return text
+
+
 def _target_state(connector: XpmConnector, status: DispatchStatus) -> str | None:
     """Our dispatch status -> the firm's XPM state interface code; None leaves it alone."""
     if status is DispatchStatus.ASSIGNED:
@@ -486,6 +503,9 @@ class XpmActivities(PmActivities):
 
     @activity.defn(name="pm_load_engagement")
     async def load_engagement(self, input: LoadEngagementInput) -> EngagementDetails:
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            raise ApplicationError(refused, type="ForeignSource", non_retryable=True)
         job = await self.client.get_job(input.external_id)
         if job is None:
             raise ApplicationError(
@@ -499,6 +519,11 @@ class XpmActivities(PmActivities):
                 f"{SYSTEM} job {job.id} has no due date",
                 type="MissingDueDate",
                 non_retryable=True,
+            )
+        problem = self._date_problem(job, job.due_date)
+        if problem:
+            raise ApplicationError(
+                f"{SYSTEM} job {job.id}: {problem}", type="ImpossibleDate", non_retryable=True
             )
         client = await self._client_record(job.client_uuid)
         return self._details(input.source, job, service, job.due_date, client)
@@ -548,17 +573,25 @@ class XpmActivities(PmActivities):
             if job.estimated_minutes > 0
             else service.default_estimated_hours
         )
+        client_name = (
+            job.client_name
+            or (record.name if record else None)
+            or (known.name if known else None)
+            or ""
+        )
+        contact = limits.clean_text(
+            (record.contact_name if record else None) or "", limits.MAX_NAME
+        )
         return EngagementDetails(
             source=source,
             external_id=job.id,
-            title=job.name or service.name,
-            client_id=known.id if known else (job.client_uuid or ""),
-            client_name=job.client_name
-            or (record.name if record else None)
-            or (known.name if known else None)
+            title=limits.clean_text(job.name, limits.MAX_TITLE) or service.name,
+            client_id=known.id if known else _client_id(job.client_uuid),
+            client_name=limits.clean_text(client_name, limits.MAX_NAME)
             or (job.client_uuid or "unknown client"),
-            client_email=(record.email if record else None) or (known.email if known else None),
-            client_contact_name=record.contact_name if record else None,
+            client_email=_email(record.email if record else None)
+            or (known.email if known else None),
+            client_contact_name=contact or None,
             service_type=service.id,
             due_date=due,
             start_date=job.start_date,
@@ -566,15 +599,18 @@ class XpmActivities(PmActivities):
             required_skills=list(service.required_skills),
             specializations=list(service.preferred_skills),
             documents_needed=list(service.documents_needed),
-            scope_summary=job.description or service.name,
+            scope_summary=limits.clean_text(job.description, limits.MAX_SCOPE, multiline=True)
+            or service.name,
             # [A] XPM's web app addresses a job by its number under /job/.
             pm_url=f"{self.connector.app_url.rstrip('/')}/job/{quote(job.id, safe='')}",
-            pm_work_type=job.type,
+            pm_work_type=limits.clean_text(job.type or "", limits.MAX_STATUS) or None,
             # Assignees are staff UUIDs in XPM; resolving them to emails would cost a
             # staff.api/list call per load against a 60-a-minute budget, for a field no
             # workflow reads.
             pm_assignee_email=None,
-            pm_status="Completed" if self._is_completed(job) else (job.state or None),
+            pm_status="Completed"
+            if self._is_completed(job)
+            else (limits.clean_text(job.state, limits.MAX_STATUS) or None),
         )
 
     async def _client_record(self, client_uuid: str | None) -> XpmClientRecord | None:
@@ -600,6 +636,9 @@ class XpmActivities(PmActivities):
 
     @activity.defn(name="pm_write_back")
     async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            return PmWriteBackResult(written=False, manual_update_required=True, detail=refused)
         job = await self.client.get_job(input.external_id)
         if job is None:
             raise ApplicationError(
@@ -702,7 +741,19 @@ class XpmActivities(PmActivities):
             )
         if job.due_date is None:
             return "no due date"
-        return service, job.due_date
+        return self._date_problem(job, job.due_date) or (service, job.due_date)
+
+    def _date_problem(self, job: XpmJob, due: date) -> str | None:
+        """Impossible dates make a job undispatchable instead of reaching the dispatcher."""
+        today = datetime.now(ZoneInfo(self.config.firm.time_zone)).date()
+        problem = limits.due_date_problem(due, today, may_be_past=True)
+        if problem:
+            return f"due date {problem}"
+        if job.start_date is not None:
+            start_problem = limits.start_date_problem(job.start_date, due)
+            if start_problem:
+                return f"start date {start_problem}"
+        return None
 
     async def _client_records(
         self, client_uuids: set[str | None]

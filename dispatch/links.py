@@ -8,7 +8,7 @@ with HMAC-SHA256 keyed by the link secret (``DISPATCH_LINK_SECRET`` by default):
 
     token   = b64url(payload) "." b64url(HMAC-SHA256(secret, b64url(payload)))
     payload = {"v": 1, "w": workflow id, "s": staff id, "a": action, "e": expiry (unix s),
-               "n": nonce}
+               "n": nonce, "c": 1 when a one-time code by email is required (optional)}
 
 (base64url without padding). The payload is signed, not encrypted: anyone holding the link can
 read it, so it holds ids only.
@@ -19,34 +19,50 @@ callable given to ``create_links_router``) must use the nonce (``LinkClaims.even
 Temporal Update id or seen-set key, so a second click — or the same click retried — counts
 once and is answered as already used (``LinkOutcome.already_used`` → HTTP 409).
 
-A link is a bearer capability: whoever opens it acts as the staff member it was issued to.
-Short expiry, single use and the confirmation step below limit the damage of a forwarded link;
-they do not replace a sign-in.
+**Bound to the person by a one-time code.** A card posted through a Teams Workflows webhook
+lands in a channel, where everyone sees the same links, and nothing tells us who opens one:
+the webhook answers 202 with no body, ``Action.OpenUrl`` is a plain browser navigation, and
+the callbacks that carry the clicker's identity (``Action.Submit`` / ``Action.Execute``) need
+a Teams bot. So a link alone is a bearer capability. When the firm has an email connector,
+links are issued with ``"c": 1``: the confirmation page then asks for a code that is emailed,
+on request, to the address on file for the staff member the link was issued to. Whoever else
+opens the link in the channel can ask for the code, but it goes to that person's mailbox, not
+to them. The code is derived from the link secret and the nonce (nothing to store); requests
+for it and wrong guesses are throttled per link. Without an email connector links stay bearer
+links (short expiry, single use, a confirmation step); the README says what that means.
 
 ``GET /links/{token}`` never acts: chat clients and mail scanners fetch links to build previews,
-so GET only shows a confirmation page whose button POSTs back to the same URL.
+so GET only shows a confirmation page whose button POSTs back to the same URL (with
+``send_code=1`` to have the code emailed, with ``code=...`` to act).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import html
+import http.client
 import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from python_http_client.exceptions import HTTPError as SendGridHTTPError
+from sendgrid import SendGridAPIClient
 
-from dispatch.config import FirmConfig, TeamsConnector, secret
+from dispatch import limits
+from dispatch.config import FirmConfig, SendGridConnector, StaffMember, TeamsConnector, secret
 from dispatch.models import AssignmentResponse, PartnerDecision
 
 log = logging.getLogger("dispatch.links")
@@ -63,6 +79,13 @@ MAX_TOKEN_LENGTH = 2048
 DEFAULT_LINK_SECRET_ENV = "DISPATCH_LINK_SECRET"
 RETRY_AFTER_SECONDS = "5"
 _RETRY_FORM = '<form method="post"><button type="submit">Try again</button></form>'
+
+CODE_LENGTH = 8
+"""Crockford base32: 40 bits, typed as ``XXXX-XXXX``."""
+CODE_SENDS_PER_HOUR = 3
+CODE_GUESSES_PER_HOUR = 10
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CODE_READS_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 _STAFF_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WORKFLOW_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
@@ -87,6 +110,8 @@ class LinkClaims:
     action: str
     expires_at: datetime
     nonce: str
+    needs_code: bool = False
+    """True when acting needs the one-time code emailed to the staff member."""
 
     @property
     def event_id(self) -> str:
@@ -161,6 +186,7 @@ def make_token(
     ttl: timedelta,
     now: datetime,
     nonce: str | None = None,
+    needs_code: bool = False,
 ) -> str:
     if not secret_value:
         raise ValueError("the link secret is empty")
@@ -186,6 +212,8 @@ def make_token(
         "e": expires,
         "n": chosen,
     }
+    if needs_code:
+        body["c"] = 1
     payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
     return f"{payload}.{_b64(_sign(secret_value, payload))}"
 
@@ -200,6 +228,7 @@ def make_link(
     ttl: timedelta,
     now: datetime,
     nonce: str | None = None,
+    needs_code: bool = False,
 ) -> str:
     """``{base_url}/links/{token}``. Without ``nonce`` a random one is used."""
     token = make_token(
@@ -210,6 +239,7 @@ def make_link(
         ttl=ttl,
         now=now,
         nonce=nonce,
+        needs_code=needs_code,
     )
     return f"{base_url.rstrip('/')}/links/{token}"
 
@@ -247,7 +277,7 @@ def _claims(body: object) -> LinkClaims:
     if not isinstance(body, dict) or body.get("v") != TOKEN_VERSION:
         raise LinkError("malformed", "the link was made by an unknown version")
     workflow_id, staff_id, action = body.get("w"), body.get("s"), body.get("a")
-    expires, nonce = body.get("e"), body.get("n")
+    expires, nonce, needs_code = body.get("e"), body.get("n"), body.get("c", 0)
     if not (
         isinstance(workflow_id, str)
         and _WORKFLOW_ID.match(workflow_id)
@@ -258,6 +288,7 @@ def _claims(body: object) -> LinkClaims:
         and isinstance(expires, int)
         and isinstance(nonce, str)
         and _NONCE.match(nonce)
+        and needs_code in (0, 1)
     ):
         raise LinkError("malformed", "the link's content is incomplete")
     return LinkClaims(
@@ -266,7 +297,64 @@ def _claims(body: object) -> LinkClaims:
         action=action,
         expires_at=datetime.fromtimestamp(expires, UTC),
         nonce=nonce,
+        needs_code=needs_code == 1,
     )
+
+
+# --- the one-time code -----------------------------------------------------------------------
+
+
+def one_time_code(secret_value: str, claims: LinkClaims) -> str:
+    """The code for this link: keyed with the link secret, so only our emails can carry it."""
+    message = "\x1f".join(("code", claims.nonce, claims.staff_id)).encode("utf-8")
+    digest = hmac.new(secret_value.encode("utf-8"), message, hashlib.sha256).digest()
+    number = int.from_bytes(digest[:5], "big")
+    chars = [_CROCKFORD[(number >> (5 * i)) & 31] for i in range(CODE_LENGTH)]
+    return "".join(reversed(chars))
+
+
+def code_matches(secret_value: str, claims: LinkClaims, typed: str) -> bool:
+    """Compare what the person typed, forgiving case, spaces, dashes and O/0, I/L/1."""
+    cleaned = re.sub(r"[\s-]", "", typed).upper().translate(_CODE_READS_AS)
+    return hmac.compare_digest(cleaned.encode(), one_time_code(secret_value, claims).encode())
+
+
+def show_code(code: str) -> str:
+    return f"{code[:4]}-{code[4:]}"
+
+
+def mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def upload_link(template: str, client_id: str) -> str:
+    """The client's upload link with the client id quoted for a URL (no '/' or '..' can
+    change the path, whatever the PM system calls its clients)."""
+    return template.format(client_id=quote(client_id, safe=""))
+
+
+CodeSender = Callable[[StaffMember, LinkClaims, str], Awaitable[bool]]
+"""Email ``code`` to the staff member; False when it could not be sent."""
+
+
+@dataclass
+class _Throttle:
+    """At most ``limit`` events per link nonce per hour, in this process."""
+
+    limit: int
+    _events: dict[str, list[float]] = field(default_factory=dict)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._events.get(key, []) if now - t < 3600]
+        if len(self._events) > 10_000:  # forget idle links rather than grow without bound
+            self._events = {k: v for k, v in self._events.items() if v and now - v[-1] < 3600}
+        if len(recent) >= self.limit:
+            self._events[key] = recent
+            return False
+        self._events[key] = [*recent, now]
+        return True
 
 
 # --- what a click means ----------------------------------------------------------------------
@@ -401,22 +489,67 @@ def describe(claims: LinkClaims, config: FirmConfig) -> tuple[str, str]:
     return f"Assign engagement {engagement} to {name}?", f"Assign {name}"
 
 
+def _code_forms(label: str, *, offer_email: bool = True) -> str:
+    """Ask for the code (and offer to email it): both post back to this very URL."""
+    e = html.escape
+    send = (
+        '<form method="post"><input type="hidden" name="send_code" value="1">'
+        '<button type="submit">Email me the code</button></form>'
+        if offer_email
+        else ""
+    )
+    return (
+        f'{send}<form method="post"><p><label>Code from the email '
+        '<input name="code" autocomplete="one-time-code" autocapitalize="characters" '
+        f'maxlength="16" size="10" required></label></p>'
+        f'<button type="submit">{e(label)}</button></form>'
+    )
+
+
+def _retry_form(code: str | None) -> str:
+    if code is None:
+        return _RETRY_FORM
+    hidden = f'<input type="hidden" name="code" value="{html.escape(code)}">'
+    return f'<form method="post">{hidden}<button type="submit">Try again</button></form>'
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form's fields (first value each); None when the body is over the limit."""
+    body = await limits.read_limited(request, limits.LINK_BODY)
+    if body is None:
+        return None
+    try:
+        parsed = parse_qs(body.decode("utf-8"), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
 def create_links_router(
-    config: FirmConfig, deliver: Deliver, *, clock: Callable[[], datetime] = _utc_now
+    config: FirmConfig,
+    deliver: Deliver,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    send_code: CodeSender | None = None,
 ) -> APIRouter:
-    """``GET /links/{token}`` (confirmation page) and ``POST /links/{token}`` (act)."""
+    """``GET /links/{token}`` (confirmation page) and ``POST /links/{token}`` (act).
+
+    ``send_code`` emails a link's one-time code; links that need a code cannot be used
+    without it (the page says so)."""
     router = APIRouter(tags=["links"])
     env_name = link_secret_env(config)
     firm = config.firm.name
+    sends = _Throttle(CODE_SENDS_PER_HOUR)
+    guesses = _Throttle(CODE_GUESSES_PER_HOUR)
 
-    def claims_or_page(token: str) -> LinkClaims | HTMLResponse:
+    def claims_or_page(token: str) -> tuple[LinkClaims, str] | HTMLResponse:
         # Read per request: a rotated secret takes effect without a restart.
         key = secret(env_name, required=False)
         if not key:
             log.warning("action links are disabled: %s is not set", env_name)
             return _page(503, "Links are not available", "Try again later.", firm=firm)
         try:
-            return verify_link(key, token, clock())
+            return verify_link(key, token, clock()), key
         except LinkError as err:
             # Never log the token: it is a bearer capability until it expires.
             log.info("refused an action link: %s", err.reason)
@@ -428,23 +561,114 @@ def create_links_router(
         checked = claims_or_page(token)
         if isinstance(checked, HTMLResponse):
             return checked
-        question, label = describe(checked, config)
+        claims, _ = checked
+        question, label = describe(claims, config)
+        if claims.needs_code:
+            who = _person(claims)
+            question += (
+                f" To confirm it is you, we email a one-time code to {who}'s work address: "
+                "ask for it below, then type it in."
+            )
+            return _page(200, label, question, firm=firm, form=_code_forms(label))
         # No action attribute: the form posts back to this very URL.
         form = f'<form method="post"><button type="submit">{html.escape(label)}</button></form>'
         return _page(200, label, question, firm=firm, form=form)
 
+    def _person(claims: LinkClaims) -> str:
+        try:
+            return config.staff_by_id(claims.staff_id).name
+        except KeyError:
+            return claims.staff_id
+
+    async def email_code(claims: LinkClaims, key: str, label: str) -> HTMLResponse:
+        try:
+            member = config.staff_by_id(claims.staff_id)
+        except KeyError:
+            return _page(409, "This link's person is gone", "Nothing was done.", firm=firm)
+        if send_code is None:
+            log.warning("a link needs a code but no email connector is configured")
+            return _page(
+                503,
+                "Codes cannot be sent",
+                "This link needs a code by email, and email is not set up. Ask the operations "
+                "lead to send the engagement again.",
+                firm=firm,
+            )
+        if not sends.allow(claims.nonce):
+            log.info("link code for %s: too many requests", claims.workflow_id)
+            return _page(
+                429,
+                "Code already sent",
+                "A code was sent to this address several times in the last hour. Use the "
+                "newest email, or try again later.",
+                firm=firm,
+                form=_code_forms(label, offer_email=False),
+            )
+        try:
+            sent = await send_code(member, claims, show_code(one_time_code(key, claims)))
+        except Exception as err:  # the mail service's failure must not become a 500
+            log.warning("could not email a link code: %s", type(err).__name__)
+            sent = False
+        if not sent:
+            return _page(
+                503,
+                "The code could not be sent",
+                "Try again in a minute.",
+                firm=firm,
+                form=_code_forms(label),
+            )
+        log.info("link code emailed to %s for %s", member.id, claims.workflow_id)
+        return _page(
+            200,
+            "Check your email",
+            f"We emailed a code to {mask_email(member.email)}. Type it here to go on.",
+            firm=firm,
+            form=_code_forms(label, offer_email=False),
+        )
+
     @router.post("/links/{token}", response_class=HTMLResponse, include_in_schema=False)
-    async def act(token: str) -> HTMLResponse:
+    async def act(token: str, request: Request) -> HTMLResponse:
         checked = claims_or_page(token)
         if isinstance(checked, HTMLResponse):
             return checked
+        claims, key = checked
+        code: str | None = None
+        if claims.needs_code:
+            fields = await _form(request)
+            if fields is None:
+                return _page(413, "Too much data", "Nothing was done.", firm=firm)
+            _, label = describe(claims, config)
+            if fields.get("send_code") == "1":
+                return await email_code(claims, key, label)
+            code = fields.get("code", "")
+            if not code:
+                return _page(
+                    403,
+                    "A code is needed",
+                    f"This link acts for {_person(claims)}: ask for the code by email, then "
+                    "type it in. Nothing was done.",
+                    firm=firm,
+                    form=_code_forms(label),
+                )
+            if not guesses.allow(claims.nonce):
+                log.info("link code for %s: too many wrong codes", claims.workflow_id)
+                return _page(429, "Too many tries", "Nothing was done. Try again later.", firm=firm)
+            if not code_matches(key, claims, code):
+                log.info("link code for %s: wrong code", claims.workflow_id)
+                return _page(
+                    403,
+                    "That code is not right",
+                    "Nothing was done. Check the newest email and try again.",
+                    firm=firm,
+                    form=_code_forms(label),
+                )
         try:
-            outcome = await deliver(checked)
+            outcome = await deliver(claims)
         except Exception as err:  # the consumer's failure must not become a stack trace page
             log.warning(
                 "could not deliver link action %s for %s: %s",
-                checked.kind,
-                checked.workflow_id,
+                claims.kind,
+                claims.workflow_id,
                 type(err).__name__,
             )
             return _page(
@@ -452,9 +676,9 @@ def create_links_router(
                 "Not recorded yet",
                 "Your answer could not be recorded right now. Try the button again in a minute.",
                 firm=firm,
-                form=_RETRY_FORM,
+                form=_retry_form(code),
             )
-        log.info("link action %s for %s: %s", checked.kind, checked.workflow_id, outcome.result)
+        log.info("link action %s for %s: %s", claims.kind, claims.workflow_id, outcome.result)
         titles = {
             "done": "Done",
             "already_used": "This link was already used",
@@ -463,7 +687,7 @@ def create_links_router(
         }
         retry = ""
         if outcome.result == "unavailable":
-            retry = _RETRY_FORM
+            retry = _retry_form(code)
         return _page(
             _STATUS[outcome.result],
             titles[outcome.result],
@@ -475,21 +699,71 @@ def create_links_router(
     return router
 
 
+def sendgrid_code_sender(config: FirmConfig) -> CodeSender | None:
+    """Codes by the firm's email connector (SendGrid), or None when it has none."""
+    connector = config.connectors.email
+    if not isinstance(connector, SendGridConnector):
+        return None
+    api_key = secret(connector.api_key_env)
+    client = SendGridAPIClient(api_key=api_key, host=connector.base_url.rstrip("/"))
+    client.client.timeout = 10.0
+    firm = config.firm.name
+
+    def send(member: StaffMember, claims: LinkClaims, code: str) -> bool:
+        question, _ = describe(claims, config)
+        text = (
+            f"Your code: {code}\n\n"
+            f"It confirms the link you opened: {question}\n"
+            "It works only with that link, and only until the link expires.\n\n"
+            "If you did not open a dispatch link just now, someone else did: tell your "
+            "operations lead, and do not share this code."
+        )
+        message = {
+            "personalizations": [
+                {
+                    "to": [{"email": member.email, "name": member.name}],
+                    "custom_args": {"dispatch_id": claims.workflow_id},
+                }
+            ],
+            "from": {"email": connector.from_email, "name": connector.from_name or firm},
+            "subject": f"Your confirmation code: {code}",
+            "content": [{"type": "text/plain", "value": text}],
+            "categories": ["link-code"],
+        }
+        try:
+            response = client.send(message)
+        except (SendGridHTTPError, OSError, http.client.HTTPException) as err:
+            log.warning("SendGrid refused a link code: %s", type(err).__name__)
+            return False
+        return int(response.status_code) in (200, 202)
+
+    async def send_async(member: StaffMember, claims: LinkClaims, code: str) -> bool:
+        return await asyncio.to_thread(send, member, claims, code)
+
+    return send_async
+
+
 __all__ = [
     "ACCEPT",
     "PARTNER_ASSIGN",
     "PARTNER_ASSIGN_ANYWAY",
     "REASSIGN",
+    "CodeSender",
     "Deliver",
     "LinkClaims",
     "LinkError",
     "LinkOutcome",
+    "code_matches",
     "create_links_router",
     "decision_for",
     "derive_nonce",
     "make_link",
     "make_token",
+    "one_time_code",
     "partner_action",
     "response_for",
+    "sendgrid_code_sender",
+    "show_code",
+    "upload_link",
     "verify_link",
 ]

@@ -12,11 +12,13 @@ Validation errors name the field and the reason, and nothing is started when any
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dispatch import limits
 from dispatch.config import FirmConfig
 from dispatch.ids import InvalidIdError, engagement_workflow_id
 from dispatch.models import EngagementDetails, WorkState
@@ -35,12 +37,27 @@ class PayloadError(Exception):
         self.errors = errors
 
 
+MAX_ERRORS = 20
+"""A 422 names at most this many fields: enough to fix a payload, bounded whatever it holds."""
+MAX_FIELD_NAME = 100
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def field_name(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """A field's dotted path, safe to show and log: unknown keys are the sender's text, so
+    they are shortened and anything but printable ASCII is replaced."""
+    path = ".".join(str(p) for p in loc) or "(body)"
+    path = _UNPRINTABLE.sub("?", prefix + path)
+    return path if len(path) <= MAX_FIELD_NAME else path[: MAX_FIELD_NAME - 1] + "…"
+
+
 def _errors_from(err: ValidationError, prefix: str = "") -> list[FieldError]:
-    found = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(body)"
-        found.append(FieldError(field=prefix + path, reason=e["msg"].removeprefix("Value error, ")))
-    return found
+    return [
+        FieldError(
+            field=field_name(e["loc"], prefix), reason=e["msg"].removeprefix("Value error, ")
+        )
+        for e in err.errors()[:MAX_ERRORS]
+    ]
 
 
 # --- Karbon ----------------------------------------------------------------------------------
@@ -51,11 +68,9 @@ class KarbonNotification(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    ResourcePermaKey: Annotated[
-        str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    ]
-    ResourceType: str
-    ActionType: str
+    ResourcePermaKey: limits.ExternalId
+    ResourceType: limits.KarbonWord
+    ActionType: limits.KarbonWord
     TimeStamp: datetime | None = None
 
     @property
@@ -78,30 +93,32 @@ def parse_karbon(body: bytes) -> KarbonNotification:
 class ClientInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, Field(min_length=1, max_length=128)]
-    name: Annotated[str, Field(min_length=1, max_length=300)]
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
-    contact_name: str | None = None
+    id: limits.ClientId
+    name: limits.Name
+    email: limits.Email | None = None
+    contact_name: limits.Name | None = None
 
 
 class EngagementPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: Annotated[str, Field(min_length=1, max_length=128)]
-    title: Annotated[str, Field(min_length=1, max_length=300)]
+    external_id: limits.ExternalId
+    title: limits.Title
     client: ClientInfo
-    service_type: Annotated[str, Field(min_length=1)]
-    due_date: date
-    start_date: date | None = None
-    estimated_hours: Annotated[float, Field(gt=0, le=2000)] | None = None
+    service_type: limits.ServiceTypeId
+    due_date: limits.Day
+    """Not in the past (firm's time zone), at most ``MAX_YEARS_AHEAD`` years ahead."""
+    start_date: limits.Day | None = None
+    """Not before 1990, not after the due date."""
+    estimated_hours: limits.Hours | None = None
     """Omitted: the service type's default estimate."""
-    required_skills: list[str] = Field(default_factory=list)
-    specializations: list[str] = Field(default_factory=list)
-    documents_needed: list[str] | None = None
+    required_skills: limits.Skills = Field(default_factory=list)
+    specializations: limits.Skills = Field(default_factory=list)
+    documents_needed: limits.Documents | None = None
     """Omitted: the service type's default list."""
-    scope_summary: str = ""
-    url: str | None = None
-    status: str | None = None
+    scope_summary: limits.Scope = ""
+    url: limits.Url | None = None
+    status: limits.Status | None = None
 
 
 class EngagementEvent(BaseModel):
@@ -135,8 +152,8 @@ class EngagementEvent(BaseModel):
     event: Literal[
         "engagement.created", "engagement.updated", "engagement.cancelled", "engagement.completed"
     ]
-    event_id: Annotated[str, Field(min_length=1, max_length=200)]
-    source: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    event_id: limits.EventId
+    source: limits.Source
     engagement: EngagementPayload
 
     @field_validator("source")
@@ -148,7 +165,10 @@ class EngagementEvent(BaseModel):
 
 
 def parse_engagement_event(body: bytes, config: FirmConfig, today: date) -> EngagementEvent:
-    """Parse and check against the firm: known service type, future due date, sane ids."""
+    """Parse and check against the firm: known service type, due date in the window, sane ids.
+
+    Field limits (``dispatch.limits``) are checked by the models; the date window needs the
+    firm's today and is checked here."""
     try:
         event = EngagementEvent.model_validate_json(body)
     except ValidationError as err:
@@ -163,19 +183,17 @@ def parse_engagement_event(body: bytes, config: FirmConfig, today: date) -> Enga
                 reason=f"unknown service type {eng.service_type!r} (known: {known})",
             )
         )
-    if event.event in ("engagement.created", "engagement.updated") and eng.due_date < today:
-        problems.append(
-            FieldError(
-                field="engagement.due_date",
-                reason=f"{eng.due_date.isoformat()} is in the past "
-                f"(today is {today.isoformat()} in the firm's time zone)",
-            )
-        )
-    if eng.start_date is not None and eng.start_date > eng.due_date:
-        problems.append(FieldError(field="engagement.start_date", reason="is after the due date"))
+    live = event.event in ("engagement.created", "engagement.updated")
+    due_problem = limits.due_date_problem(eng.due_date, today, may_be_past=not live)
+    if due_problem:
+        problems.append(FieldError(field="engagement.due_date", reason=due_problem))
+    if eng.start_date is not None:
+        start_problem = limits.start_date_problem(eng.start_date, eng.due_date)
+        if start_problem:
+            problems.append(FieldError(field="engagement.start_date", reason=start_problem))
     try:
         engagement_workflow_id(event.source, eng.external_id)
-    except InvalidIdError as err:
+    except InvalidIdError as err:  # pragma: no cover - the model's patterns are the same
         problems.append(FieldError(field="engagement.external_id", reason=str(err)))
     if problems:
         raise PayloadError(problems)

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from dispatch.config import FirmConfig, TeamsConnector, load_firm_config
+from dispatch.config import FirmConfig, StaffMember, TeamsConnector, load_firm_config
 from dispatch.links import (
     LinkClaims,
     LinkError,
@@ -26,8 +26,11 @@ from dispatch.links import (
     derive_nonce,
     make_link,
     make_token,
+    one_time_code,
     partner_action,
     response_for,
+    show_code,
+    upload_link,
     verify_link,
 )
 
@@ -377,3 +380,116 @@ async def test_the_router_reads_the_default_secret_env_without_teams(
     monkeypatch.setenv("DISPATCH_LINK_SECRET", SECRET)
     async with client_for(app_for(load_firm_config(), deliver)) as client:
         assert (await client.post(f"/links/{token()}")).status_code == 200
+
+
+# --- one-time codes: binding a link to its person ---------------------------------------------
+
+
+class FakeMailbox:
+    """Stands for the firm's email connector: records who got which code."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.fail = False
+
+    async def __call__(self, member: StaffMember, claims: LinkClaims, code: str) -> bool:
+        if self.fail:
+            return False
+        self.sent.append((member.email, code))
+        return True
+
+
+def coded_app(config: FirmConfig, deliver: FakeDeliver, mailbox: FakeMailbox | None) -> FastAPI:
+    app = FastAPI()
+    app.include_router(create_links_router(config, deliver, clock=lambda: NOW, send_code=mailbox))
+    return app
+
+
+async def test_a_coded_link_acts_only_with_the_code_sent_to_its_person(
+    firm: FirmConfig, deliver: FakeDeliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_LINK_SECRET", SECRET)
+    mailbox = FakeMailbox()
+    value = token("accept", needs_code=True)
+    async with client_for(coded_app(firm, deliver, mailbox)) as web:
+        page = await web.get(f"/links/{value}")
+        assert "one-time code" in page.text and 'name="send_code"' in page.text
+        assert (await web.post(f"/links/{value}")).status_code == 403
+        assert (await web.post(f"/links/{value}", data={"code": "0000-0000"})).status_code == 403
+        sent = await web.post(f"/links/{value}", data={"send_code": "1"})
+        assert sent.status_code == 200 and "p•••@harborfinch.example" in sent.text
+        [(to, code)] = mailbox.sent
+        assert to == firm.staff_by_id("priya").email
+        assert deliver.calls == []
+        typed = code.lower().replace("-", " ").replace("0", "o")  # forgiving of how it is typed
+        done = await web.post(f"/links/{value}", data={"code": typed})
+        assert done.status_code == 200 and [c.kind for c in deliver.calls] == ["accept"]
+
+
+async def test_code_requests_and_guesses_are_throttled_per_link(
+    firm: FirmConfig, deliver: FakeDeliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_LINK_SECRET", SECRET)
+    mailbox = FakeMailbox()
+    value = token("accept", needs_code=True)
+    async with client_for(coded_app(firm, deliver, mailbox)) as web:
+        statuses = [
+            (await web.post(f"/links/{value}", data={"send_code": "1"})).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429] and len(mailbox.sent) == 3
+        guesses = [
+            (await web.post(f"/links/{value}", data={"code": f"AAAA-AAA{n}"})).status_code
+            for n in range(11)
+        ]
+        assert guesses[:10] == [403] * 10 and guesses[10] == 429
+        right = show_code(one_time_code(SECRET, verify_link(SECRET, value, NOW)))
+        # Locked for this link even with the right code: guessing cannot be sped up.
+        assert (await web.post(f"/links/{value}", data={"code": right})).status_code == 429
+        other = token("reassign", needs_code=True)
+        other_code = show_code(one_time_code(SECRET, verify_link(SECRET, other, NOW)))
+        assert other_code != right  # each link has its own code
+        assert (await web.post(f"/links/{other}", data={"code": other_code})).status_code == 200
+    assert deliver.calls and deliver.calls[-1].kind == "reassign"
+
+
+async def test_a_code_that_cannot_be_sent_is_said_plainly(
+    firm: FirmConfig, deliver: FakeDeliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_LINK_SECRET", SECRET)
+    broken = FakeMailbox()
+    broken.fail = True
+    value = token("accept", needs_code=True)
+    async with client_for(coded_app(firm, deliver, broken)) as web:
+        response = await web.post(f"/links/{value}", data={"send_code": "1"})
+        assert response.status_code == 503 and "could not be sent" in response.text
+    async with client_for(coded_app(firm, deliver, None)) as web:
+        response = await web.post(f"/links/{value}", data={"send_code": "1"})
+        assert response.status_code == 503 and "email is not set up" in response.text
+        huge = await web.post(f"/links/{value}", content=b"code=" + b"x" * 10_000)
+        assert huge.status_code == 413
+    assert deliver.calls == []
+
+
+def test_the_code_flag_is_signed() -> None:
+    plain = token("accept")
+    assert not verify_link(SECRET, plain, NOW).needs_code
+    payload, _, signature = plain.partition(".")
+    body = json.loads(unb64(payload))
+    body["c"] = 1  # a link without a code cannot be made to need one, nor the reverse
+    assert_forged = f"{b64(json.dumps(body).encode())}.{signature}"
+    with pytest.raises(LinkError) as caught:
+        verify_link(SECRET, assert_forged, NOW)
+    assert caught.value.reason == "forged"
+
+
+@pytest.mark.parametrize(
+    ("client_id", "link"),
+    [
+        ("cl-marlow", "https://portal.example.com/upload/cl-marlow"),
+        ("../../etc/passwd", "https://portal.example.com/upload/..%2F..%2Fetc%2Fpasswd"),
+        ("a b&c?d#e", "https://portal.example.com/upload/a%20b%26c%3Fd%23e"),
+    ],
+)
+def test_upload_links_quote_the_client_id(client_id: str, link: str) -> None:
+    assert upload_link("https://portal.example.com/upload/{client_id}", client_id) == link

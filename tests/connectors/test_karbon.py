@@ -665,3 +665,78 @@ async def test_ensure_subscription_creates_once(
     )
     assert deleted.status_code == 204
     assert await ensure_work_subscription(connector, target) is True  # re-created after a 404
+
+
+# --- source isolation and limits at load ------------------------------------------------------
+
+
+async def test_a_relay_engagement_never_writes_to_a_karbon_item_with_the_same_key(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
+    """External ids are unique per source only: a Canopy ``external_id`` equal to a Karbon
+    key must not reassign that Karbon work item."""
+    key = await new_item(client)
+    result: PmWriteBackResult = await ActivityEnvironment().run(
+        acts.write_back,
+        PmWriteBackInput(
+            workflow_id=f"engagement-canopy-{key}",
+            source="canopy",
+            external_id=key,
+            assignee_email="priya@harborfinch.example",
+            status=DispatchStatus.ASSIGNED,
+        ),
+    )
+    assert not result.written and result.manual_update_required
+    assert "canopy" in result.detail and "Karbon" in result.detail
+    assert writes(sandbox) == []
+    assert sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}") == []  # not even read
+    item = await client.get_work_item(key)
+    assert item is not None and item["AssigneeEmailAddress"] == "ava@harborfinch.example"
+
+
+async def test_loading_another_sources_engagement_is_refused(
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(client)
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            acts.load_engagement, LoadEngagementInput(source="taxdome", external_id=key)
+        )
+    assert caught.value.type == "ForeignSource" and caught.value.non_retryable
+
+
+@pytest.mark.parametrize(
+    ("dates", "said"),
+    [
+        ({"DueDate": "9999-12-31T00:00:00Z"}, "due date 9999-12-31 is more than 3 years ahead"),
+        (
+            {"DueDate": "1970-01-02T00:00:00Z", "StartDate": "1970-01-01T00:00:00Z"},
+            "due date is before 1990",
+        ),
+        ({"StartDate": "1970-01-01T00:00:00Z"}, "start date 1970-01-01 is before 1990"),
+        ({"StartDate": "2027-06-01T00:00:00Z"}, "start date is after the due date"),
+    ],
+)
+async def test_impossible_dates_cannot_be_dispatched(
+    client: KarbonClient, acts: KarbonActivities, dates: dict[str, Any], said: str
+) -> None:
+    key = await new_item(client, **dates)
+    with pytest.raises(ApplicationError) as caught:
+        await load(acts, key)
+    assert caught.value.type == "ImpossibleDate" and caught.value.non_retryable
+    assert said in caught.value.message
+
+
+async def test_over_long_and_control_text_is_clipped_at_load(
+    client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(
+        client,
+        Title="Return\x00 " + "T" * 1000,
+        Description="Scope line one\nline two\x07 " + "S" * 990_000,
+    )
+    details = await load(acts, key)
+    assert len(details.title) == 300 and "\x00" not in details.title
+    assert details.title.startswith("Return T") and details.title.endswith("…")
+    assert len(details.scope_summary) == 4000
+    assert details.scope_summary.startswith("Scope line one\nline two S")

@@ -21,8 +21,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.teams import TeamsActivities
-from dispatch.config import TeamsConnector, Tier
-from dispatch.links import LinkClaims, LinkOutcome, create_links_router, verify_link
+from dispatch.config import NoEmail, TeamsConnector, Tier
+from dispatch.links import (
+    LinkClaims,
+    LinkOutcome,
+    create_links_router,
+    one_time_code,
+    show_code,
+    verify_link,
+)
 from dispatch.models import (
     AssignmentNotice,
     BlockReason,
@@ -58,7 +65,7 @@ def connector() -> TeamsConnector:
 
 def activities_for(sandbox: RunningSandbox, **kwargs: Any) -> TeamsActivities:
     kwargs.setdefault("clock", lambda: ISSUED)
-    return TeamsActivities(sandbox.config, connector(), **kwargs)
+    return TeamsActivities(kwargs.pop("config", sandbox.config), connector(), **kwargs)
 
 
 def store_of(sandbox: RunningSandbox) -> TeamsStore:
@@ -251,12 +258,30 @@ async def test_a_card_link_works_once_through_the_links_router(
     app = FastAPI()
     app.include_router(create_links_router(sandbox.config, deliver, clock=lambda: ISSUED))
     path = url.removeprefix(PUBLIC)
+    claims = claims_of(url, ISSUED)
+    assert claims.needs_code  # the firm has an email connector: the code binds the person
+    code = {"code": show_code(one_time_code(LINK_SECRET, claims))}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC) as web:
         assert (await web.get(path)).status_code == 200
+        assert (await web.post(path)).status_code == 403  # whoever has the link, no code
         assert seen == []
-        assert (await web.post(path)).status_code == 200
-        assert (await web.post(path)).status_code == 409
+        assert (await web.post(path, data=code)).status_code == 200
+        assert (await web.post(path, data=code)).status_code == 409
     assert [c.kind for c in seen] == ["accept"]
+
+
+async def test_links_need_a_code_only_when_the_firm_can_email_it(sandbox: RunningSandbox) -> None:
+    await run(activities_for(sandbox).notify_assignment, assignment(sandbox))
+    card = the_card(sandbox)
+    assert claims_of(actions_by_title(card)["Accept"], ISSUED).needs_code
+    assert "with a code we email to" in json.dumps(card)
+    no_email = sandbox.config.connectors.model_copy(update={"email": NoEmail(kind="none")})
+    config = sandbox.config.model_copy(update={"connectors": no_email})
+    store_of(sandbox).posts.clear()
+    await run(activities_for(sandbox, config=config).notify_assignment, assignment(sandbox))
+    bearer = the_card(sandbox)
+    assert not claims_of(actions_by_title(bearer)["Accept"], ISSUED).needs_code
+    assert "with a code" not in json.dumps(bearer)
 
 
 async def test_the_reviewer_card_says_review(sandbox: RunningSandbox) -> None:

@@ -579,3 +579,48 @@ def test_error_reasons_in_xpm_and_xero_shapes() -> None:
     problem = b'{"Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired"}'
     assert error_reason(problem, "Unauthorized") == "Unauthorized; TokenExpired"
     assert error_reason(b"", "Service Unavailable") == "Service Unavailable"
+
+
+# --- source isolation and limits at load ------------------------------------------------------
+
+
+async def test_an_engagement_from_another_source_is_never_written_to_xpm(
+    sandbox: RunningSandbox, client: XpmClient, acts: XpmActivities
+) -> None:
+    job = await new_job(client)
+    before = last_seq(sandbox)
+    result: PmWriteBackResult = await ActivityEnvironment().run(
+        acts.write_back,
+        PmWriteBackInput(
+            workflow_id=f"engagement-canopy-{job.id}",
+            source="canopy",
+            external_id=job.id,
+            assignee_email=PRIYA,
+            status=DispatchStatus.ASSIGNED,
+        ),
+    )
+    assert not result.written and "canopy" in result.detail
+    assert [r for r in sandbox.requests(prefix=API) if int(r["seq"]) > before] == []
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            acts.load_engagement, LoadEngagementInput(source="canopy", external_id=job.id)
+        )
+    assert caught.value.type == "ForeignSource"
+
+
+async def test_impossible_dates_are_problems_not_engagements(
+    sandbox: RunningSandbox, client: XpmClient, acts: XpmActivities
+) -> None:
+    far = await new_job(client, due=date(9999, 12, 31))
+    with pytest.raises(ApplicationError) as caught:
+        await load(acts, far.id)
+    assert caught.value.type == "ImpossibleDate" and "3 years ahead" in caught.value.message
+    listed = await list_jobs(acts, today(sandbox) - timedelta(days=1), today(sandbox))
+    [entry] = [j for j in listed.jobs if j.external_id == far.id]
+    assert entry.details is None and "due date 9999-12-31" in str(entry.problem)
+
+
+async def test_over_long_text_is_clipped_at_load(client: XpmClient, acts: XpmActivities) -> None:
+    job = await new_job(client, name="N" * 5000, description="D" * 50_000)
+    details = await load(acts, job.id)
+    assert len(details.title) == 300 and len(details.scope_summary) == 4000

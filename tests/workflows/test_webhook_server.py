@@ -10,13 +10,14 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.karbon import KarbonClient
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
-from dispatch.config import KarbonConnector
+from dispatch.config import FirmConfig, KarbonConnector
 from dispatch.ids import engagement_workflow_id
 from dispatch.models import DispatchStatus
 from sandbox.karbon import client_type_for
@@ -73,6 +74,38 @@ async def post_signed(
             "X-Dispatch-Signature": dispatch_signature_header(secret, raw),
         },
     )
+
+
+def karbon_client(sandbox: RunningSandbox) -> KarbonClient:
+    pm = sandbox.config.connectors.pm
+    assert isinstance(pm, KarbonConnector)
+    return KarbonClient(pm)
+
+
+async def marlow_work_item(karbon: KarbonClient, config: FirmConfig) -> str:
+    """A Karbon work item for an individual return, assigned to Ava, due in ten workdays."""
+    item = await karbon.create_work_item(
+        {
+            "Title": "2026 Form 1040 - Marlow household",
+            "ClientKey": "cl-marlow-family",
+            "ClientType": client_type_for("cl-marlow-family"),
+            "AssigneeEmailAddress": "ava@harborfinch.example",
+            "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
+            "DueDate": f"{workdays_ahead(config, 10).isoformat()}T00:00:00Z",
+            "WorkType": "Tax Return - Individual",
+        }
+    )
+    return str(item["WorkItemKey"])
+
+
+def app_without_temporal(worker: RunningWorker) -> httpx.AsyncClient:
+    """The webhook server of ``worker``'s firm, with nothing listening where Temporal should."""
+
+    async def down() -> Client:
+        return await Client.connect("127.0.0.1:1")
+
+    app = create_app(worker.config, down, task_queue=worker.task_queue)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://starter")
 
 
 async def exists(client: Client, workflow_id: str) -> bool:
@@ -143,21 +176,8 @@ async def test_same_webhook_five_times_is_one_of_everything(
     """Invariant 2 through the front door: five deliveries, one workflow, one of each effect."""
     sandbox.reset()
     config = sandbox.config
-    pm = config.connectors.pm
-    assert isinstance(pm, KarbonConnector)
-    karbon = KarbonClient(pm)
-    item = await karbon.create_work_item(
-        {
-            "Title": "2026 Form 1040 - Marlow household",
-            "ClientKey": "cl-marlow-family",
-            "ClientType": client_type_for("cl-marlow-family"),
-            "AssigneeEmailAddress": "ava@harborfinch.example",
-            "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
-            "DueDate": f"{workdays_ahead(config, 10).isoformat()}T00:00:00Z",
-            "WorkType": "Tax Return - Individual",
-        }
-    )
-    key = str(item["WorkItemKey"])
+    karbon = karbon_client(sandbox)
+    key = await marlow_work_item(karbon, config)
     body = json.dumps(
         {
             "ResourcePermaKey": key,
@@ -207,13 +227,7 @@ async def test_same_webhook_five_times_is_one_of_everything(
 
 
 async def test_temporal_unreachable_answers_503(relay: RunningWorker) -> None:
-    async def down() -> Client:
-        return await Client.connect("127.0.0.1:1")
-
-    app = create_app(relay.config, down, task_queue=relay.task_queue)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://starter"
-    ) as http:
+    async with app_without_temporal(relay) as http:
         response = await post_signed(http, relay_event("DOWN-1", workdays_ahead(relay.config, 5)))
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
@@ -221,9 +235,123 @@ async def test_temporal_unreachable_answers_503(relay: RunningWorker) -> None:
         assert health.status_code == 200 and health.json()["temporal"] == "unreachable"
 
 
-async def test_openapi_documents_the_routes(relay: RunningWorker) -> None:
+# --- hostile input at the door (each case started a workflow or answered 500 before) --------
+
+
+async def test_out_of_bounds_fields_are_422_and_start_nothing(relay: RunningWorker) -> None:
+    due = workdays_ahead(relay.config, 5)
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "LIM-1": ({"due_date": "9999-12-31"}, "engagement.due_date"),
+        "LIM-2": ({"estimated_hours": True}, "engagement.estimated_hours"),
+        "LIM-3": ({"start_date": 0}, "engagement.start_date"),
+        "LIM-4": ({"title": "   "}, "engagement.title"),
+        "LIM-5": ({"title": "Return\u0000"}, "engagement.title"),
+        "LIM-6": ({"client": {"id": "cl-1", "name": " "}}, "engagement.client.name"),
+        "LIM-7": ({"client": {"id": "cl-1", "name": "A\u0000B"}}, "engagement.client.name"),
+        "LIM-8": ({"client": {"id": "../../etc/passwd", "name": "N"}}, "engagement.client.id"),
+        "LIM-9": ({"scope_summary": "x" * 4001}, "engagement.scope_summary"),
+    }
+    async with http_for(relay) as http:
+        for external_id, (change, field) in cases.items():
+            response = await post_signed(http, relay_event(external_id, due, **change))
+            assert response.status_code == 422, (external_id, response.text)
+            assert field in [f["field"] for f in response.json()["fields"]], response.text
+        for key in (".", "..", "-x", "_x"):
+            raw = json.dumps(
+                {"ResourcePermaKey": key, "ResourceType": "Work", "ActionType": "Inserted"}
+            ).encode()
+            response = await http.post(
+                "/webhooks/karbon",
+                content=raw,
+                headers={"Signature": hmac_sha256_hex(KARBON_KEY, raw)},
+            )
+            assert response.status_code == 422, (key, response.text)
+            assert response.json()["fields"][0]["field"] == "ResourcePermaKey"
+    for external_id in cases:
+        assert not await exists(relay.client, f"engagement-taxdome-{external_id}")
+
+
+async def test_bodies_over_the_route_limit_are_413(relay: RunningWorker) -> None:
+    due = workdays_ahead(relay.config, 5)
+    big = relay_event("BIG-1", due, scope_summary="x" * 100_000)
+    async with http_for(relay) as http:
+        response = await post_signed(http, big)
+        assert response.status_code == 413 and "limit" in response.json()["error"]
+        karbon = b'{"ResourcePermaKey":"K-1","ResourceType":"Work","ActionType":"Inserted","x":"'
+        karbon += b"y" * 20_000 + b'"}'
+        response = await http.post(
+            "/webhooks/karbon",
+            content=karbon,
+            headers={"Signature": hmac_sha256_hex(KARBON_KEY, karbon)},
+        )
+        assert response.status_code == 413
+
+        async def chunks() -> Any:  # no Content-Length: the stream itself is cut at the limit
+            for _ in range(100):
+                yield b"x" * 10_000
+
+        response = await http.post("/webhooks/engagements", content=chunks())
+        assert response.status_code == 413
+    assert not await exists(relay.client, engagement_workflow_id("taxdome", "BIG-1"))
+
+
+def refs_in(node: Any) -> list[str]:
+    """Every ``$ref`` anywhere in a JSON document."""
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in refs_in(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in refs_in(value)]
+    return []
+
+
+def resolve(spec: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), f"external $ref {ref}"
+    node: Any = spec
+    for part in ref[2:].split("/"):
+        assert isinstance(node, dict) and part in node, f"unresolved $ref {ref}"
+        node = node[part]
+    return node
+
+
+async def test_openapi_is_complete_and_every_ref_resolves(relay: RunningWorker) -> None:
     async with http_for(relay) as http:
         spec = (await http.get("/openapi.json")).json()
-    assert {"/webhooks/karbon", "/webhooks/engagements", "/healthz"} <= set(spec["paths"])
-    body = spec["paths"]["/webhooks/engagements"]["post"]["requestBody"]
-    assert "engagement" in json.dumps(body)
+    assert spec["openapi"].startswith("3.")
+    refs = refs_in(spec)
+    assert "#/components/schemas/ClientInfo" in refs
+    assert "#/components/schemas/EngagementPayload" in refs
+    for ref in refs:
+        assert isinstance(resolve(spec, ref), dict)
+    assert "$defs" not in json.dumps(spec), "nested $defs: their refs point elsewhere"
+    paths = spec["paths"]
+    assert {"/webhooks/karbon", "/webhooks/engagements", "/slack/events", "/healthz"} <= set(paths)
+    for route in ("/webhooks/karbon", "/webhooks/engagements"):
+        statuses = set(paths[route]["post"]["responses"])
+        assert {"202", "401", "413", "422", "503"} <= statuses, (route, statuses)
+        assert "Retry-After" in paths[route]["post"]["responses"]["503"]["headers"]
+    assert {"200", "400", "401", "413"} <= set(paths["/slack/events"]["post"]["responses"])
+    body = paths["/webhooks/engagements"]["post"]["requestBody"]["content"]["application/json"]
+    event = resolve(spec, body["schema"]["$ref"])
+    assert "engagement" in event["properties"]
+    payload = resolve(spec, "#/components/schemas/EngagementPayload")
+    assert payload["properties"]["title"]["maxLength"] == 300
+
+
+async def test_a_bug_is_a_plain_500_with_no_message_in_the_log(
+    relay: RunningWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(relay.config, relay.client, task_queue=relay.task_queue)
+
+    async def broken() -> None:
+        raise ValueError("Dana Marlow's scope")  # what a bug's message might quote
+
+    app.add_api_route("/broken", broken, methods=["POST"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://starter"
+    ) as http:
+        response = await http.post("/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error; the request was not recorded"}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ValueError" in text and "Marlow" not in text

@@ -1,0 +1,65 @@
+"""Refusals explain without internals: what Temporal says is never shown word for word unless
+it is one of the engagement's own refusals, written for the person who clicked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dispatch.links import LinkClaims
+from dispatch.models import AssignmentResponse, PartnerDecision
+from dispatch.responses import (
+    NOT_RECORDED,
+    Refused,
+    UnknownEngagement,
+    deliver_decision,
+    deliver_link,
+    deliver_response,
+)
+from tests.harness import RunningWorker, details, workdays_ahead
+from tests.workflows.test_webhook_server import relay as relay
+
+
+def answer(staff_id: str, event_id: str) -> AssignmentResponse:
+    return AssignmentResponse(action="accept", staff_id=staff_id, channel="api", event_id=event_id)
+
+
+async def test_a_missing_update_handler_is_a_plain_sentence(relay: RunningWorker) -> None:
+    """The dispatcher has no ``respond`` Update: Temporal's "Update handler for 'respond'
+    expected but not found" must not reach the person."""
+    with pytest.raises(Refused) as caught:
+        await deliver_response(relay.client, relay.dispatcher.id, answer("ava", "api:r-1"))
+    assert str(caught.value) == NOT_RECORDED
+    with pytest.raises(Refused) as decided:
+        await deliver_decision(
+            relay.client,
+            relay.dispatcher.id,
+            PartnerDecision(partner_id="ava", staff_id="ben", channel="api", event_id="api:d-1"),
+        )
+    assert "handler" not in str(decided.value).lower()
+    claims = LinkClaims(
+        workflow_id=relay.dispatcher.id,
+        staff_id="ava",
+        action="accept",
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        nonce="nonce-0001",
+    )
+    outcome = await deliver_link(relay.client, claims)
+    assert outcome.result == "refused" and "handler" not in outcome.message.lower()
+
+
+async def test_the_engagements_own_refusals_pass_through(relay: RunningWorker) -> None:
+    handle = await relay.start(details("refusal", due=workdays_ahead(relay.config, 8)))
+    state = await relay.wait_state(handle.id, lambda s: s.preparer is not None)
+    assert state.preparer is not None
+    other = next(s.id for s in relay.config.staff if s.id != state.preparer.id)
+    if state.reviewer is not None and other == state.reviewer.id:
+        other = next(
+            s.id for s in relay.config.staff if s.id not in (state.preparer.id, state.reviewer.id)
+        )
+    with pytest.raises(Refused) as caught:
+        await deliver_response(relay.client, handle.id, answer(other, "api:r-2"))
+    assert f"Only {state.preparer.name}" in str(caught.value)
+    with pytest.raises(UnknownEngagement):
+        await deliver_response(relay.client, "engagement-relay-nope", answer(other, "api:r-3"))
