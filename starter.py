@@ -21,7 +21,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,18 +32,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.engagement_start import start_engagement
 from activities.signing import verify_hex_signature
 from dispatch import TASK_QUEUE, limits
-from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
 from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgrid_code_sender
@@ -248,43 +242,15 @@ def create_app(
         workflow_id: str, input: EngagementInput, details: EngagementDetails | None
     ) -> tuple[str, bool]:
         """Start (or find) the engagement. Returns (workflow id, whether it already existed)."""
-        pairs: list[SearchAttributePair[Any]] = [
-            SearchAttributePair(sa.DISPATCH_STATUS, "Received"),
-        ]
-        if details is not None:
-            pairs += [
-                SearchAttributePair(sa.CLIENT_ID, details.client_id),
-                SearchAttributePair(sa.SERVICE_TYPE, details.service_type),
-                SearchAttributePair(
-                    sa.DUE_DATE, datetime.combine(details.due_date, time(), tzinfo=UTC)
-                ),
-            ]
         client = await gateway.client()
         try:
-            handle = await bounded(
+            started = await bounded(
                 client,
-                client.start_workflow(
-                    EngagementWorkflow.run,
-                    input,
-                    id=workflow_id,
-                    task_queue=task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    # A replayed "created" webhook must not reopen a finished engagement.
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    search_attributes=TypedSearchAttributes(pairs),
-                    memo={
-                        "title": details.title if details else None,
-                        "client_name": details.client_name if details else None,
-                    },
-                    rpc_timeout=RPC_TIMEOUT,
-                ),
+                start_engagement(client, input, workflow_id, task_queue, rpc_timeout=RPC_TIMEOUT),
             )
         except WorkflowAlreadyStartedError:
             return workflow_id, True
-        # USE_EXISTING answers with the running workflow; the response says whether it started.
-        response = getattr(handle, "_start_workflow_response", None)
-        started = bool(getattr(response, "started", True))
-        return handle.id, not started
+        return workflow_id, not started
 
     async def signal(workflow_id: str, update: PmUpdate) -> bool:
         """Signal a running engagement; False when there is none (closed or never started)."""

@@ -24,6 +24,7 @@ from dispatch.capacity import week_start
 from dispatch.config import FirmConfig
 from dispatch.decision import staff_ref
 from dispatch.ids import dispatcher_workflow_id
+from dispatch.links import upload_link
 from dispatch.models import (
     CapacityOutageNotice,
     CapacitySnapshot,
@@ -235,7 +236,7 @@ class FirmActivities:
             today=self.today(),
             due_at=due_local.astimezone(UTC),
             service_name=service.name if service else None,
-            upload_link=config.firm.upload_url_template.format(client_id=input.client_id),
+            upload_link=upload_link(config.firm.upload_url_template, input.client_id),
             managing_partner=staff_ref(config.managing_partner),
             deciding_partners=config.deciding_partners,
             manual_pm_update=manual_pm_note(config),

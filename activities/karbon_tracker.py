@@ -34,6 +34,7 @@ from activities.errors import bad_response, check_read_window
 from activities.karbon import KarbonClient, odata_str
 from activities.roles import TimeTrackerActivities
 from dispatch.config import KarbonConnector, KarbonTimeTracker
+from dispatch.ids import foreign_source
 from dispatch.models import (
     JobHours,
     JobHoursInput,
@@ -114,6 +115,12 @@ class KarbonTrackerActivities(TimeTrackerActivities):
 
     @activity.defn(name="tracker_job_hours")
     async def job_hours(self, input: JobHoursInput) -> JobHours:
+        if foreign_source(SYSTEM, "karbon", input.source):
+            # A relay's id may equal a Karbon key: never read another record's hours.
+            return JobHours(
+                hours=0.0,
+                detail=f"no hours read: this engagement came from {input.source!r}, not {SYSTEM}",
+            )
         if input.until < input.since:
             raise ApplicationError(
                 f"{SYSTEM} job hours: until {input.until} is before since {input.since}",

@@ -20,24 +20,15 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio import activity
-from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 
+from activities.engagement_start import start_engagement
 from activities.karbon import KarbonClient, _primary_email, odata_str
 from dispatch import TASK_QUEUE
-from dispatch import search_attributes as sa
 from dispatch.config import FirmConfig, KarbonConnector, RecurringTemplate, XpmConnector
 from dispatch.ids import InvalidIdError, engagement_workflow_id
 from dispatch.models import (
-    DispatchStatus,
     EngagementDetails,
-    EngagementInput,
     ListJobsInput,
     PlannedPeriod,
     PmJobInput,
@@ -289,8 +280,6 @@ class RecurringActivities:
     @activity.defn(name="engagements_start")
     async def start_engagements(self, input: StartEngagementsInput) -> StartEngagementsResult:
         """Start each engagement unless it exists; a finished one is never reopened."""
-        from workflows.engagement import EngagementWorkflow
-
         client = activity.client()
         # The queue this worker serves: engagements run beside the spawner and the poller.
         task_queue = activity.info().task_queue or TASK_QUEUE
@@ -300,9 +289,7 @@ class RecurringActivities:
                 workflow_id = engagement_workflow_id(engagement.source, engagement.external_id)
             except InvalidIdError as err:
                 raise ApplicationError(str(err), type="InvalidId", non_retryable=True) from None
-            fresh = await _start_one(
-                client, EngagementWorkflow, engagement, workflow_id, task_queue
-            )
+            fresh = await start_engagement(client, engagement, workflow_id, task_queue)
             started.append(StartedEngagement(workflow_id=workflow_id, started=fresh))
         return StartEngagementsResult(engagements=started)
 
@@ -326,45 +313,3 @@ class RecurringActivities:
 
 def _karbon_date(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
-
-
-async def _start_one(
-    client: Client,
-    workflow_class: Any,
-    engagement: EngagementInput,
-    workflow_id: str,
-    task_queue: str,
-) -> bool:
-    """Start one engagement; True when this call started it."""
-    details = engagement.details
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(sa.DISPATCH_STATUS, DispatchStatus.RECEIVED.value)
-    ]
-    if details is not None:
-        pairs += [
-            SearchAttributePair(sa.CLIENT_ID, details.client_id),
-            SearchAttributePair(sa.SERVICE_TYPE, details.service_type),
-            SearchAttributePair(
-                sa.DUE_DATE, datetime.combine(details.due_date, time(), tzinfo=UTC)
-            ),
-        ]
-    try:
-        handle = await client.start_workflow(
-            workflow_class.run,
-            engagement,
-            id=workflow_id,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            # A repeated fire or poll must not reopen an engagement that already finished.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(pairs),
-            memo={
-                "title": details.title if details else None,
-                "client_name": details.client_name if details else None,
-            },
-        )
-    except WorkflowAlreadyStartedError:
-        return False
-    # USE_EXISTING answers with the running workflow; the response says whether it started.
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))

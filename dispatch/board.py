@@ -75,11 +75,11 @@ async def _row(client: Client, execution: WorkflowExecution) -> BoardRow:
         status = execution.typed_search_attributes
         return BoardRow(
             workflow_id=execution.id,
-            title=str(memo.get("title") or execution.id),
-            client=str(memo.get("client_name") or ""),
+            title=execution.id,
+            client=str(memo.get("client_id") or ""),
             service=next((str(p.value) for p in status if p.key.name == "ServiceType"), ""),
-            preparer=str(memo.get("preparer_name") or "-"),
-            reviewer=str(memo.get("reviewer_name") or "-"),
+            preparer=str(memo.get("preparer_id") or "-"),
+            reviewer=str(memo.get("reviewer_id") or "-"),
             why=str(memo.get("why") or ""),
             status=next((str(p.value) for p in status if p.key.name == "DispatchStatus"), "?"),
         )

@@ -289,6 +289,26 @@ async def test_job_hours_are_the_time_entries_on_the_work_item(sandbox: RunningS
     assert "WorkItemKey eq 'WI-7Q2'" in job_filter and f"Date ge {monday}" in job_filter
 
 
+async def test_job_hours_of_another_source_are_never_read_from_karbon(
+    sandbox: RunningSandbox,
+) -> None:
+    """A relay's id may equal a Karbon key: its hours are not that work item's."""
+    seed = sandbox.ctx.seed
+    store = store_of(sandbox)
+    a = next(s for s in seed.staff if s.active)
+    store.time_entries += [entry(a.email, seed.week_start, 90, "WI-7Q2")]
+    input = JobHoursInput(
+        source="canopy",
+        external_id="WI-7Q2",
+        staff=[TrackerStaff(staff_id=a.id, email=a.email)],
+        since=seed.week_start,
+        until=seed.today,
+    )
+    result = await run_job(KarbonTrackerActivities(connector_of(sandbox)), input)
+    assert result.hours == 0.0 and "canopy" in result.detail
+    assert filters(sandbox) == []
+
+
 # --- the same snapshot whichever tracker ----------------------------------------------------------
 
 
