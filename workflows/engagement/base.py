@@ -1,0 +1,349 @@
+"""What every part of an engagement shares: its state, the side-effect plumbing (each effect
+recorded as pending, done, failed or skipped, never fatal), notices, the timeline, search
+attributes and memo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.firm import FirmActivities
+    from activities.roles import (
+        ChatActivities,
+        CrmActivities,
+        EmailActivities,
+    )
+    from dispatch import search_attributes as sa
+    from dispatch.ids import side_effect_key
+    from dispatch.models import (
+        AssignmentRequest,
+        AssignmentResult,
+        CandidateScore,
+        Contacts,
+        ContactsInput,
+        CrmLogInput,
+        DispatchStatus,
+        EngagementContext,
+        EngagementContextInput,
+        EngagementDetails,
+        EngagementState,
+        EngagementSummary,
+        ForceAssignRequest,
+        PartnerDecision,
+        PendingRequest,
+        PmUpdate,
+        Role,
+        SideEffect,
+        StaffNotice,
+        StaffRef,
+        TimelineEntry,
+        request_sequence,
+    )
+    from workflows import options
+
+T = TypeVar("T")
+EffectState = Literal["pending", "done", "failed", "skipped"]
+
+RESULT_WAIT = timedelta(minutes=10)
+"""How long to wait for the dispatcher before asking again (the request id makes it harmless)."""
+RESULT_WAIT_V2 = timedelta(minutes=2)
+"""The same for engagements of the ledger protocol: a lost dispatcher is rebuilt from the
+engagements (their waiting requests included), so a resend is only a safety net, and a short
+one wakes a dispatcher nobody else is waiting on."""
+LOCAL_READS_PATCH = "firm-reads-local"
+"""Firm context and escalation contacts are read by local activities (no task-queue round
+trip per read: two fewer workflow tasks per engagement)."""
+LEDGER_PATCH = "ledger-v2"
+"""``workflow.patched`` id of the ledger protocol (request numbers, holdings syncs, epochs,
+re-parking, cancellation, continue-as-new). Engagements started before it keep their old path;
+remove the old path with ``deprecate_patch`` once none of them is open (README "Upgrading")."""
+SEEN_EVENTS = 200
+TIMELINE_KEPT = 300
+DECISIONS_KEPT = 12
+SIDE_EFFECTS_KEPT = 200
+CONTEXT_RETRY = (timedelta(minutes=1), timedelta(hours=1))
+NoticeKind = Literal[
+    "response_reminder",
+    "no_response",
+    "not_started",
+    "midpoint",
+    "status_check",
+    "past_due",
+    "reassigned_away",
+    "partner_decision",
+    "review_ready",
+    "completed",
+]
+
+
+def cause_of(err: FailureError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, FailureError) else (err.message or str(err))
+
+
+def result_sequence(result: AssignmentResult) -> int:
+    return request_sequence(result.request_id)
+
+
+def message_of(pending: PendingRequest) -> AssignmentRequest | ForceAssignRequest:
+    message = pending.force or pending.request
+    assert message is not None
+    return message
+
+
+class EngagementBase:
+    """Attributes set by ``EngagementWorkflow.__init__``, declared here for the parts."""
+
+    _state: EngagementState
+    _indexed: bool
+    _details: EngagementDetails | None
+    _context: EngagementContext | None
+    _results: dict[str, AssignmentResult]
+    _v2: bool
+    _local_reads: bool
+    _pm_updates: list[PmUpdate]
+    _reassignments: list[tuple[Role, str, str]]
+    _decisions: list[PartnerDecision]
+    _last_candidates: list[CandidateScore]
+
+    @property
+    def _pending(self) -> PendingRequest | None:
+        """The dispatcher request this engagement waits on (in its state, so it is carried)."""
+        return self._state.pending
+
+    @_pending.setter
+    def _pending(self, value: PendingRequest | None) -> None:
+        self._state.pending = value
+
+    async def _refresh_context(self) -> None:
+        d = self._details
+        assert d is not None
+        wait = CONTEXT_RETRY[0]
+        while True:
+            try:
+                read = options.FIRM.run_local if self._local_reads else options.FIRM.run
+                self._context = await read(
+                    FirmActivities.engagement_context,
+                    EngagementContextInput(
+                        client_id=d.client_id,
+                        service_type=d.service_type,
+                        due_date=d.due_date,
+                        start_date=d.start_date,
+                    ),
+                    "firm context",
+                )
+                break
+            except ActivityError as err:
+                # No activity failure ends an engagement: say so, wait, try again.
+                self._state.error = f"firm context unavailable: {cause_of(err)}"
+                self._note("waiting", self._state.error)
+                if self._context is not None:
+                    return  # keep the context in hand; the next change reads it again
+                await workflow.sleep(wait, summary="retry firm context")
+                wait = min(wait * 2, CONTEXT_RETRY[1])
+        self._state.error = None
+        self._state.due_at = self._context.due_at
+        self._state.pm_manual_update_required = self._context.manual_pm_update is not None
+
+    async def _contacts(self, staff_ids: list[str]) -> Contacts:
+        read = options.FIRM.run_local if self._local_reads else options.FIRM.run
+        try:
+            return await read(
+                FirmActivities.contacts, ContactsInput(staff_ids=staff_ids), "escalation contacts"
+            )
+        except ActivityError as err:
+            # Escalate to the managing partner rather than not at all.
+            context = self._context
+            assert context is not None
+            self._note("contacts unavailable", cause_of(err))
+            partner = context.managing_partner
+            return Contacts(managers={i: partner for i in staff_ids}, managing_partner=partner)
+
+    async def _effect(self, name: str, call: Awaitable[T]) -> T | None:
+        self._effect_state(name, "pending")
+        try:
+            outcome = await call
+        except ActivityError as err:
+            cause = err.cause
+            detail = cause.message if isinstance(cause, FailureError) else str(err)
+            self._effect_state(name, "failed", detail)
+            workflow.logger.warning("side effect %s failed for %s", name, self._state.workflow_id)
+            return None
+        detail = getattr(outcome, "detail", "") or ""
+        # Results say "not done" in their own words (a firm without a calendar, a relay PM).
+        delivered = all(
+            getattr(outcome, flag, True) for flag in ("delivered", "sent", "logged", "written")
+        )
+        self._effect_state(name, "done" if delivered else "skipped", detail)
+        return outcome
+
+    def _log_call(
+        self,
+        event: Literal["assigned", "needs_partner_review", "reassigned", "completed", "cancelled"],
+        status: DispatchStatus,
+    ) -> Awaitable[Any]:
+        s = self._state
+        return options.CRM.run(
+            CrmActivities.log,
+            CrmLogInput(
+                idempotency_key=side_effect_key(s.workflow_id, f"crm-{event}", s.request_seq),
+                event=event,
+                summary=self._summary(),
+                status=status,
+                preparer=s.preparer,
+                reviewer=s.reviewer,
+                preparer_hours=s.preparer_hours,
+                reviewer_hours=s.reviewer_hours,
+                occurred_at=workflow.now(),
+            ),
+            "CRM log",
+        )
+
+    async def _log(
+        self,
+        event: Literal["assigned", "needs_partner_review", "reassigned", "completed", "cancelled"],
+        status: DispatchStatus,
+    ) -> None:
+        await self._effect(f"crm_{event}:{self._state.request_seq}", self._log_call(event, status))
+
+    def _notice(
+        self, kind: NoticeKind, recipient: StaffRef, subject: str, lines: list[str], key: str
+    ) -> StaffNotice:
+        return StaffNotice(
+            kind=kind,
+            recipient=recipient,
+            summary=self._summary(),
+            subject=subject,
+            lines=lines,
+            key=f"{self._state.workflow_id}:{key}",
+        )
+
+    async def _notify(self, notice: StaffNotice) -> None:
+        """A notice by every channel the firm chose; both in parallel."""
+        context = self._context
+        channels = context.channels if context is not None else ["chat"]
+        calls: list[tuple[str, Awaitable[Any]]] = []
+        short = notice.key.removeprefix(f"{self._state.workflow_id}:")
+        if "chat" in channels:
+            calls.append(
+                (
+                    f"notice:{short}:chat",
+                    options.CHAT.run(ChatActivities.staff_notice, notice, f"{notice.kind} by chat"),
+                )
+            )
+        if "email" in channels:
+            calls.append(
+                (
+                    f"notice:{short}:email",
+                    options.EMAIL.run(
+                        EmailActivities.staff_notice, notice, f"{notice.kind} by email"
+                    ),
+                )
+            )
+        await asyncio.gather(*(self._effect(name, call) for name, call in calls))
+
+    def _role_of(self, staff_id: str) -> Role | None:
+        s = self._state
+        if s.preparer is not None and s.preparer.id == staff_id:
+            return Role.PREPARER
+        if s.reviewer is not None and s.reviewer.id == staff_id:
+            return Role.REVIEWER
+        return None
+
+    def _seen(self, event_id: str) -> bool:
+        """Record an event id; True when it was already recorded (a redelivery)."""
+        if event_id in self._state.seen_events:
+            return True
+        self._state.seen_events = [*self._state.seen_events, event_id][-SEEN_EVENTS:]
+        return False
+
+    def _ago(self, moment: datetime | None) -> str:
+        if moment is None:
+            return "earlier"
+        hours = (workflow.now() - moment).total_seconds() / 3600
+        return f"{hours:.0f} h ago"
+
+    def _apply_details(self, details: EngagementDetails) -> None:
+        self._details = details
+        s = self._state
+        s.title = details.title
+        s.client_id = details.client_id
+        s.client_name = details.client_name
+        s.service_type = details.service_type
+        s.due_date = details.due_date
+        s.estimated_hours = details.estimated_hours
+        self._index(
+            [
+                sa.CLIENT_ID.value_set(details.client_id),
+                sa.SERVICE_TYPE.value_set(details.service_type),
+                sa.DUE_DATE.value_set(datetime.combine(details.due_date, time(), tzinfo=UTC)),
+            ]
+        )
+        self._memo()
+
+    def _summary(self) -> EngagementSummary:
+        d = self._details
+        assert d is not None
+        service_name = (self._context.service_name if self._context else None) or d.service_type
+        return EngagementSummary(
+            workflow_id=self._state.workflow_id,
+            title=d.title,
+            client_id=d.client_id,
+            client_name=d.client_name,
+            service_type=d.service_type,
+            service_name=service_name,
+            due_date=d.due_date,
+            estimated_hours=d.estimated_hours,
+            pm_url=d.pm_url,
+            scope_summary=d.scope_summary,
+            documents_needed=d.documents_needed,
+        )
+
+    def _set_status(self, status: DispatchStatus, detail: str = "", *, note: bool = True) -> None:
+        s = self._state
+        s.status = status
+        updates = [
+            sa.DISPATCH_STATUS.value_set(status.value),
+            sa.PREPARER.value_set(s.preparer.id) if s.preparer else sa.PREPARER.value_unset(),
+            sa.REVIEWER.value_set(s.reviewer.id) if s.reviewer else sa.REVIEWER.value_unset(),
+        ]
+        self._index(updates)
+        if note:
+            self._note(status.value, detail)
+        self._memo(why=detail)
+
+    def _index(self, updates: list[Any]) -> None:
+        if self._indexed:
+            workflow.upsert_search_attributes(updates)
+
+    def _memo(self, why: str | None = None) -> None:
+        s = self._state
+        # Ids only: the memo is readable wherever the workflow list is (DESIGN §3.6).
+        memo: dict[str, Any] = {
+            "client_id": s.client_id,
+            "service_type": s.service_type,
+            "due_date": s.due_date.isoformat() if s.due_date else None,
+            "preparer_id": s.preparer.id if s.preparer else None,
+            "reviewer_id": s.reviewer.id if s.reviewer else None,
+        }
+        if why is not None:
+            memo["why"] = why
+        workflow.upsert_memo(memo)
+
+    def _effect_state(self, name: str, state: EffectState, detail: str = "") -> None:
+        effects = [e for e in self._state.side_effects if e.name != name]
+        effects.append(SideEffect(name=name, state=state, detail=detail))
+        self._state.side_effects = effects[-SIDE_EFFECTS_KEPT:]
+
+    def _note(self, kind: str, detail: str = "") -> None:
+        self._state.timeline = [
+            *self._state.timeline,
+            TimelineEntry(at=workflow.now(), kind=kind, detail=detail),
+        ][-TIMELINE_KEPT:]
