@@ -739,22 +739,25 @@ class JobHours(Model):
     entries that name the job)."""
 
 
+NoticeKind = Literal[
+    "response_reminder",
+    "no_response",
+    "not_started",
+    "midpoint",
+    "status_check",
+    "past_due",
+    "reassigned_away",
+    "partner_decision",
+    "review_ready",
+    "completed",
+    "capacity_outage",
+]
+
+
 class StaffNotice(Model):
     """A checkpoint, reminder or escalation for one person, by chat and/or email."""
 
-    kind: Literal[
-        "response_reminder",
-        "no_response",
-        "not_started",
-        "midpoint",
-        "status_check",
-        "past_due",
-        "reassigned_away",
-        "partner_decision",
-        "review_ready",
-        "completed",
-        "capacity_outage",
-    ]
+    kind: NoticeKind
     recipient: StaffRef
     summary: EngagementSummary
     subject: str
@@ -1062,6 +1065,7 @@ __all__ = [
     "ListJobsInput",
     "LoadEngagementInput",
     "MessageRef",
+    "NoticeKind",
     "OptimizeBatchInput",
     "OptimizedBatch",
     "PartnerDecision",

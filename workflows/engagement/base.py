@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         EngagementState,
         EngagementSummary,
         ForceAssignRequest,
+        NoticeKind,
         PartnerDecision,
         PendingRequest,
         PmUpdate,
@@ -69,18 +70,6 @@ TIMELINE_KEPT = 300
 DECISIONS_KEPT = 12
 SIDE_EFFECTS_KEPT = 200
 CONTEXT_RETRY = (timedelta(minutes=1), timedelta(hours=1))
-NoticeKind = Literal[
-    "response_reminder",
-    "no_response",
-    "not_started",
-    "midpoint",
-    "status_check",
-    "past_due",
-    "reassigned_away",
-    "partner_decision",
-    "review_ready",
-    "completed",
-]
 
 
 def cause_of(err: FailureError) -> str:
