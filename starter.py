@@ -38,13 +38,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.engagement_start import start_engagement
 from activities.signing import verify_hex_signature
 from dispatch import TASK_QUEUE, limits
+from dispatch.codec import CodecKeyError, EncryptionCodec, KeyRing
+from dispatch.codec_server import create_codec_router
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
 from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgrid_code_sender
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
 from dispatch.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
 from dispatch.slack_app import create_slack_handler
-from dispatch.temporal import connect
+from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
 from dispatch.webhooks import (
     EngagementEvent,
     FieldError,
@@ -430,6 +432,8 @@ def create_app(
         app.include_router(
             create_links_router(config, deliver, send_code=sendgrid_code_sender(config))
         )
+    ring = KeyRing.from_env()
+    app.include_router(create_codec_router(EncryptionCodec(ring) if ring else None))
     if chat.kind == "slack":
         slack = create_slack_handler(config, chat, gateway.client)
 
@@ -552,9 +556,10 @@ def main() -> None:
     )
     try:
         # A missing secret the routes need (Slack's signing secret, SendGrid's key for link
-        # codes) is a one-line error at start, not a traceback or a broken route later.
+        # codes, the encryption keys) is a one-line error at start, not a traceback later.
+        require_encryption()
         app = create_app(load_firm_config())
-    except FirmConfigError as err:
+    except (FirmConfigError, EncryptionNotConfigured, CodecKeyError) as err:
         print(f"starter: {err}", file=sys.stderr)
         sys.exit(2)
     host = os.environ.get("DISPATCH_HOST", DEFAULT_HOST)

@@ -25,10 +25,11 @@ from temporalio.worker import Worker
 from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
 from dispatch import TASK_QUEUE, schedules
+from dispatch.codec import CodecKeyError
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import DispatcherInput
-from dispatch.temporal import connect
+from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
 from workflows.pm_poller import PmPollerWorkflow
@@ -107,8 +108,9 @@ async def _main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        require_encryption()
         config = load_firm_config()
-    except FirmConfigError as err:
+    except (FirmConfigError, EncryptionNotConfigured, CodecKeyError) as err:
         print(f"worker: {err}", file=sys.stderr)
         return 2
     stop = asyncio.Event()

@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.roles import ChatActivities, TimeTrackerActivities
 from dispatch import ENGAGEMENT_ID_PREFIX, TASK_QUEUE
 from dispatch.capacity import week_start
-from dispatch.config import FirmConfig
+from dispatch.config import FirmConfig, StaffMember
 from dispatch.decision import staff_ref
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.links import upload_link
@@ -163,7 +163,7 @@ class FirmActivities:
                 last_week = figures.logged_last_week if same_week else figures.logged_this_week
             staff.append(
                 StaffCapacity(
-                    member=member,
+                    member=_without_reasons(member),
                     weekly_capacity_hours=weekly,
                     logged_this_week=this_week,
                     logged_last_week=last_week,
@@ -414,6 +414,16 @@ class FirmActivities:
             key=input.key,
         )
         return await self._chat.staff_notice(notice)
+
+
+def _without_reasons(member: StaffMember) -> StaffMember:
+    """Only the dates of an absence decide anything; why someone is away (illness, leave) is
+    theirs and never goes into a workflow history."""
+    if not member.absences:
+        return member
+    return member.model_copy(
+        update={"absences": [a.model_copy(update={"reason": "absence"}) for a in member.absences]}
+    )
 
 
 def _short_error(err: BaseException) -> str:

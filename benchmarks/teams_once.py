@@ -81,16 +81,16 @@ def notice(n: int, run: str) -> AssignmentNotice:
 
 
 async def serve(address: str, queue: str, sandbox_base: str) -> None:
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Worker
 
     from activities.teams import TeamsActivities
     from dispatch.config import TeamsConnector, load_firm_config, rebase_connectors
+    from dispatch.temporal import data_converter
     from tests.sandbox_server import DEMO_BASE
 
     config = rebase_connectors(load_firm_config(), DEMO_BASE, sandbox_base)
     teams = TeamsActivities(config, TeamsConnector(kind="teams", public_base_url=PUBLIC))
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    client = await Client.connect(address, data_converter=data_converter())
     worker = Worker(
         client,
         task_queue=queue,

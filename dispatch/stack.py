@@ -26,6 +26,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from dispatch.codec import KEYS_ENV, ensure_key_file
 from dispatch.config import FirmConfig
 from dispatch.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from dispatch.search_attributes import dev_server_flags
@@ -150,6 +151,11 @@ class Stack:
 
     async def start(self, fresh_demo: bool = False) -> None:
         """Start everything. ``fresh_demo`` clears a previous demo run from our own dev server."""
+        if not os.environ.get(KEYS_ENV):
+            # Client data is encrypted in Temporal from the first run: a key made once, kept
+            # under .data/ (never committed), shared by every process of this stack.
+            os.environ[KEYS_ENV] = ensure_key_file(self.data_dir / "encryption.keys")
+            self.notes.append(f"payloads encrypted with the key in {self.data_dir}/encryption.keys")
         if uses_sandbox(self.config, self.sandbox_base):
             filled = export_demo_secrets()
             if filled:
@@ -214,6 +220,9 @@ class Stack:
                 str(self.ports.ui),
                 "--log-level",
                 "error",
+                # The Web UI shows encrypted payloads decoded by the webhook server's codec.
+                "--ui-codec-endpoint",
+                f"http://127.0.0.1:{self.ports.starter}/codec",
                 *dev_server_flags(),
             ]
             process = self._spawn("temporal", argv)

@@ -1,14 +1,47 @@
-"""Connecting to Temporal: one place, always with the pydantic data converter."""
+"""Connecting to Temporal: one place, always with the pydantic data converter and, when keys
+are configured, the payload codec that encrypts client data (``dispatch.codec``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
+from dispatch.codec import KEYS_ENV, EncryptionCodec, KeyRing
+
 DEFAULT_ADDRESS = "localhost:7233"
+PLAINTEXT_ENV = "DISPATCH_PLAINTEXT_HISTORY"
+
+
+class EncryptionNotConfigured(RuntimeError):
+    pass
+
+
+def data_converter(ring: KeyRing | None = None) -> DataConverter:
+    """Pydantic payloads, encrypted with ``ring`` (default: ``DISPATCH_ENCRYPTION_KEYS``).
+
+    The same converter for every client, worker, test environment and replayer: payloads
+    written without encryption (older histories) still read, as the codec passes them through.
+    """
+    ring = ring or KeyRing.from_env()
+    if ring is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(ring))
+
+
+def require_encryption() -> None:
+    """Processes that write client data refuse to run without keys unless told so explicitly."""
+    if KeyRing.from_env() is None and os.environ.get(PLAINTEXT_ENV) != "1":
+        raise EncryptionNotConfigured(
+            f"{KEYS_ENV} is not set: client data would be stored in clear in Temporal. Set it "
+            f"(README \"Encryption\"; `dispatch up` creates one under .data/), or set "
+            f"{PLAINTEXT_ENV}=1 to run without encryption"
+        )
 
 
 async def connect(target_host: str | None = None, namespace: str | None = None) -> Client:
@@ -22,7 +55,7 @@ async def connect(target_host: str | None = None, namespace: str | None = None) 
     if namespace:
         config["namespace"] = namespace
     config.setdefault("target_host", DEFAULT_ADDRESS)
-    config["data_converter"] = pydantic_data_converter
+    config["data_converter"] = data_converter()
     return await Client.connect(**config)
 
 

@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from dispatch.codec import KEYS_ENV, new_key_setting
 from dispatch.search_attributes import ALL_KEYS
 from dispatch.secrets_demo import export_demo_secrets
+from dispatch.temporal import data_converter
 
 # Tests talk only to the local sandbox: its demo secrets are the right ones.
 export_demo_secrets()
+# Every test runs with client data encrypted, as a firm does (a key made for this session).
+os.environ.setdefault(KEYS_ENV, new_key_setting("test"))
 
 _exit_status: int | None = None
 
@@ -48,7 +51,7 @@ def temporal_test_server() -> str:
 async def start_dev_server(*extra: str) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         search_attributes=ALL_KEYS,
         ui=False,
         dev_server_extra_args=list(extra),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from dispatch.temporal import data_converter
 from worker import WORKFLOWS
 
 FOLDER = Path(__file__).parent / "histories"
@@ -60,5 +60,5 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])
 async def test_history_replays(name: str, workflow_id: str, path: Path) -> None:
     history = WorkflowHistory.from_json(workflow_id, TEXTS[name])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
     await replayer.replay_workflow(history)

@@ -25,9 +25,9 @@ from typing import Literal
 
 import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from dispatch.codec import KEYS_ENV
 from dispatch.models import (
     AssignmentResponse,
     DispatchStatus,
@@ -37,6 +37,7 @@ from dispatch.models import (
 )
 from dispatch.responses import deliver_response
 from dispatch.secrets_demo import export_demo_secrets
+from dispatch.temporal import data_converter
 from tests.conftest import start_dev_server, temporal_test_server
 from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox, run_sandbox
@@ -287,6 +288,8 @@ Scenario = Callable[[RunningWorker], Awaitable[str]]
 
 async def main(only: set[str] | None) -> None:
     export_demo_secrets()
+    # Recorded in clear: the replay test must read them on any machine, with any key.
+    os.environ.pop(KEYS_ENV, None)
     folder = HERE / CURRENT
 
     def wanted(name: str) -> bool:
@@ -359,7 +362,7 @@ async def main(only: set[str] | None) -> None:
         if wanted("past_due"):
             skipping = await WorkflowEnvironment.start_time_skipping(
                 test_server_existing_path=temporal_test_server(),
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter(),
             )
             try:
                 sandbox.reset()

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dispatch.models import DispatchStatus, EngagementState, PmUpdate
+from dispatch.temporal import data_converter
 from tests.conftest import temporal_test_server
 from tests.harness import RunningWorker, details, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
@@ -27,7 +27,7 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     are computed from today's real date."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_test_server(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
     )
     try:
         yield env

@@ -29,7 +29,6 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     WorkflowExecutionDescription,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer, Worker
@@ -48,6 +47,7 @@ from dispatch.schedules import (
     run,
     sync,
 )
+from dispatch.temporal import data_converter
 from sandbox.karbon import KarbonStore
 from tests.harness import eventually, firm_today, isolated
 from tests.sandbox_server import RunningSandbox
@@ -189,7 +189,7 @@ async def replays(client: Client, workflow_id: str) -> None:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     replayer = Replayer(
         workflows=[RecurringSpawnerWorkflow, PmPollerWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
     )
     await replayer.replay_workflow(history)
 

@@ -22,10 +22,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dispatch.config import FirmConfig
-from dispatch.temporal import ensure_search_attributes
+from dispatch.temporal import data_converter, ensure_search_attributes
 from starter import create_app
 from tests.conftest import temporal_cli
 from tests.harness import isolated, workdays_ahead
@@ -82,7 +81,7 @@ async def connected(address: str) -> Client:
     deadline = time.monotonic() + 60
     while True:
         try:
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            return await Client.connect(address, data_converter=data_converter())
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
