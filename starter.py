@@ -46,7 +46,9 @@ from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgri
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
 from dispatch.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
 from dispatch.slack_app import create_slack_handler
+from dispatch.telemetry import setup_tracing
 from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
+from dispatch.web_metrics import WebMetrics
 from dispatch.webhooks import (
     EngagementEvent,
     FieldError,
@@ -239,6 +241,9 @@ def create_app(
     app.state.config = config
 
     app.add_middleware(NoTracebacks)
+    metrics = WebMetrics()
+    app.add_middleware(metrics.middleware)  # outermost: times and counts every answer
+    app.add_api_route("/metrics", metrics.exposition, methods=["GET"], include_in_schema=False)
 
     async def start(
         workflow_id: str, input: EngagementInput, details: EngagementDetails | None
@@ -558,6 +563,7 @@ def main() -> None:
         # A missing secret the routes need (Slack's signing secret, SendGrid's key for link
         # codes, the encryption keys) is a one-line error at start, not a traceback later.
         require_encryption()
+        setup_tracing("dispatch-webhooks")
         app = create_app(load_firm_config())
     except (FirmConfigError, EncryptionNotConfigured, CodecKeyError) as err:
         print(f"starter: {err}", file=sys.stderr)

@@ -29,6 +29,7 @@ from dispatch.codec import CodecKeyError
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import DispatcherInput
+from dispatch.telemetry import setup_tracing
 from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
@@ -40,6 +41,13 @@ log = logging.getLogger("dispatch.worker")
 WORKFLOWS = [EngagementWorkflow, DispatcherWorkflow, RecurringSpawnerWorkflow, PmPollerWorkflow]
 
 
+CACHE_ENV = "DISPATCH_WORKFLOW_CACHE"
+DEFAULT_CACHE = 2000
+"""Workflows kept in memory between tasks. An engagement evicted from the cache is replayed in
+full at its next task (a checkpoint, a click): a firm's open engagements should fit
+(docs/benchmarks.md measures the memory this takes)."""
+
+
 def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEUE) -> Worker:
     return Worker(
         client,
@@ -49,6 +57,7 @@ def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEU
         # Blocking SDKs (SendGrid, Google) run in threads via asyncio.to_thread.
         activity_executor=ThreadPoolExecutor(max_workers=32),
         graceful_shutdown_timeout=timedelta(seconds=20),
+        max_cached_workflows=int(os.environ.get(CACHE_ENV, DEFAULT_CACHE)),
     )
 
 
@@ -84,14 +93,20 @@ async def sync_schedules(client: Client, config: FirmConfig) -> None:
     except RPCError as err:
         log.warning("could not sync schedules: %s", err)
         return
-    log.info("schedules: %d created, %d updated, %d deleted, %d unchanged", len(report.created),
-             len(report.updated), len(report.deleted), len(report.unchanged))
+    log.info(
+        "schedules: %d created, %d updated, %d deleted, %d unchanged",
+        len(report.created),
+        len(report.updated),
+        len(report.deleted),
+        len(report.unchanged),
+    )
 
 
 async def run_worker(
     config: FirmConfig, client: Client | None = None, stop: asyncio.Event | None = None
 ) -> None:
-    client = client or await connect()
+    setup_tracing("dispatch-worker")
+    client = client or await connect(metrics=True)
     stop = stop or asyncio.Event()
     await ensure_dispatcher(client, config)
     await ensure_pm_webhooks(config)

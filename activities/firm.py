@@ -249,6 +249,13 @@ class FirmActivities:
             not_started_hours=policy.not_started_hours,
             status_check_days=policy.status_check_days_before_due,
             channels=policy.checkpoint_channels,
+            vendors={
+                "pm": config.connectors.pm.kind,
+                "chat": config.connectors.chat.kind,
+                "calendar": config.connectors.calendar.kind,
+                "email": config.connectors.email.kind,
+                "crm": config.connectors.crm.kind,
+            },
         )
 
     @activity.defn(name="firm_contacts")

@@ -65,6 +65,8 @@ class Entry:
 class Parked:
     request: AssignmentRequest
     reason: str = ""
+    since: datetime | None = None
+    """When it was first parked (the partner-review queue's age)."""
 
 
 class WorkingLedger(Ledger):
@@ -159,9 +161,11 @@ class FirmLedger:
             taken.append(self.live.pop(workflow_id))
         return taken
 
-    def park(self, request: AssignmentRequest, reason: str) -> None:
+    def park(self, request: AssignmentRequest, reason: str, since: datetime | None = None) -> None:
         if request.sequence > self.floor(request.workflow_id):
-            self.parked[request.workflow_id] = Parked(request, reason)
+            before = self.parked.get(request.workflow_id)
+            first = before.since if before is not None and before.since else since
+            self.parked[request.workflow_id] = Parked(request, reason, first)
 
     def parked_due_first(self, limit: int) -> list[AssignmentRequest]:
         ordered = sorted(
@@ -323,7 +327,9 @@ class FirmLedger:
         body: dict[str, Any] = {
             "e": entries,
             "l": [_request_json(r) for r in self.live.values()],
-            "p": [[_request_json(p.request), p.reason] for p in self.parked.values()],
+            "p": [
+                [_request_json(p.request), p.reason, _time(p.since)] for p in self.parked.values()
+            ],
             "t": [[_short(w), s] for w, s in self.tombstones.items()],
             "h": [[c, [sid(s) for s in people]] for c, people in self.client_history.items()],
             "k": [f.model_dump(mode="json") for f in self.tracker],
@@ -368,10 +374,12 @@ class FirmLedger:
             request = _request_from(item)
             live[request.workflow_id] = request
         parked = {}
-        for item, reason in body["p"]:
+        for item, reason, *since in body["p"]:
             request = _request_from(item)
             assert isinstance(request, AssignmentRequest)
-            parked[request.workflow_id] = Parked(request, reason)
+            parked[request.workflow_id] = Parked(
+                request, reason, _parse_time(since[0]) if since else None
+            )
         return cls(
             epoch=carried.epoch,
             entries=entries,

@@ -120,21 +120,40 @@ def checkpoints(times: CheckpointTimes, policy: CheckpointPolicy) -> list[Checkp
     if assigned is not None:
         r = times.round
         if times.status is DispatchStatus.ASSIGNED and not times.responded:
-            add("response_reminder", f"response_reminder:{r}",
-                assigned + timedelta(hours=policy.response_reminder_hours), assigned)
-            add("no_response", f"no_response:{r}",
-                assigned + timedelta(hours=policy.response_escalation_hours), assigned)
+            add(
+                "response_reminder",
+                f"response_reminder:{r}",
+                assigned + timedelta(hours=policy.response_reminder_hours),
+                assigned,
+            )
+            add(
+                "no_response",
+                f"no_response:{r}",
+                assigned + timedelta(hours=policy.response_escalation_hours),
+                assigned,
+            )
         if times.status in _NOT_STARTED:
-            add("not_started", f"not_started:{r}",
-                assigned + timedelta(hours=policy.not_started_hours), assigned)
+            add(
+                "not_started",
+                f"not_started:{r}",
+                assigned + timedelta(hours=policy.not_started_hours),
+                assigned,
+            )
         if times.status in _WORKING:
             start = max(times.work_started_at, assigned)
             if times.due_at > start:
-                add("midpoint", f"midpoint:{times.due.isoformat()}:{r}",
-                    start + (times.due_at - start) / 2, max(assigned, times.due_set_at))
-            add("status_check", f"status_check:{times.due.isoformat()}",
+                add(
+                    "midpoint",
+                    f"midpoint:{times.due.isoformat()}:{r}",
+                    start + (times.due_at - start) / 2,
+                    max(assigned, times.due_set_at),
+                )
+            add(
+                "status_check",
+                f"status_check:{times.due.isoformat()}",
                 times.due_at - timedelta(days=policy.status_check_days),
-                max(assigned, times.due_set_at))
+                max(assigned, times.due_set_at),
+            )
     add("past_due", f"past_due:{times.due.isoformat()}", times.due_at, times.due_set_at)
     found.sort(key=lambda c: c.at)
     return found

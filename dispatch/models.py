@@ -577,6 +577,8 @@ class EngagementContext(Model):
     not_started_hours: float = 48
     status_check_days: int = 3
     channels: list[Channel] = Field(default_factory=lambda: list(_BOTH_CHANNELS))
+    vendors: dict[str, str] = Field(default_factory=dict)
+    """Role (pm, chat, calendar, email, crm) -> the connector the firm uses (for metrics)."""
 
 
 class ContactsInput(Model):

@@ -13,6 +13,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
 from dispatch.codec import KEYS_ENV, EncryptionCodec, KeyRing
+from dispatch.telemetry import client_interceptors, metrics_runtime
 
 DEFAULT_ADDRESS = "localhost:7233"
 PLAINTEXT_ENV = "DISPATCH_PLAINTEXT_HISTORY"
@@ -39,15 +40,19 @@ def require_encryption() -> None:
     if KeyRing.from_env() is None and os.environ.get(PLAINTEXT_ENV) != "1":
         raise EncryptionNotConfigured(
             f"{KEYS_ENV} is not set: client data would be stored in clear in Temporal. Set it "
-            f"(README \"Encryption\"; `dispatch up` creates one under .data/), or set "
+            f'(README "Encryption"; `dispatch up` creates one under .data/), or set '
             f"{PLAINTEXT_ENV}=1 to run without encryption"
         )
 
 
-async def connect(target_host: str | None = None, namespace: str | None = None) -> Client:
+async def connect(
+    target_host: str | None = None, namespace: str | None = None, *, metrics: bool = False
+) -> Client:
     """Connect using ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE`` (or a TOML profile).
 
     Explicit arguments win over the environment; the default is a local dev server.
+    ``metrics``: serve this process's SDK and workflow metrics for Prometheus (the worker).
+    Traces follow the process's tracing setting (``dispatch.telemetry``).
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if target_host:
@@ -56,6 +61,10 @@ async def connect(target_host: str | None = None, namespace: str | None = None) 
         config["namespace"] = namespace
     config.setdefault("target_host", DEFAULT_ADDRESS)
     config["data_converter"] = data_converter()
+    config["interceptors"] = client_interceptors()
+    runtime = metrics_runtime() if metrics else None
+    if runtime is not None:
+        config["runtime"] = runtime
     return await Client.connect(**config)
 
 

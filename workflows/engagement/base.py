@@ -61,6 +61,8 @@ one wakes a dispatcher nobody else is waiting on."""
 LOCAL_READS_PATCH = "firm-reads-local"
 """Firm context and escalation contacts are read by local activities (no task-queue round
 trip per read: two fewer workflow tasks per engagement)."""
+REVIEWER_INDEX_PATCH = "index-reviewer-changes"
+"""A reviewer-only change updates the Reviewer search attribute and the memo."""
 LEDGER_PATCH = "ledger-v2"
 """``workflow.patched`` id of the ledger protocol (request numbers, holdings syncs, epochs,
 re-parking, cancellation, continue-as-new). Engagements started before it keep their old path;
@@ -70,6 +72,17 @@ TIMELINE_KEPT = 300
 DECISIONS_KEPT = 12
 SIDE_EFFECTS_KEPT = 200
 CONTEXT_RETRY = (timedelta(minutes=1), timedelta(hours=1))
+
+
+def effect_role(name: str) -> str:
+    """``calendar_preparer:2`` -> calendar, ``notice:past_due:x:email`` -> email, ..."""
+    kind = name.split(":", 1)[0]
+    if kind == "notice":
+        return name.rsplit(":", 1)[-1]
+    for role in ("pm", "chat", "calendar", "crm"):
+        if kind.startswith(role):
+            return role
+    return "email" if "email" in kind else kind
 
 
 def cause_of(err: FailureError) -> str:
@@ -164,6 +177,7 @@ class EngagementBase:
             detail = cause.message if isinstance(cause, FailureError) else str(err)
             self._effect_state(name, "failed", detail)
             workflow.logger.warning("side effect %s failed for %s", name, self._state.workflow_id)
+            self._count_failure(name)
             return None
         detail = getattr(outcome, "detail", "") or ""
         # Results say "not done" in their own words (a firm without a calendar, a relay PM).
@@ -172,6 +186,14 @@ class EngagementBase:
         )
         self._effect_state(name, "done" if delivered else "skipped", detail)
         return outcome
+
+    def _count_failure(self, name: str) -> None:
+        """``dispatch_side_effect_failures`` by role and vendor (for the operator's alerts)."""
+        role = effect_role(name)
+        vendors = self._context.vendors if self._context is not None else {}
+        workflow.metric_meter().create_counter(
+            "dispatch_side_effect_failures", "side effects that failed after every retry"
+        ).with_additional_attributes({"role": role, "vendor": vendors.get(role, "unknown")}).add(1)
 
     def _log_call(
         self,

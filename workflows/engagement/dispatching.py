@@ -14,6 +14,7 @@ from workflows.engagement.base import (
     DECISIONS_KEPT,
     RESULT_WAIT,
     RESULT_WAIT_V2,
+    REVIEWER_INDEX_PATCH,
     cause_of,
     message_of,
     result_sequence,
@@ -269,6 +270,10 @@ class DispatchClient(Checkpoints):
         reassigned = pending.purpose.startswith("reassign") or (
             pending.purpose == "partner" and any(previous.values())
         )
+        if s.assignment_round == 1 and Role.PREPARER in changed:
+            workflow.metric_meter().create_histogram_timedelta(
+                "dispatch_assignment_latency", "webhook to first assignment", "s"
+            ).record(workflow.now() - workflow.info().workflow_start_time)
         if (
             s.status in (DispatchStatus.NEEDS_PARTNER_REVIEW, DispatchStatus.RECEIVED)
             or Role.PREPARER in changed
@@ -276,6 +281,9 @@ class DispatchClient(Checkpoints):
             self._set_status(DispatchStatus.ASSIGNED, result.reason)
         else:
             self._note("reviewer assigned", result.reason)
+            if workflow.patched(REVIEWER_INDEX_PATCH):
+                # The Reviewer search attribute follows a reviewer-only change too.
+                self._set_status(s.status, "reviewer assigned", note=False)
         await self._announce(result, changed, reassigned=reassigned)
         if (
             pending.purpose == "partner"
