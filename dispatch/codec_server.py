@@ -5,9 +5,10 @@ Temporal's remote codec protocol: ``POST {endpoint}/decode`` (and ``/encode``) w
 the same shape. Point the UI at it with ``temporal server start-dev --ui-codec-endpoint
 http://127.0.0.1:8000/codec`` (``dispatch up`` does), or in the UI's settings.
 
-Who may decode: anyone on this machine (the local Web UI runs in a browser here), and anyone
-else only with ``Authorization: Bearer $DISPATCH_CODEC_TOKEN`` — a UI behind a login (Temporal
-Cloud, or a self-hosted UI with auth) passes its user's token when "pass access token" is on.
+Who may decode: anyone on this machine (the local Web UI runs in a browser here) or on the
+networks in ``DISPATCH_CODEC_ALLOW_NETWORKS``, and anyone else only with ``Authorization: Bearer
+$DISPATCH_CODEC_TOKEN`` — a UI behind a login (Temporal Cloud, or a self-hosted UI with auth)
+passes its user's token when "pass access token" is on.
 Browsers are allowed only from the UI's origins (``DISPATCH_CODEC_CORS_ORIGINS``).
 """
 
@@ -29,6 +30,9 @@ from dispatch.codec import CodecKeyError, EncryptionCodec
 
 TOKEN_ENV = "DISPATCH_CODEC_TOKEN"
 ORIGINS_ENV = "DISPATCH_CODEC_CORS_ORIGINS"
+NETWORKS_ENV = "DISPATCH_CODEC_ALLOW_NETWORKS"
+"""CIDRs whose browsers may decode without the token (e.g. the Docker network a self-hosted UI's
+users reach the webhook server through); default: this machine only."""
 DEFAULT_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 MAX_BODY = 4_000_000
 MAX_PAYLOADS = 1000
@@ -42,20 +46,31 @@ def _origins() -> set[str]:
     return found or set(DEFAULT_ORIGINS)
 
 
-def _loopback(request: Request) -> bool:
+def _trusted(request: Request) -> bool:
     host = request.client.host if request.client else ""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host in ("localhost", "testclient")
+    if address.is_loopback:
+        return True
+    for cidr in os.environ.get(NETWORKS_ENV, "").split(","):
+        if cidr.strip():
+            try:
+                if address in ipaddress.ip_network(cidr.strip(), strict=False):
+                    return True
+            except ValueError:
+                log.warning("%s: %r is not a network; ignored", NETWORKS_ENV, cidr.strip()[:50])
+    return False
 
 
 def _authorized(request: Request) -> bool:
+    """From a trusted network, or with the bearer token (when one is configured)."""
+    if _trusted(request):
+        return True
     token = os.environ.get(TOKEN_ENV, "")
     given = request.headers.get("authorization", "")
-    if token:
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-    return _loopback(request)
+    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 def _cors(request: Request) -> dict[str, str]:
@@ -152,4 +167,4 @@ def _json(raw: bytes) -> Any:
         raise ValueError("the body is not JSON") from None
 
 
-__all__ = ["ORIGINS_ENV", "TOKEN_ENV", "create_codec_router"]
+__all__ = ["NETWORKS_ENV", "ORIGINS_ENV", "TOKEN_ENV", "create_codec_router"]

@@ -609,3 +609,37 @@ def test_dockerfile_installs_the_project_and_runs_as_non_root() -> None:
     # Both entry points are in the image's working directory.
     copied = " ".join(rest for kw, rest in rows if kw == "COPY")
     assert "worker.py" in copied and "starter.py" in copied
+
+
+# --- observability profile -----------------------------------------------------------------------
+
+
+def test_prometheus_and_grafana_are_optional_and_pinned(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"]
+        assert image_and_tag(services[name]["image"])[1] not in ("", "latest")
+
+
+def test_prometheus_scrapes_the_worker_and_the_webhook_server(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    port = services["worker"]["environment"]["DISPATCH_METRICS_ADDRESS"].rsplit(":", 1)[1]
+    assert targets == {f"worker:{port}", "starter:8000"}
+
+
+def test_the_dashboard_only_charts_metrics_the_code_records() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/engagement-dispatch.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    named = {
+        re.sub(r"_(bucket|total)$", "", m) for e in exprs for m in re.findall(r"dispatch_\w+", e)
+    }
+    source = "".join(
+        p.read_text() for d in ("workflows", "dispatch") for p in (ROOT / d).rglob("*.py")
+    )
+    assert named and all(f'"{name}"' in source for name in named), named
