@@ -244,6 +244,28 @@ async def test_timeout_is_a_retryable_transport_error(sandbox: RunningSandbox) -
     await settled(sandbox, "/crm/")
 
 
+@pytest.mark.parametrize(
+    "lost",
+    [{"status": 502}, {"delay_ms": 1500}],
+    ids=["502 after storing", "answer after the client gave up"],
+)
+async def test_a_retry_after_a_lost_answer_logs_one_record(
+    sandbox: RunningSandbox, lost: dict[str, Any]
+) -> None:
+    set_faults(sandbox, {"route": "/crm/records", "phase": "after", "count": 1, **lost})
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        activities = WebhookCrmActivities(connector_of(sandbox), http=http)
+        with pytest.raises(ApplicationError) as caught:
+            await crm_log(activities, log_input(sandbox))
+        assert caught.value.non_retryable is False
+        [stored] = store_of(sandbox).records  # the receiver kept it; the activity never heard
+
+        retried = await crm_log(activities, log_input(sandbox))
+
+    assert retried.logged and retried.detail == f"already logged as {stored['id']}"
+    assert len(store_of(sandbox).records) == 1
+
+
 async def settled(sandbox: RunningSandbox, prefix: str) -> None:
     for _ in range(100):
         if all(r["status"] for r in sandbox.requests(prefix=prefix)):
