@@ -30,19 +30,20 @@ class WebhookCrmActivities(CrmActivities):
     def __init__(self, connector: WebhookCrm, http: httpx.AsyncClient | None = None) -> None:
         self._connector = connector
         self._http = http
-        self._transport = FreshTransport()
+        self._transport: FreshTransport | None = None
 
     def _client(self) -> httpx.AsyncClient:
         # Created on first use, inside the worker's event loop, and shared by all attempts.
         # Every call here is idempotent, so a dead keep-alive connection may be retried once.
         if self._http is None:
+            self._transport = FreshTransport()
             self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport)
         return self._http
 
     @property
     def dead_connections(self) -> int:
         """Reused connections the server had closed (each was replaced, the call went on)."""
-        return self._transport.dead_connections
+        return self._transport.dead_connections if self._transport else 0
 
     @activity.defn(name="crm_log")
     async def log(self, input: CrmLogInput) -> CrmLogResult:

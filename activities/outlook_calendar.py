@@ -88,7 +88,7 @@ class OutlookCalendarActivities(CalendarActivities):
     ) -> None:
         self._connector = connector
         self._http = http
-        self._transport = FreshTransport()
+        self._transport: FreshTransport | None = None
         self._clock = clock
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()
@@ -97,13 +97,14 @@ class OutlookCalendarActivities(CalendarActivities):
         # Created on first use, inside the worker's event loop, and shared by all attempts.
         # Every call here is idempotent, so a dead keep-alive connection may be retried once.
         if self._http is None:
+            self._transport = FreshTransport()
             self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport)
         return self._http
 
     @property
     def dead_connections(self) -> int:
         """Reused connections the server had closed (each was replaced, the call went on)."""
-        return self._transport.dead_connections
+        return self._transport.dead_connections if self._transport else 0
 
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:

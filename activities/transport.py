@@ -14,8 +14,8 @@ the activity waits for Temporal's retry. Two rules here prevent that:
   (a repeat is a 409), the Graph create carries a ``transactionId``, the CRM record an
   ``Idempotency-Key``; reads and deletes are idempotent anyway.
 
-Each transport counts the connections it found dead (``dead_connections``), so tests and an
-operator can tell that the vendor, not the client, broke a call.
+Each transport counts the connections it found dead (``dead_connections``) and logs each at INFO,
+so a test or an operator can see how often a vendor closed one under a request.
 """
 
 from __future__ import annotations
