@@ -21,7 +21,7 @@ from sendgrid import SendGridAPIClient
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.sendgrid_mail import KEY_ARG, SendGridActivities, confirmation_key
+from activities.sendgrid_mail import KEY_ARG, FeedPace, SendGridActivities, confirmation_key
 from dispatch.config import SendGridConnector
 from dispatch.models import (
     ClientConfirmationInput,
@@ -340,6 +340,30 @@ async def retry_after_a_lost_answer(
         await attempts.run(activities.client_confirmation, confirmation(sandbox))
     assert len(store_of(sandbox).messages) == 1
     return caught.value
+
+
+def test_feed_pace_allows_six_lookups_a_minute_then_spreads_the_rest() -> None:
+    now = [1000.0]
+    pace = FeedPace(clock=lambda: now[0], jitter=lambda: 0.5)
+    assert [pace.claim() for _ in range(6)] == [0.0] * 6
+    now[0] += 20
+    assert pace.claim() == 40 + 30  # the oldest frees in 40 s, plus half a window of jitter
+    now[0] += 41
+    assert pace.claim() == 0.0
+
+
+async def test_a_lookup_over_the_workers_pace_does_not_call_sendgrid(
+    sandbox: RunningSandbox,
+) -> None:
+    pace = FeedPace(limit=1, clock=lambda: 0.0, jitter=lambda: 0.0)
+    assert pace.claim() == 0.0  # another lookup of this worker used the minute's slot
+
+    error = await retry_after_a_lost_answer(
+        sandbox, SendGridActivities(connector_of(sandbox), feed_pace=pace)
+    )
+
+    assert error.type == "RateLimited" and error.next_retry_delay == timedelta(seconds=60)
+    assert lookups(sandbox) == []
 
 
 async def test_the_key_is_one_per_meaning(sandbox: RunningSandbox) -> None:
