@@ -70,6 +70,8 @@ TIMEOUT_SECONDS = 20.0
 """Below the activity's start-to-close timeout, so a hung connection fails the attempt cleanly."""
 FEED_SETTLE = timedelta(minutes=2)
 """How long after a send we trust the Email Activity feed to show it [A]."""
+FEED_REFUSAL_MEMORY = 600.0
+"""Seconds a worker remembers that the Email Activity API refused this account's key."""
 _GATEWAY_STATUSES = frozenset({502, 504})
 """Answers from a proxy in front of mail/send: the request may have been queued behind it."""
 
@@ -140,6 +142,8 @@ class SendGridActivities(EmailActivities):
         self._client = client
         self._feed_settle = feed_settle
         self._feed_pace = feed_pace or FeedPace()
+        self._feed_refused: tuple[float, str] | None = None
+        """Until when (monotonic) the Email Activity API is taken as refused, and its answer."""
         # Its own threads: in the event loop's shared pool a send could wait behind calendar
         # calls after its intent was recorded, and a worker dying then leaves a needless doubt.
         self._threads = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="sendgrid")
@@ -185,6 +189,9 @@ class SendGridActivities(EmailActivities):
 
     async def _sent_before(self, key: str, before: intent.Intent) -> str | None:
         """The X-Message-Id of the message an earlier attempt sent; None when it did not."""
+        refused = self._feed_refused
+        if refused is not None and time.monotonic() < refused[0]:
+            raise _delivery_unknown(before, refused[1])
         wait = self._feed_pace.claim()
         if wait > 0:
             raise ApplicationError(
@@ -214,14 +221,11 @@ class SendGridActivities(EmailActivities):
             status = int(err.status_code)
             headers = _headers(err.headers)
             if status in (401, 403):
-                raise ApplicationError(
-                    f"{SYSTEM} {OPERATION}: attempt {before.attempt} may have sent this message "
-                    f"(its answer was lost) and the Email Activity API cannot confirm it (HTTP "
-                    f"{status}: {_error_reason(err.body)}); not sending it again so nobody gets "
-                    "it twice",
-                    type="EmailDeliveryUnknown",
-                    non_retryable=True,
-                ) from None
+                # No add-on, or a key without Email Activity access: it will not change soon,
+                # so the next doubtful sends are settled without asking.
+                why = f"HTTP {status}: {_error_reason(err.body)}"
+                self._feed_refused = (time.monotonic() + FEED_REFUSAL_MEMORY, why)
+                raise _delivery_unknown(before, why) from None
             if status == 429:
                 reset = {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-reset")
                 headers["Retry-After"] = _seconds_until(reset)
@@ -270,6 +274,16 @@ class SendGridActivities(EmailActivities):
             message_id=message_id,
             detail=f"SendGrid answered HTTP {status}; the message was not queued",
         )
+
+
+def _delivery_unknown(before: intent.Intent, why: str) -> ApplicationError:
+    return ApplicationError(
+        f"{SYSTEM} {OPERATION}: attempt {before.attempt} may have sent this message (its answer "
+        f"was lost) and the Email Activity API cannot confirm it ({why}); not sending it again "
+        "so nobody gets it twice",
+        type="EmailDeliveryUnknown",
+        non_retryable=True,
+    )
 
 
 def confirmation_key(input: ClientConfirmationInput, activity_id: str) -> str:

@@ -507,11 +507,17 @@ async def test_without_the_activity_api_a_lost_answer_is_not_sent_again(
     sandbox: RunningSandbox,
 ) -> None:
     store_of(sandbox).activity_enabled = False  # the account has no Email Activity add-on
+    activities = SendGridActivities(connector_of(sandbox))
 
-    error = await retry_after_a_lost_answer(sandbox, SendGridActivities(connector_of(sandbox)))
+    error = await retry_after_a_lost_answer(sandbox, activities)
 
     assert error.type == "EmailDeliveryUnknown" and error.non_retryable
     assert "may have sent" in error.message and "403" in error.message
+    # The worker remembers: the next doubtful send is settled without asking SendGrid again.
+    store_of(sandbox).messages.clear()
+    again = await retry_after_a_lost_answer(sandbox, activities)
+    assert again.type == "EmailDeliveryUnknown" and "403" in again.message
+    assert len(lookups(sandbox)) == 1
 
 
 async def test_a_rate_limited_lookup_waits_for_the_feeds_reset(sandbox: RunningSandbox) -> None:
