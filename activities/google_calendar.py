@@ -105,7 +105,9 @@ class GoogleCalendarActivities(CalendarActivities):
     @property
     def dead_connections(self) -> int:
         """Reused connections the server had closed, over every thread (each was replaced)."""
-        return sum(http.dead_connections for http in list(self._transports))
+        with self._lock:
+            transports = list(self._transports)
+        return sum(http.dead_connections for http in transports)
 
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:
@@ -181,7 +183,8 @@ class GoogleCalendarActivities(CalendarActivities):
                 for old in [k for k in services if k[0] == "token"]:
                     del services[old]
             transport = FreshHttp(timeout=TIMEOUT_SECONDS)
-            self._transports.add(transport)
+            with self._lock:
+                self._transports.add(transport)
             services[key] = build(
                 "calendar",
                 "v3",
