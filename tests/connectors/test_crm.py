@@ -20,6 +20,7 @@ from dispatch.config import WebhookCrm
 from dispatch.models import CrmLogInput, CrmLogResult, DispatchStatus, EngagementSummary, StaffRef
 from dispatch.secrets_demo import demo_secret
 from sandbox.crm import CrmStore
+from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port
 
 SECRET_ENV = "CRM_WEBHOOK_SECRET"
@@ -253,14 +254,16 @@ async def test_a_retry_after_a_lost_answer_logs_one_record(
     sandbox: RunningSandbox, lost: dict[str, Any]
 ) -> None:
     set_faults(sandbox, {"route": "/crm/records", "phase": "after", "count": 1, **lost})
-    async with httpx.AsyncClient(timeout=0.3) as http:
-        activities = WebhookCrmActivities(connector_of(sandbox), http=http)
+    async with httpx.AsyncClient(timeout=0.3) as impatient:
         with pytest.raises(ApplicationError) as caught:
-            await crm_log(activities, log_input(sandbox))
-        assert caught.value.non_retryable is False
-        [stored] = store_of(sandbox).records  # the receiver kept it; the activity never heard
+            await crm_log(
+                WebhookCrmActivities(connector_of(sandbox), http=impatient), log_input(sandbox)
+            )
+    assert caught.value.non_retryable is False
+    await landed(lambda: store_of(sandbox).records)
+    [stored] = store_of(sandbox).records  # the receiver kept it; the activity never heard
 
-        retried = await crm_log(activities, log_input(sandbox))
+    retried = await crm_log(WebhookCrmActivities(connector_of(sandbox)), log_input(sandbox))
 
     assert retried.logged and retried.detail == f"already logged as {stored['id']}"
     assert len(store_of(sandbox).records) == 1

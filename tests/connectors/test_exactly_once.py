@@ -108,7 +108,7 @@ def set_faults(sandbox: RunningSandbox, *rules: dict[str, Any]) -> None:
     ("lost", "attempt_timeout"),
     [
         ({"status": 502}, 10.0),  # a gateway loses SendGrid's 202
-        ({"delay_ms": 4000}, 1.5),  # the attempt times out, as when its worker dies
+        ({"delay_ms": 8000}, 3.0),  # the attempt times out, as when its worker dies
     ],
     ids=["502 after queueing", "attempt timed out after queueing"],
 )

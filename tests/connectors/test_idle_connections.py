@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -78,7 +80,8 @@ async def test_a_dead_reused_connection_is_replaced_inside_the_call(
     http = FreshHttp(timeout=5, max_idle=3600)
     url = f"{sandbox.base_url}/_sandbox/health"
     first, _ = await asyncio.to_thread(http.request, url)
-    await asyncio.sleep(IDLE)
+    [conn] = http.connections.values()
+    await closed_by_the_server(conn.sock)
     body = '{"summary": "x"}'
     second, _ = await asyncio.to_thread(
         http.request,
@@ -89,6 +92,15 @@ async def test_a_dead_reused_connection_is_replaced_inside_the_call(
     )
     assert first.status == 200 and second.status == 401  # it reached the emulator
     assert http.dead_connections == 1
+
+
+async def closed_by_the_server(sock: socket.socket) -> None:
+    """Wait until the server closed this idle connection (the socket reads as end of file)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SERVER_IDLE_TIMEOUT + 15
+    while not select.select([sock], [], [], 0)[0]:
+        assert loop.time() < deadline, "the server never closed the idle connection"
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from dispatch.models import (
 )
 from dispatch.secrets_demo import demo_secret
 from sandbox.slack import SlackStore, dm_channel_id, response_url_for
+from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
@@ -344,13 +345,13 @@ async def test_a_retry_after_a_lost_acknowledgement_posts_nothing_new(
     client = AsyncWebClient(
         token=demo_secret(TOKEN_ENV), base_url=connector_of(sandbox).base_url, timeout=1
     )
-    activities = activities_of(sandbox, client)
     with pytest.raises(ApplicationError) as caught:
-        await notify(activities, notice(sandbox))
+        await notify(activities_of(sandbox, client), notice(sandbox))
     assert caught.value.non_retryable is False
+    await landed(lambda: store_of(sandbox).messages.get(dm_channel_id("U10NOAH"), []))
     [posted] = store_of(sandbox).messages[dm_channel_id("U10NOAH")]  # Slack has it
 
-    retried = await notify(activities, notice(sandbox), attempt=2)
+    retried = await notify(activities_of(sandbox), notice(sandbox), attempt=2)
 
     assert retried.delivered and retried.message is not None
     assert retried.message.ts == posted["ts"]
