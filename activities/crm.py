@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import error_for_status, transport_error
 from activities.roles import CrmActivities
 from activities.signing import dispatch_signature_header
+from activities.transport import FreshTransport
 from dispatch.config import FirmConfigError, WebhookCrm, secret
 from dispatch.models import CrmLogInput, CrmLogResult, StaffRef
 
@@ -29,12 +30,20 @@ class WebhookCrmActivities(CrmActivities):
     def __init__(self, connector: WebhookCrm, http: httpx.AsyncClient | None = None) -> None:
         self._connector = connector
         self._http = http
+        self._transport: FreshTransport | None = None
 
     def _client(self) -> httpx.AsyncClient:
         # Created on first use, inside the worker's event loop, and shared by all attempts.
+        # Every call here is idempotent, so a dead keep-alive connection may be retried once.
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TIMEOUT)
+            self._transport = FreshTransport()
+            self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport)
         return self._http
+
+    @property
+    def dead_connections(self) -> int:
+        """Reused connections the server had closed (each was replaced, the call went on)."""
+        return self._transport.dead_connections if self._transport else 0
 
     @activity.defn(name="crm_log")
     async def log(self, input: CrmLogInput) -> CrmLogResult:

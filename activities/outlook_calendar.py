@@ -40,6 +40,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import error_for_status, redact, transport_error
 from activities.google_calendar import block_description, block_last_day, block_title
 from activities.roles import CalendarActivities
+from activities.transport import FreshTransport
 from dispatch.config import FirmConfigError, OutlookCalendarConnector, secret
 from dispatch.models import (
     CalendarBlockInput,
@@ -87,15 +88,23 @@ class OutlookCalendarActivities(CalendarActivities):
     ) -> None:
         self._connector = connector
         self._http = http
+        self._transport: FreshTransport | None = None
         self._clock = clock
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()
 
     def _client(self) -> httpx.AsyncClient:
         # Created on first use, inside the worker's event loop, and shared by all attempts.
+        # Every call here is idempotent, so a dead keep-alive connection may be retried once.
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=TIMEOUT)
+            self._transport = FreshTransport()
+            self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport)
         return self._http
+
+    @property
+    def dead_connections(self) -> int:
+        """Reused connections the server had closed (each was replaced, the call went on)."""
+        return self._transport.dead_connections if self._transport else 0
 
     @activity.defn(name="calendar_block")
     async def block(self, input: CalendarBlockInput) -> CalendarBlockResult:

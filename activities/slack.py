@@ -1,10 +1,13 @@
 """Slack: the assignee's DM with Accept / Request reassignment, and the partner's review DM.
 
-Retries belong to Temporal. The SDK only retries a dropped connection once; a 429 becomes a
+Retries belong to Temporal. The SDK only retries a connection error once, and never a
+``chat.postMessage`` whose request may have left (a connection dropped after sending may have
+posted it; the next activity attempt looks for the message first, see below); a 429 becomes a
 retryable ApplicationError whose ``next_retry_delay`` is Slack's ``Retry-After``, so no worker
-slot sleeps inside the SDK. Slack's ``ok:false`` answers (``channel_not_found``,
-``invalid_blocks``, ``invalid_auth`` ...) will not get better on retry and fail the activity for
-good, with the error code in the message.
+slot sleeps inside the SDK. The SDK opens a new connection for every call (no shared session),
+so an idle keep-alive connection is never reused after Slack closed it. Slack's ``ok:false``
+answers (``channel_not_found``, ``invalid_blocks``, ``invalid_auth`` ...) will not get better on
+retry and fail the activity for good, with the error code in the message.
 
 Idempotency (DESIGN invariant 2): every message carries Slack message metadata naming the
 workflow, the role and a digest of the content. ``chat.postMessage`` has no idempotency key, so a
@@ -29,6 +32,9 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from temporalio import activity
@@ -79,6 +85,31 @@ _SDK_LOGGER = logging.getLogger("activities.slack.sdk")
 _SDK_LOGGER.setLevel(logging.INFO)
 
 
+class SafeConnectionRetry(AsyncConnectionErrorRetryHandler):
+    """The SDK's connection-error retry, minus the one that could post a message twice.
+
+    A ``chat.postMessage`` is retried here only when no connection was made; after a reset or
+    a dropped connection Slack may have posted it, so the retry is left to the next activity
+    attempt, which first looks for the message in the DM's history.
+    """
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if request.url.endswith("/chat.postMessage") and not isinstance(
+            error, aiohttp.ClientConnectorError
+        ):
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
 class SlackActivities(ChatActivities):
     def __init__(
         self, config: FirmConfig, connector: SlackConnector, client: AsyncWebClient | None = None
@@ -92,7 +123,7 @@ class SlackActivities(ChatActivities):
                 timeout=TIMEOUT_SECONDS,
                 logger=_SDK_LOGGER,
                 # Connection errors only: 429 and 5xx go back to Temporal's retry policy.
-                retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
+                retry_handlers=[SafeConnectionRetry(max_retry_count=1)],
             )
         self._client = client
         self._dm_channels: dict[str, str] = {}

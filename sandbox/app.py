@@ -4,7 +4,8 @@ Control routes (never part of any vendor contract):
 
 - ``GET /_sandbox/requests?prefix=/slack&method=POST&since=0`` - the request log
 - ``DELETE /_sandbox/requests`` - clear it
-- ``GET|POST|DELETE /_sandbox/faults`` - list, set (``{"rules": [...]}``, ``?append=true``), clear
+- ``GET|POST|DELETE /_sandbox/faults`` - list, set (``{"rules": [...]}``, ``?append=true``), clear;
+  a rule with ``"phase": "after"`` lets the request through and then loses or delays the answer
 - ``POST /_sandbox/reset`` - back to the seed (stores, log and faults)
 - ``GET /_sandbox/state/{system}`` - a vendor store's contents, for assertions
 - ``GET /_sandbox/health``
@@ -22,7 +23,8 @@ from fastapi import FastAPI, HTTPException, Query
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.context import SandboxContext
-from sandbox.faults import FaultRules
+from sandbox.faults import Fault, FaultRules
+from sandbox.recorder import RecordedRequest
 from sandbox.seed import SandboxSeed
 
 CORE_MODULES = {"app", "context", "faults", "recorder", "seed", "__main__"}
@@ -69,26 +71,12 @@ class RecordAndFault:
         )
 
         fault = self.ctx.faults.pick(scope["method"], scope["path"])
-        if fault is not None:
+        if fault is not None and not fault.after:
             entry.fault = fault.label
             if fault.delay_ms:
                 await asyncio.sleep(fault.delay_ms / 1000)
             if fault.status is not None:
-                payload, media_type = self.ctx.faults.render(
-                    scope["path"], fault.status, fault.retry_after
-                )
-                response_headers = [(b"content-type", media_type.encode())]
-                if fault.retry_after is not None:
-                    response_headers.append((b"retry-after", str(fault.retry_after).encode()))
-                entry.status = fault.status
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": fault.status,
-                        "headers": response_headers,
-                    }
-                )
-                await send({"type": "http.response.body", "body": payload})
+                await self._send_fault(scope["path"], fault, entry, send)
                 return
 
         replayed = False
@@ -105,7 +93,38 @@ class RecordAndFault:
                 entry.status = message["status"]
             await send(message)
 
-        await self.app(scope, replay, capture)
+        if fault is None:
+            await self.app(scope, replay, capture)
+            return
+
+        # An "after" fault: the emulator handles the request, then its answer is lost or late.
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                entry.status = message["status"]
+            held.append(message)
+
+        await self.app(scope, replay, hold)
+        entry.fault = f"{fault.label} (the emulator answered {entry.status})"
+        if fault.delay_ms:
+            await asyncio.sleep(fault.delay_ms / 1000)
+        if fault.status is not None:
+            await self._send_fault(scope["path"], fault, entry, send)
+            return
+        for message in held:
+            await send(message)
+
+    async def _send_fault(
+        self, path: str, fault: Fault, entry: RecordedRequest, send: Send
+    ) -> None:
+        payload, media_type = self.ctx.faults.render(path, fault.status or 500, fault.retry_after)
+        headers = [(b"content-type", media_type.encode())]
+        if fault.retry_after is not None:
+            headers.append((b"retry-after", str(fault.retry_after).encode()))
+        entry.status = fault.status or 500
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(seed: SandboxSeed | None = None, base_url: str = "http://127.0.0.1:8100") -> FastAPI:

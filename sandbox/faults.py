@@ -1,9 +1,15 @@
-"""Fault injection by route and rate: 429 with Retry-After, 5xx, delays.
+"""Fault injection by route and rate: 429 with Retry-After, 5xx, delays, lost answers.
 
 Rules are matched in order; the first rule whose method and path match and whose rate says
 "now" applies. Rates are deterministic (every k-th matching request), so tests are repeatable.
 Each vendor registers how its faults look on the wire, so a 429 from the Slack emulator reads
 like Slack's and one from Karbon like Karbon's.
+
+A rule's ``phase`` says where the fault strikes. ``before`` (the default): the request never
+reaches the emulator, as when a rate limiter or a failing front end turns it away. ``after``:
+the emulator handles the request - the mail is queued, the record stored - and then the client
+gets the fault instead of the answer, or the answer only after ``delay_ms``: the acknowledgement
+is lost, which is what makes a retry dangerous for a vendor call without an idempotency key.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class FaultRule(BaseModel):
     rate: float = Field(default=1.0, gt=0, le=1)
     count: int | None = Field(default=None, ge=1)
     """Apply to at most this many requests, then the rule retires."""
+    phase: Literal["before", "after"] = "before"
+    """``after``: let the emulator handle the request, then lose or delay its answer."""
 
     @field_validator("route")
     @classmethod
@@ -64,6 +72,8 @@ class Fault:
     retry_after: int | None
     delay_ms: int
     label: str
+    after: bool = False
+    """Strike after the emulator handled the request (the answer is lost or late)."""
 
 
 Renderer = Callable[[int, int | None], tuple[Any, str]]
@@ -104,8 +114,9 @@ class FaultInjector:
                 if int(active.seen * rule.rate) == int((active.seen - 1) * rule.rate):
                     continue
                 active.applied += 1
-                label = f"{rule.status or 'delay'}@{rule.route}"
-                return Fault(rule.status, rule.retry_after, rule.delay_ms, label)
+                after = rule.phase == "after"
+                label = f"{rule.status or 'delay'}{'-after' if after else ''}@{rule.route}"
+                return Fault(rule.status, rule.retry_after, rule.delay_ms, label, after)
         return None
 
     def register_renderer(self, prefix: str, renderer: Renderer) -> None:

@@ -20,6 +20,7 @@ from dispatch.config import WebhookCrm
 from dispatch.models import CrmLogInput, CrmLogResult, DispatchStatus, EngagementSummary, StaffRef
 from dispatch.secrets_demo import demo_secret
 from sandbox.crm import CrmStore
+from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port
 
 SECRET_ENV = "CRM_WEBHOOK_SECRET"
@@ -242,6 +243,30 @@ async def test_timeout_is_a_retryable_transport_error(sandbox: RunningSandbox) -
     assert caught.value.non_retryable is False and caught.value.type == "TransportError"
     # The server still finishes the abandoned request; let it, so it cannot land in a later test.
     await settled(sandbox, "/crm/")
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [{"status": 502}, {"delay_ms": 1500}],
+    ids=["502 after storing", "answer after the client gave up"],
+)
+async def test_a_retry_after_a_lost_answer_logs_one_record(
+    sandbox: RunningSandbox, lost: dict[str, Any]
+) -> None:
+    set_faults(sandbox, {"route": "/crm/records", "phase": "after", "count": 1, **lost})
+    async with httpx.AsyncClient(timeout=0.3) as impatient:
+        with pytest.raises(ApplicationError) as caught:
+            await crm_log(
+                WebhookCrmActivities(connector_of(sandbox), http=impatient), log_input(sandbox)
+            )
+    assert caught.value.non_retryable is False
+    await landed(lambda: store_of(sandbox).records)
+    [stored] = store_of(sandbox).records  # the receiver kept it; the activity never heard
+
+    retried = await crm_log(WebhookCrmActivities(connector_of(sandbox)), log_input(sandbox))
+
+    assert retried.logged and retried.detail == f"already logged as {stored['id']}"
+    assert len(store_of(sandbox).records) == 1
 
 
 async def settled(sandbox: RunningSandbox, prefix: str) -> None:

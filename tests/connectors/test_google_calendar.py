@@ -196,6 +196,23 @@ async def test_second_block_with_same_key_reuses_the_event(sandbox: RunningSandb
     assert calls == [("POST", 200), ("POST", 409), ("GET", 200)]
 
 
+async def test_a_lost_acknowledgement_makes_one_event(sandbox: RunningSandbox) -> None:
+    set_faults(
+        sandbox,
+        {"route": "/google/", "method": "POST", "phase": "after", "status": 502, "count": 1},
+    )
+    activities = GoogleCalendarActivities(connector_of(sandbox))
+    with pytest.raises(ApplicationError) as caught:
+        await block(activities, block_input(sandbox))
+    assert caught.value.non_retryable is False
+    [made] = store_of(sandbox).all_events()  # Google created it; the activity never heard
+
+    retried = await block(activities, block_input(sandbox))
+
+    assert retried.created is False and retried.event_id == made["id"]
+    assert len(store_of(sandbox).all_events()) == 1
+
+
 async def test_a_new_assignment_round_is_a_new_event(sandbox: RunningSandbox) -> None:
     activities = GoogleCalendarActivities(connector_of(sandbox))
     first = await block(activities, block_input(sandbox, seq=1))

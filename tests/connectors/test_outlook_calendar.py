@@ -271,6 +271,31 @@ async def test_a_retry_after_a_lost_201_finds_the_event(sandbox: RunningSandbox)
     assert len(events_of(sandbox)) == 1
 
 
+async def test_a_lost_acknowledgement_through_the_activity_makes_one_event(
+    sandbox: RunningSandbox,
+) -> None:
+    set_faults(
+        sandbox,
+        {
+            "route": "^/graph/v1.0/users/[^/]+/events$",
+            "method": "POST",
+            "phase": "after",
+            "status": 502,
+            "count": 1,
+        },
+    )
+    activities = activities_for(sandbox)
+    with pytest.raises(ApplicationError) as caught:
+        await block(activities, block_input(sandbox))
+    assert caught.value.non_retryable is False
+    [made] = events_of(sandbox)  # Graph created it; the activity never heard
+
+    retried = await block(activities, block_input(sandbox))
+
+    assert retried.created is False and retried.event_id == made["id"]
+    assert len(events_of(sandbox)) == 1
+
+
 async def test_roles_and_rounds_are_separate_events(sandbox: RunningSandbox) -> None:
     activities = activities_for(sandbox)
     a = await block(activities, block_input(sandbox, seq=1))

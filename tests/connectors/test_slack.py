@@ -41,6 +41,7 @@ from dispatch.models import (
 )
 from dispatch.secrets_demo import demo_secret
 from sandbox.slack import SlackStore, dm_channel_id, response_url_for
+from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
@@ -326,6 +327,36 @@ async def test_retry_posts_when_the_first_attempt_never_did(sandbox: RunningSand
     assert result.delivered and result.message is not None
     assert len(sandbox.requests(prefix="/slack/api/conversations.history")) == 1
     assert len(store_of(sandbox).messages[dm_channel_id("U10NOAH")]) == 1
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [{"status": 503}, {"delay_ms": 2500}],
+    ids=["503 after posting", "answer after the client gave up"],
+)
+async def test_a_retry_after_a_lost_acknowledgement_posts_nothing_new(
+    sandbox: RunningSandbox, lost: dict[str, Any]
+) -> None:
+    call(sandbox, "conversations.open", form={"users": "U10NOAH"})
+    set_faults(
+        sandbox,
+        {"route": "/slack/api/chat.postMessage", "phase": "after", "count": 1, **lost},
+    )
+    client = AsyncWebClient(
+        token=demo_secret(TOKEN_ENV), base_url=connector_of(sandbox).base_url, timeout=1
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await notify(activities_of(sandbox, client), notice(sandbox))
+    assert caught.value.non_retryable is False
+    await landed(lambda: store_of(sandbox).messages.get(dm_channel_id("U10NOAH"), []))
+    [posted] = store_of(sandbox).messages[dm_channel_id("U10NOAH")]  # Slack has it
+
+    retried = await notify(activities_of(sandbox), notice(sandbox), attempt=2)
+
+    assert retried.delivered and retried.message is not None
+    assert retried.message.ts == posted["ts"]
+    assert len(store_of(sandbox).messages[dm_channel_id("U10NOAH")]) == 1
+    assert len(posts(sandbox)) == 1
 
 
 async def test_first_attempt_does_not_read_history(sandbox: RunningSandbox) -> None:
