@@ -292,6 +292,9 @@ def confirmation_key(input: ClientConfirmationInput, activity_id: str) -> str:
     The activity id is the same on every attempt (and on a replay or reset of the workflow);
     with what the email says, it tells this confirmation from a later one about a new assignee.
     """
+    if input.key:
+        # The workflow names the confirmation (engagement and assignment round).
+        return _digest("client-confirmation", input.key, input.to_email.lower())
     s = input.summary
     return _digest(
         "client-confirmation",

@@ -668,6 +668,9 @@ class ClientConfirmationInput(Model):
     estimated_completion: date
     upload_link: str
     firm_name: str
+    key: str = ""
+    """What makes this confirmation one (engagement and assignment round): a retry, a replay
+    or a continue-as-new never sends it twice. Empty on inputs from before the key existed."""
 
 
 class EmailResult(Model):

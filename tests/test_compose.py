@@ -634,7 +634,8 @@ def test_prometheus_scrapes_the_worker_and_the_webhook_server(
 
 
 def test_the_dashboard_only_charts_metrics_the_code_records() -> None:
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/engagement-dispatch.json").read_text())
+    path = ROOT / "deploy/grafana/dashboards/engagement-dispatch.json"
+    dashboard = json.loads(path.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     named = {
         re.sub(r"_(bucket|total)$", "", m) for e in exprs for m in re.findall(r"dispatch_\w+", e)

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
         EmailActivities,
         PmActivities,
     )
-    from dispatch.ids import calendar_event_key
+    from dispatch.ids import calendar_event_key, side_effect_key
     from dispatch.models import (
         AssignmentNotice,
         AssignmentResult,
@@ -167,6 +167,7 @@ class Announcements(EngagementBase):
                         estimated_completion=s.estimated_completion or d.due_date,
                         upload_link=context.upload_link,
                         firm_name=context.firm_name,
+                        key=side_effect_key(s.workflow_id, "client-email", s.assignment_round),
                     ),
                     "client confirmation",
                 ),
