@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -74,6 +75,13 @@ async def optimizer_calls(worker: RunningWorker) -> tuple[list[list[str]], list[
     """From the dispatcher's history: the request ids of every optimiser call, and the plans
     (or failures) it returned."""
     history = await worker.dispatcher.fetch_history()
+    codec = worker.client.data_converter.payload_codec
+
+    async def plain(payload: Payload) -> Any:
+        # Payloads are stored encrypted: open them as the worker does.
+        opened = (await codec.decode([payload]))[0] if codec else payload
+        return json.loads(opened.data)
+
     scheduled: dict[int, list[str]] = {}
     calls: list[list[str]] = []
     outcomes: list[dict[str, Any]] = []
@@ -81,13 +89,13 @@ async def optimizer_calls(worker: RunningWorker) -> tuple[list[list[str]], list[
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == OPTIMIZE_ACTIVITY:
-                payload = json.loads(attrs.input.payloads[0].data)
+                payload = await plain(attrs.input.payloads[0])
                 scheduled[event.event_id] = [r["request_id"] for r in payload["requests"]]
                 calls.append(scheduled[event.event_id])
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             done = event.activity_task_completed_event_attributes
             if done.scheduled_event_id in scheduled:
-                outcomes.append(json.loads(done.result.payloads[0].data))
+                outcomes.append(await plain(done.result.payloads[0]))
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             failed = event.activity_task_failed_event_attributes
             if failed.scheduled_event_id in scheduled:
