@@ -236,7 +236,7 @@ class Stack:
             )
         return popen, offset
 
-    def _spawn(self, name: str, role: str, argv: list[str]) -> Process:
+    def spawn(self, name: str, role: str, argv: list[str]) -> Process:
         log = self.data_dir / "logs" / f"{name}.log"
         popen, offset = self._popen(argv, log)
         process = Process(name, role, argv, log, popen, log_offset=offset)
@@ -292,13 +292,13 @@ class Stack:
         names = [n for n in names if n not in running]
         argv = [sys.executable, str(self.root / "worker.py")]
         if names:
-            first = self._spawn(names[0], "worker", argv)
+            first = self.spawn(names[0], "worker", argv)
             await self._wait_ready(f"the worker ({first.name})", first)
-        rest = [self._spawn(name, "worker", argv) for name in names[1:]]
+        rest = [self.spawn(name, "worker", argv) for name in names[1:]]
         await asyncio.gather(*(self._wait_ready(f"the worker ({p.name})", p) for p in rest))
 
     async def start_starter(self) -> None:
-        starter = self._spawn("starter", "starter", [sys.executable, str(self.root / "starter.py")])
+        starter = self.spawn("starter", "starter", [sys.executable, str(self.root / "starter.py")])
         await self._wait_ready("the webhook server", starter)
 
     async def stop_role(self, role: str) -> None:
@@ -323,7 +323,7 @@ class Stack:
             )
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            process = self._spawn("temporal", "temporal", self.dev_server_argv())
+            process = self.spawn("temporal", "temporal", self.dev_server_argv())
             self.temporal_address = f"localhost:{self.ports.temporal}"
             self.started_temporal = True
             await self._wait_ready("the Temporal dev server", process)
@@ -362,7 +362,7 @@ class Stack:
                 f"port {self.ports.sandbox} is taken by something that is not the sandbox"
             )
         argv = [sys.executable, "-m", "sandbox", "--firm", str(self.config_path)]
-        process = self._spawn("sandbox", "sandbox", [*argv, "--port", str(self.ports.sandbox)])
+        process = self.spawn("sandbox", "sandbox", [*argv, "--port", str(self.ports.sandbox)])
         await self._wait_ready("the sandbox", process)
 
     # --- supervision -------------------------------------------------------------------
@@ -433,13 +433,15 @@ class Stack:
     async def stop(self, report: Report | None = None) -> None:
         """Stop everything, in order, each role given time to finish what it holds."""
         self.stopping = True
-        for role in STOP_ORDER:
+        # Anything we do not know (a benchmark's own processes) goes first.
+        extra = sorted({p.role for p in self.processes} - set(STOP_ORDER))
+        for role in [*extra, *STOP_ORDER]:
             chosen = [p for p in self.processes if p.role == role]
             codes = await terminate_all(chosen, STOP_GRACE.get(role, 10.0))
             if report is not None and chosen:
                 stopped = zip(chosen, codes, strict=True)
                 report(
-                    "stopped " + ", ".join(f"{p.name} ({exit_description(c)})" for p, c in stopped)
+                    "stopped " + ", ".join(f"{p.name} ({stop_description(c)})" for p, c in stopped)
                 )
         self.processes.clear()
 

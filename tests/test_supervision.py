@@ -28,7 +28,7 @@ async def supervised(
 ) -> list[str]:
     """What the supervisor reports about a child running ``script``, over ``exits`` exits."""
     stack = Stack(load_firm_config(), tmp_path / "firm.yaml", data=tmp_path, policy=policy)
-    stack._spawn(f"{role}-1", role, [sys.executable, "-c", script])
+    stack.spawn(f"{role}-1", role, [sys.executable, "-c", script])
     reports: list[str] = []
 
     async def loop() -> None:
@@ -81,7 +81,7 @@ async def test_a_child_that_ignores_sigterm_is_killed_after_its_grace(tmp_path: 
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('ready', flush=True); time.sleep(60)"
     )
-    child: Process = stack._spawn("sandbox", "sandbox", [sys.executable, "-c", script])
+    child: Process = stack.spawn("sandbox", "sandbox", [sys.executable, "-c", script])
 
     async def ready() -> bool | None:
         return True if "ready" in child.log_since_start() else None
