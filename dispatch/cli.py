@@ -125,9 +125,15 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
     # Before anything starts: a firm whose real connectors lack secrets is refused here.
     stack.check_secrets()
     stop = asyncio.Event()
+
+    def asked_to_stop() -> None:
+        if stop.is_set():  # asked again while stopping: do not wait for the children
+            stack.kill_all()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, asked_to_stop)
     report = _console_report(console)
     console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({shown})...")
     supervisor: asyncio.Task[None] | None = None

@@ -168,6 +168,8 @@ class Stack:
     """Where the dev server's database and the logs go (default ``<root>/.data``)."""
     workers: int = 1
     sqlite_pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+    persist: bool = True
+    """Keep the dev server's state in ``data_dir`` (False: in memory, lost when it stops)."""
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     processes: list[Process] = field(default_factory=list)
     temporal_address: str = ""
@@ -334,14 +336,15 @@ class Stack:
         return client
 
     def dev_server_argv(self) -> list[str]:
-        pragmas = [arg for p in self.sqlite_pragmas for arg in ("--sqlite-pragma", p)]
+        database: list[str] = []
+        if self.persist:
+            database = ["--db-filename", str(self.data_dir / "temporal.db")]
+            database += [arg for p in self.sqlite_pragmas for arg in ("--sqlite-pragma", p)]
         return [
             _bin("temporal"),
             "server",
             "start-dev",
-            "--db-filename",
-            str(self.data_dir / "temporal.db"),
-            *pragmas,
+            *database,
             "--ip",
             "127.0.0.1",
             "--port",
@@ -444,6 +447,13 @@ class Stack:
                     "stopped " + ", ".join(f"{p.name} ({stop_description(c)})" for p, c in stopped)
                 )
         self.processes.clear()
+
+    def kill_all(self) -> None:
+        """SIGKILL every child still running (a second Ctrl-C while stopping)."""
+        self.stopping = True
+        for process in self.processes:
+            if process.popen.poll() is None:
+                process.popen.kill()
 
 
 async def clear_previous_demo(client: Client, config: FirmConfig) -> int:

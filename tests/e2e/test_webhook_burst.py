@@ -29,7 +29,7 @@ def test_a_small_burst_is_followed_to_every_side_effect(tmp_path: Path, via: str
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())["medians"]
     assert figures["assigned"] + figures["partner_review"] == 8
-    for name in ("unfinished", "refused", "duplicates", "over_capacity"):
+    for name in ("unfinished", "refused", "duplicates", "over_capacity", "unchecked"):
         assert figures[name] == 0, (name, result.stdout)
     assert figures["ledger_mismatches"] == 0 and figures["state_mismatches"] == 0, result.stdout
     assert figures["reference_wall"] > 0 and figures["burst_ratio"] > 0
