@@ -36,6 +36,8 @@ class TaskTimes:
     ran: dict[str, float] = field(default_factory=lambda: {"wft": 0.0, "activity": 0.0})
     longest_run: dict[str, float] = field(default_factory=lambda: {"wft": 0.0, "activity": 0.0})
     activities: Counter[str] = field(default_factory=Counter)
+    activity_time: dict[str, float] = field(default_factory=dict)
+    """Seconds per activity type, schedule to completion (retries and queueing included)."""
 
 
 def _at(event: HistoryEvent) -> datetime:
@@ -46,6 +48,7 @@ def task_times(events: list[HistoryEvent], since: datetime | None = None) -> Tas
     times = TaskTimes()
     scheduled: dict[int, tuple[str, datetime]] = {}
     started: dict[int, datetime] = {}
+    names: dict[int, str] = {}
     for event in events:
         kind = _SCHEDULED.get(event.event_type)
         if kind is not None:
@@ -53,6 +56,7 @@ def task_times(events: list[HistoryEvent], since: datetime | None = None) -> Tas
             if kind == "activity":
                 name = event.activity_task_scheduled_event_attributes.activity_type.name
                 times.activities[name] += 1
+                names[event.event_id] = name
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
             started[event.event_id] = _at(event)
             attrs = event.workflow_task_started_event_attributes
@@ -67,6 +71,11 @@ def task_times(events: list[HistoryEvent], since: datetime | None = None) -> Tas
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs_d = event.activity_task_completed_event_attributes
             _ran(times, "activity", started.get(attrs_d.started_event_id), _at(event), since)
+            first = scheduled.get(attrs_d.scheduled_event_id)
+            name = names.get(attrs_d.scheduled_event_id, "?")
+            if first is not None:
+                took = (_at(event) - first[1]).total_seconds()
+                times.activity_time[name] = times.activity_time.get(name, 0.0) + took
     return times
 
 
@@ -100,6 +109,7 @@ class Breakdown:
     engagements: int
     per_engagement: dict[str, float]
     activities: Counter[str]
+    activity_time: dict[str, float]
     dispatcher: TaskTimes | None
 
 
@@ -123,19 +133,25 @@ async def breakdown(
         "activity run s": mean("ran", "activity"),
     }
     activities: Counter[str] = Counter()
+    spent: dict[str, float] = {}
     for t in each:
         activities.update(t.activities)
+        for name, took in t.activity_time.items():
+            spent[name] = spent.get(name, 0.0) + took
     dispatcher = None
     if dispatcher_id is not None:
         dispatcher = task_times(await history_events(client, dispatcher_id), since)
-    return Breakdown(len(each), per, activities, dispatcher)
+    return Breakdown(len(each), per, activities, spent, dispatcher)
 
 
 def render(b: Breakdown) -> list[str]:
     lines = [f"where the time goes (means over {b.engagements} engagements' histories):"]
     lines += [f"  {name:28} {value:8.2f}" for name, value in b.per_engagement.items()]
-    top = ", ".join(f"{name} {n / max(1, b.engagements):.1f}" for name, n in b.activities.items())
-    lines.append(f"  activities per engagement: {top}")
+    n = max(1, b.engagements)
+    lines.append("  per activity type: calls per engagement, mean seconds scheduled -> completed")
+    for name, calls in b.activities.most_common():
+        mean = b.activity_time.get(name, 0.0) / calls
+        lines.append(f"    {name:30} {calls / n:5.1f}  {mean:7.2f}")
     if b.dispatcher is not None:
         d = b.dispatcher
         tasks = d.count["wft"]
