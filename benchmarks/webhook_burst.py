@@ -282,18 +282,34 @@ class Delivery:
     workflow_id: str
     sent_at: float
     answered_in: float
+    """The first answer's time (a 503 included: it is what the sender waited for)."""
     status: int
+    """The last answer's status (202 once a retry got through)."""
+    retries: int = 0
 
 
-async def post(http: httpx.AsyncClient, sent: Sent) -> Delivery:
+async def post(http: httpx.AsyncClient, sent: Sent, attempts: int = 10) -> Delivery:
+    """POST as a PM system does: a 503 (or 5xx, or no answer) is sent again after Retry-After."""
     url, body, headers = sent
     began = time.monotonic()
-    response = await http.post(url, content=body, headers=headers)
-    answered = time.monotonic() - began
-    if response.status_code != 202:
-        say(f"{url} answered {response.status_code}: {response.text[:200]}")
-        return Delivery("", began, answered, response.status_code)
-    return Delivery(response.json()["workflow_id"], began, answered, response.status_code)
+    first: float | None = None
+    for attempt in range(attempts):
+        try:
+            response = await http.post(url, content=body, headers=headers)
+        except httpx.TransportError as err:
+            status, wait, text = 0, 5.0, type(err).__name__
+        else:
+            status, text = response.status_code, response.text[:200]
+            wait = float(response.headers.get("Retry-After") or 5)
+        first = time.monotonic() - began if first is None else first
+        if status == 202:
+            workflow_id = str(response.json()["workflow_id"])
+            return Delivery(workflow_id, began, first, status, retries=attempt)
+        if status and status < 500:
+            break
+        await asyncio.sleep(min(wait, 30.0))
+    say(f"{url} answered {status or 'nothing'}: {text}")
+    return Delivery("", began, first or 0.0, status, retries=attempts)
 
 
 @dataclass
@@ -304,6 +320,9 @@ class Phase:
     latencies: list[float]
     answers_ms: list[float]
     refused: int
+    """Webhooks that never got a 202, even retried."""
+    retried: int
+    """Webhooks answered 503 (or not at all) at first and sent again, as a PM system would."""
     unfinished: int
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -356,6 +375,7 @@ async def dispatch_phase(
         latencies=[done[i] - sent[i] for i in done],
         answers_ms=[1000 * d.answered_in for d in deliveries],
         refused=sum(1 for d in deliveries if d.status != 202),
+        retried=sum(1 for d in deliveries if d.retries),
         unfinished=len(sent) - len(done),
         cpu=cpu.used,
     )
@@ -386,6 +406,7 @@ async def reference_phase(
         latencies=[took for _, took in results],
         answers_ms=[1000 * d.answered_in for d, _ in results],
         refused=sum(1 for d, _ in results if d.status != 202),
+        retried=sum(1 for d, _ in results if d.retries),
         unfinished=0,
         cpu=cpu.used,
     )
@@ -682,6 +703,8 @@ def figures(run: Run) -> dict[str, float]:
         "reference_single_p95": pct(run.reference_single.latencies, 95),
         "unfinished": float(b.unfinished + s.unfinished),
         "refused": float(b.refused + s.refused),
+        "retried": float(b.retried + s.retried),
+        "reference_retried": float(rb.retried),
         "assigned": float(run.checks.assigned),
         "partner_review": float(run.checks.partner_review),
         "over_capacity": float(len(run.checks.over_capacity)),
@@ -732,6 +755,8 @@ def report(args: argparse.Namespace, runs: list[Run]) -> dict[str, float]:
          None),
         ("unfinished / refused webhooks", f"{m['unfinished']:.0f} / {m['refused']:.0f}", "0 / 0",
          m["unfinished"] == 0 and m["refused"] == 0),
+        ("webhooks answered 503 and sent again (reference)",
+         f"{m['retried']:.0f} ({m['reference_retried']:.0f})", "", None),
         ("people over capacity", f"{m['over_capacity']:.0f}", "0", m["over_capacity"] == 0),
         ("duplicate side effects", f"{m['duplicates']:.0f}", "0", m["duplicates"] == 0),
         ("ledger ≠ outcomes / state ≠ sandbox",
