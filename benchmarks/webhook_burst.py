@@ -546,6 +546,7 @@ class Run:
     reference_burst: Phase
     checks: Checks
     breakdown: list[str]
+    memory: dict[str, float]
 
 
 async def run_once(args: argparse.Namespace, tag: str) -> Run:
@@ -611,6 +612,7 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         finally:
             profiled = stop_profilers(profilers)
         say(f"dispatch burst: {burst.wall:.1f}s ({burst.unfinished} unfinished)")
+        memory = memory_after(stack)
         checks = await check(client, config, effects)
         sample = sorted(effects.follow - single_ids)[: args.sample]
         found = await where_time_goes.breakdown(
@@ -619,11 +621,27 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         lines = where_time_goes.render(found)
         for raw in profiled:
             lines += where_time_goes.summarize_py_spy(raw)
-        return Run(single, reference_single, burst, reference_burst, checks, lines)
+        return Run(single, reference_single, burst, reference_burst, checks, lines, memory)
     finally:
         await stack.stop()
         if not args.keep:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def memory_after(stack: Stack) -> dict[str, float]:
+    """Resident memory of the biggest worker and the server's database files, in MB."""
+    workers = [rss_mb(p.pid) for p in stack.processes if p.role == "worker"]
+    database = sum(f.stat().st_size for f in stack.data_dir.glob("temporal.db*")) / 2**20
+    return {"worker_rss_mb": max(workers, default=0.0), "database_mb": database}
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "")
+    return int(found.split()[1]) / 1024 if found else 0.0
 
 
 async def start_reference(stack: Stack, workers: int, port: int) -> None:
@@ -718,6 +736,7 @@ def figures(run: Run) -> dict[str, float]:
         **{f"cpu_{role}_s": used for role, used in b.cpu.items()},
         **{f"cpu_{role}_util": used / cpu_wall for role, used in b.cpu.items()},
         "reference_cpu_temporal_s": rb.cpu.get("temporal", 0.0),
+        **run.memory,
     }
 
 
@@ -772,6 +791,10 @@ def report(args: argparse.Namespace, runs: list[Run]) -> dict[str, float]:
     cpu = ", ".join(f"{r} {m[f'cpu_{r}_s']:.1f}s ({100 * m[f'cpu_{r}_util']:.0f}%)" for r in roles)
     print(f"  CPU in the burst, seconds (share of one core over the burst): {cpu}")
     print(f"  CPU in the reference burst: server {m['reference_cpu_temporal_s']:.1f}s")
+    print(
+        f"  after the burst: largest worker {m['worker_rss_mb']:.0f} MB resident; "
+        f"server database {m['database_mb']:.0f} MB (0 in memory)"
+    )
     last = runs[-1]
     for name, items in (
         ("over capacity", last.checks.over_capacity),
