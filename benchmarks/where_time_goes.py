@@ -38,6 +38,7 @@ class TaskTimes:
     activities: Counter[str] = field(default_factory=Counter)
     activity_time: dict[str, float] = field(default_factory=dict)
     """Seconds per activity type, schedule to completion (retries and queueing included)."""
+    events: int = 0
 
 
 def _at(event: HistoryEvent) -> datetime:
@@ -125,6 +126,7 @@ async def breakdown(
         return sum(float(getattr(t, get)[kind]) for t in each) / n
 
     per = {
+        "history events": sum(len(events) for events in histories) / n,
         "workflow tasks": sum(t.count["wft"] for t in each) / n,
         "activities": sum(t.count["activity"] for t in each) / n,
         "workflow task queue wait s": mean("waited", "wft"),
@@ -140,7 +142,9 @@ async def breakdown(
             spent[name] = spent.get(name, 0.0) + took
     dispatcher = None
     if dispatcher_id is not None:
-        dispatcher = task_times(await history_events(client, dispatcher_id), since)
+        events = await history_events(client, dispatcher_id)
+        dispatcher = task_times(events, since)
+        dispatcher.events = len(events)
     return Breakdown(len(each), per, activities, spent, dispatcher)
 
 
@@ -157,7 +161,8 @@ def render(b: Breakdown) -> list[str]:
         tasks = d.count["wft"]
         lines.append(
             f"  dispatcher: {tasks} workflow tasks, held {d.ran['wft']:.1f}s in all "
-            f"(longest {d.longest_run['wft']:.2f}s), waited {d.waited['wft']:.1f}s for a worker"
+            f"(longest {d.longest_run['wft']:.2f}s), waited {d.waited['wft']:.1f}s for a worker; "
+            f"{d.events} events in its current run's history"
         )
     return lines
 
