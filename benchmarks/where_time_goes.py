@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
@@ -39,6 +39,11 @@ class TaskTimes:
     activity_time: dict[str, float] = field(default_factory=dict)
     """Seconds per activity type, schedule to completion (retries and queueing included)."""
     events: int = 0
+    moved: int = 0
+    """Workflow tasks run by another worker than the one before: each replays the history."""
+    failed: Counter[str] = field(default_factory=Counter)
+    """Failed or timed-out workflow tasks, by cause."""
+    last_failure: str = ""
 
 
 def _at(event: HistoryEvent) -> datetime:
@@ -50,6 +55,7 @@ def task_times(events: list[HistoryEvent], since: datetime | None = None) -> Tas
     scheduled: dict[int, tuple[str, datetime]] = {}
     started: dict[int, datetime] = {}
     names: dict[int, str] = {}
+    last_identity = ""
     for event in events:
         kind = _SCHEDULED.get(event.event_type)
         if kind is not None:
@@ -62,6 +68,16 @@ def task_times(events: list[HistoryEvent], since: datetime | None = None) -> Tas
             started[event.event_id] = _at(event)
             attrs = event.workflow_task_started_event_attributes
             _waited(times, scheduled.get(attrs.scheduled_event_id), _at(event), since)
+            counted = since is None or _at(event) >= since
+            if counted and last_identity and attrs.identity != last_identity:
+                times.moved += 1
+            last_identity = attrs.identity
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            failure = event.workflow_task_failed_event_attributes
+            times.failed[WorkflowTaskFailedCause.Name(failure.cause)] += 1
+            times.last_failure = failure.failure.message[:300]
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            times.failed["timed out"] += 1
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             started[event.event_id] = _at(event)
             attrs_a = event.activity_task_started_event_attributes
@@ -127,6 +143,7 @@ async def breakdown(
 
     per = {
         "history events": sum(len(events) for events in histories) / n,
+        "tasks run by another worker": sum(t.moved for t in each) / n,
         "workflow tasks": sum(t.count["wft"] for t in each) / n,
         "activities": sum(t.count["activity"] for t in each) / n,
         "workflow task queue wait s": mean("waited", "wft"),
@@ -162,8 +179,12 @@ def render(b: Breakdown) -> list[str]:
         lines.append(
             f"  dispatcher: {tasks} workflow tasks, held {d.ran['wft']:.1f}s in all "
             f"(longest {d.longest_run['wft']:.2f}s), waited {d.waited['wft']:.1f}s for a worker; "
-            f"{d.events} events in its current run's history"
+            f"{d.events} events in its current run's history; {d.moved} tasks moved to "
+            "another worker (each replays the whole history)"
         )
+        if d.failed:
+            causes = ", ".join(f"{cause} x{n}" for cause, n in d.failed.most_common())
+            lines.append(f"  dispatcher workflow tasks failed: {causes}; last: {d.last_failure}")
     return lines
 
 
