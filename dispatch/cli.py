@@ -203,12 +203,20 @@ def _print_started(stack: Stack, config: FirmConfig, console: Console) -> None:
     console.print(f"  logs:      {stack.data_dir / 'logs'}")
 
 
+def _local_temporal() -> str | None:
+    """The dev server ``dispatch up`` starts, when its port was moved and no address is set."""
+    port = os.environ.get("DISPATCH_TEMPORAL_PORT")
+    if port and not os.environ.get("TEMPORAL_ADDRESS"):
+        return f"localhost:{port}"
+    return None
+
+
 async def _board(args: argparse.Namespace, console: Console) -> int:
     from dispatch import board
     from dispatch.temporal import connect
 
     try:
-        client = await connect()
+        client = await connect(_local_temporal())
     except RuntimeError as err:
         console.print(f"[red]cannot reach Temporal:[/] {err}")
         return 1

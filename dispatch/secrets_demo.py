@@ -243,6 +243,8 @@ def plan_demo_secrets(
         ]
         if lacking:
             where = f" at {use.url}" if use.url else ""
+            if use.url and urlsplit(use.url).hostname in _LOCAL_HOSTS:
+                where += f" (local, but not this stack's sandbox at {sandbox_base})"
             plan.missing.append(f"{use.label}{where} needs {', '.join(lacking)}")
     if all_sandbox and not environ.get(RELAY_SECRET_ENV):
         # The relay route is open whatever the PM; on an all-sandbox firm it can only ever

@@ -214,7 +214,7 @@ class Stack:
             )
         return bool(plan.sandbox)
 
-    def _env(self) -> dict[str, str]:
+    def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["DISPATCH_FIRM_CONFIG"] = str(self.config_path)
         env["TEMPORAL_ADDRESS"] = self.temporal_address
@@ -231,7 +231,7 @@ class Stack:
                 argv,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=self._env(),
+                env=self.child_env(),
                 cwd=self.root,
                 # Ctrl-C reaches only us; we stop the children ourselves, in order.
                 start_new_session=True,

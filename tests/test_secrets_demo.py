@@ -228,7 +228,7 @@ async def test_the_webhook_server_of_a_mixed_firm_refuses_requests_signed_with_d
     stack = Stack(config, firm, root=ROOT, ports=ports, data=tmp_path)
     assert stack.check_secrets()  # the CRM is on the sandbox
     stack.temporal_address = f"localhost:{ports.temporal}"  # never reached: refused before
-    env = stack._env()
+    env = stack.child_env()
     assert env["CRM_WEBHOOK_SECRET"] == DEMO_SECRETS["CRM_WEBHOOK_SECRET"]
     assert "DISPATCH_WEBHOOK_SECRET" not in env
     try:
@@ -254,3 +254,10 @@ async def test_the_webhook_server_of_a_mixed_firm_refuses_requests_signed_with_d
             assert relay.status_code in (401, 503), relay.text
     finally:
         await stack.stop()
+
+
+def test_a_local_address_that_is_not_this_stacks_sandbox_is_not_the_sandbox() -> None:
+    # The demo firm names :8100; a stack whose sandbox runs elsewhere must not trust it.
+    plan = plan_demo_secrets(load_firm_config(), "http://127.0.0.1:18100", {})
+    assert plan.fill == {} and plan.sandbox == []
+    assert "(local, but not this stack's sandbox at http://127.0.0.1:18100)" in plan.missing[0]
