@@ -16,9 +16,10 @@ An engagement is done when it is Assigned or NeedsPartnerReview with all its sid
 recorded by the sandbox (``GET /_sandbox/requests``): PM write-back, a DM and a calendar block
 per role, the client email and the CRM record (or the partner's DM and the CRM record). The
 reference is a bare workflow of five sequential no-op activities started through an equally
-thin HTTP endpoint (``benchmarks/reference.py``), as many worker processes, same server, same
-run, same counts. Printed: figures against the targets, over-capacity and duplicate checks,
-CPU per process, and where the time goes (histories; ``--py-spy DIR`` samples the workers).
+thin HTTP endpoint (``benchmarks/reference.py``, ``benchmarks/reference_web.py``), as many
+worker processes, same server, same run, same counts. Printed: figures against the targets,
+over-capacity and duplicate checks, CPU per process, and where the time goes (histories;
+``--py-spy DIR`` samples the workers).
 """
 
 from __future__ import annotations
