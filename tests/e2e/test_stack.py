@@ -8,7 +8,9 @@ and the worker is stopped mid-way to show a webhook accepted while it is down is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,19 +19,24 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 
 from activities.karbon import KarbonClient
-from activities.signing import hmac_sha256_hex
-from dispatch.config import KarbonConnector, load_firm_config, rebase_connectors
+from dispatch.config import KarbonConnector, load_firm_config
 from dispatch.models import DispatchStatus, EngagementState
 from dispatch.secrets_demo import demo_secret
-from dispatch.stack import Ports, Stack
+from dispatch.stack import Stack
 from dispatch.temporal import connect
-from sandbox.karbon import client_type_for
 from tests.conftest import temporal_cli
-from tests.harness import eventually, firm_today, workdays_ahead
-from tests.sandbox_server import DEMO_BASE, free_port
+from tests.e2e.drive import (
+    free_ports,
+    new_work_item,
+    sandbox_firm_file,
+    sandbox_log,
+    send_inserted,
+    settled,
+    state_of,
+)
+from tests.harness import eventually
 from tests.slack_driver import click, message_with
 from workflows.engagement import EngagementWorkflow
 
@@ -40,87 +47,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     data = tmp_path_factory.mktemp("stack")
-    ports = Ports(temporal=free_port(), ui=free_port(), starter=free_port(), sandbox=free_port())
-    config = rebase_connectors(load_firm_config(), DEMO_BASE, f"http://127.0.0.1:{ports.sandbox}")
-    pm = config.connectors.pm
-    assert isinstance(pm, KarbonConnector)
-    # Karbon (the emulator) sends its Work webhooks to this stack's webhook server.
-    target = f"http://127.0.0.1:{ports.starter}/webhooks/karbon"
-    config = config.model_copy(update={"connectors": config.connectors.model_copy(
-        update={"pm": pm.model_copy(update={"webhook_target_url": target})})})
-    firm_file = data / "firm.yaml"
-    firm_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+    ports = free_ports()
+    firm_file = sandbox_firm_file(data, ports)
     running = Stack(load_firm_config(firm_file), firm_file, root=ROOT, ports=ports, data=data)
     try:
         await running.start()
         yield running
     finally:
-        running.stop()
-
-
-async def new_work_item(
-    stack: Stack, title: str, client_id: str, work_type: str, due_in: int
-) -> str:
-    pm = stack.config.connectors.pm
-    assert isinstance(pm, KarbonConnector)
-    karbon = KarbonClient(pm)
-    try:
-        item = await karbon.create_work_item(
-            {
-                "Title": title,
-                "ClientKey": client_id,
-                "ClientType": client_type_for(client_id),
-                "AssigneeEmailAddress": stack.config.managing_partner.email,
-                "StartDate": f"{firm_today(stack.config).isoformat()}T00:00:00Z",
-                "DueDate": f"{workdays_ahead(stack.config, due_in).isoformat()}T00:00:00Z",
-                "WorkType": work_type,
-            }
-        )
-    finally:
-        await karbon.aclose()
-    return str(item["WorkItemKey"])
-
-
-async def send_inserted(stack: Stack, key: str) -> httpx.Response:
-    body = json.dumps(
-        {
-            "ResourcePermaKey": key,
-            "ResourceType": "Work",
-            "ActionType": "Inserted",
-            "TimeStamp": "2026-11-30T10:00:00Z",
-        }
-    ).encode()
-    signature = hmac_sha256_hex(demo_secret("KARBON_WEBHOOK_SIGNING_KEY"), body)
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            f"{stack.starter_url}/webhooks/karbon",
-            content=body,
-            headers={"Signature": signature, "Content-Type": "application/json"},
-        )
-
-
-async def state_of(stack: Stack, workflow_id: str) -> EngagementState:
-    client = await connect(stack.temporal_address)
-    return await client.get_workflow_handle(workflow_id).query(EngagementWorkflow.state)
-
-
-async def settled(stack: Stack, workflow_id: str, timeout: float = 60) -> EngagementState:
-    async def probe() -> EngagementState | None:
-        try:
-            state = await state_of(stack, workflow_id)
-        except Exception:
-            return None
-        done = state.status is DispatchStatus.ASSIGNED and any(
-            e.kind == "crm_log" and e.state == "done" for e in state.side_effects
-        )
-        return state if done else None
-
-    return await eventually(probe, timeout=timeout, what=f"{workflow_id} to be assigned")
-
-
-def sandbox_log(stack: Stack, prefix: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{stack.sandbox_base}/_sandbox/requests", params={"prefix": prefix})
-    return list(response.json()["requests"])
+        await running.stop()
 
 
 async def test_signed_webhook_to_assignment_through_real_processes(stack: Stack) -> None:
@@ -179,14 +113,14 @@ async def test_webhook_accepted_while_the_worker_is_down_is_not_lost(stack: Stac
     key = await new_work_item(
         stack, "November close - Harbor Bistro", "cl-harbor-bistro", "Month-End Close", 8
     )
-    stack.stop_process("worker")
+    await stack.stop_role("worker")
     try:
         response = await send_inserted(stack, key)
         assert response.status_code == 202
         workflow_id = response.json()["workflow_id"]
         await asyncio.sleep(1.0)
     finally:
-        await stack.start_worker()
+        await stack.start_workers()
     state = await settled(stack, workflow_id)
     assert state.preparer is not None
 
@@ -258,3 +192,11 @@ async def test_from_webhook_to_completed_driven_by_slack_and_karbon(stack: Stack
     # The final billing record goes out as the workflow closes (after the status flips).
     crm = [r for r in sandbox_log(stack, "/crm/records") if workflow_id in r["body"]]
     assert any('"completed"' in r["body"] for r in crm)
+
+
+def test_the_dev_server_database_is_in_write_ahead_mode(stack: Stack) -> None:
+    """`dispatch up`'s pragmas reach the server: WAL is recorded in the file itself."""
+    database = stack.data_dir / "temporal.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert (stack.data_dir / "temporal.db-wal").exists()
