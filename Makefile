@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dispatch workflows activities sandbox simulation benchmarks worker.py starter.py tests
+	$(BIN)/mypy app dispatch workflows activities sandbox simulation benchmarks worker.py starter.py tests
 
 clean:
 	rm -rf $(VENV) .data build *.egg-info

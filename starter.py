@@ -37,19 +37,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.engagement_start import start_engagement
 from activities.signing import verify_hex_signature
-from dispatch import TASK_QUEUE, limits
-from dispatch.codec import CodecKeyError, EncryptionCodec, KeyRing
-from dispatch.codec_server import create_codec_router
-from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
-from dispatch.ids import engagement_workflow_id
-from dispatch.links import LinkClaims, LinkOutcome, create_links_router, sendgrid_code_sender
-from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
-from dispatch.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
-from dispatch.slack_app import create_slack_handler
-from dispatch.telemetry import setup_tracing
-from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
-from dispatch.web_metrics import WebMetrics
-from dispatch.webhooks import (
+from app.codec_server import create_codec_router
+from app.links import LinkOutcome, create_links_router, sendgrid_code_sender
+from app.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
+from app.slack_app import create_slack_handler
+from app.telemetry import setup_tracing
+from app.temporal import EncryptionNotConfigured, connect, require_encryption
+from app.web_metrics import WebMetrics
+from app.webhooks import (
     EngagementEvent,
     FieldError,
     KarbonNotification,
@@ -59,6 +54,12 @@ from dispatch.webhooks import (
     parse_engagement_event,
     parse_karbon,
 )
+from dispatch import TASK_QUEUE, limits
+from dispatch.codec import CodecKeyError, EncryptionCodec, KeyRing
+from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
+from dispatch.ids import engagement_workflow_id
+from dispatch.links import LinkClaims
+from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
 from workflows.engagement import EngagementWorkflow
 
 log = logging.getLogger("dispatch.starter")

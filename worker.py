@@ -24,13 +24,14 @@ from temporalio.worker import Worker
 
 from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
-from dispatch import TASK_QUEUE, schedules
+from app import schedules
+from app.telemetry import setup_tracing
+from app.temporal import EncryptionNotConfigured, connect, require_encryption
+from dispatch import TASK_QUEUE
 from dispatch.codec import CodecKeyError
 from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import DispatcherInput
-from dispatch.telemetry import setup_tracing
-from dispatch.temporal import EncryptionNotConfigured, connect, require_encryption
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
 from workflows.pm_poller import PmPollerWorkflow

@@ -26,11 +26,11 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from app.secrets_demo import export_demo_secrets
 from benchmarks.baseline import BaselineWorkflow, no_op
 from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig, RelayConnector, load_firm_config, rebase_connectors
 from dispatch.models import DispatchStatus, EngagementDetails, EngagementState
-from dispatch.secrets_demo import export_demo_secrets
 from tests.conftest import start_dev_server
 from tests.harness import running_worker
 from tests.sandbox_server import DEMO_BASE, free_port

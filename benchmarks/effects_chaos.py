@@ -47,6 +47,7 @@ from activities.google_calendar import GoogleCalendarActivities
 from activities.outlook_calendar import OutlookCalendarActivities
 from activities.sendgrid_mail import SendGridActivities
 from activities.slack import ASSIGNMENT_EVENT, SlackActivities
+from app.secrets_demo import export_demo_secrets
 from dispatch.config import (
     GoogleCalendarConnector,
     SendGridConnector,
@@ -55,7 +56,6 @@ from dispatch.config import (
     load_firm_config,
     rebase_connectors,
 )
-from dispatch.secrets_demo import export_demo_secrets
 from sandbox.faults import FaultRule
 from sandbox.slack import dm_channel_id
 from tests.conftest import start_dev_server

@@ -49,9 +49,9 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
+from app.webhooks import PayloadError, parse_engagement_event, parse_karbon
 from dispatch import limits
 from dispatch.config import FirmConfig, SlackConnector, secret
-from dispatch.webhooks import PayloadError, parse_engagement_event, parse_karbon
 from starter import create_app
 
 Route = Literal["/webhooks/karbon", "/webhooks/engagements", "/slack/events"]
@@ -655,7 +655,7 @@ def run_label() -> str:
 
 
 async def main(n: int) -> int:
-    from dispatch.secrets_demo import export_demo_secrets
+    from app.secrets_demo import export_demo_secrets
     from tests.conftest import start_dev_server
     from tests.sandbox_server import run_sandbox
 

@@ -55,7 +55,7 @@ def workflow_id(request_id: str) -> str:
 async def run_worker() -> None:
     from temporalio.worker import Worker
 
-    from dispatch.temporal import connect
+    from app.temporal import connect
 
     client = await connect()
     stop = asyncio.Event()

@@ -22,8 +22,8 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.signing import verify_hex_signature
+from app.temporal import connect
 from benchmarks.reference import SECRET_ENV, TASK_QUEUE, ReferenceWorkflow, workflow_id
-from dispatch.temporal import connect
 
 
 class ReferenceRequest(BaseModel):

@@ -84,8 +84,8 @@ async def serve(address: str, queue: str, sandbox_base: str) -> None:
     from temporalio.worker import Worker
 
     from activities.teams import TeamsActivities
+    from app.temporal import data_converter
     from dispatch.config import TeamsConnector, load_firm_config, rebase_connectors
-    from dispatch.temporal import data_converter
     from tests.sandbox_server import DEMO_BASE
 
     config = rebase_connectors(load_firm_config(), DEMO_BASE, sandbox_base)
@@ -175,7 +175,7 @@ async def one_run(
 
 
 async def main(cards: int, kill_every: float) -> None:
-    from dispatch.secrets_demo import export_demo_secrets
+    from app.secrets_demo import export_demo_secrets
     from tests.conftest import start_dev_server
     from tests.sandbox_server import run_sandbox
 
@@ -209,7 +209,7 @@ async def main(cards: int, kill_every: float) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--worker":
-        from dispatch.secrets_demo import export_demo_secrets
+        from app.secrets_demo import export_demo_secrets
 
         export_demo_secrets()
         os.environ.setdefault("TEAMS_WEBHOOK_URL", f"{sys.argv[4]}{FLOW}")

@@ -53,16 +53,16 @@ from activities.firm import FirmActivities
 from activities.karbon import KarbonClient
 from activities.registry import tracker_for
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
+from app.demo import in_sandbox
+from app.stack import SQLITE_PRAGMAS, Ports, Process, Stack, default_workers
+from app.temporal import connect
 from benchmarks import reference, where_time_goes
 from benchmarks.side_effects import SideEffects
 from dispatch.capacity import Booking, WorkCalendar, is_overbooked
 from dispatch.config import FirmConfig, KarbonConnector, RelayConnector, load_firm_config
 from dispatch.decision import calendar_of, person_of
-from dispatch.demo import in_sandbox
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.models import BookingsView, CapacitySnapshot, EngagementState, SnapshotInput
-from dispatch.stack import SQLITE_PRAGMAS, Ports, Process, Stack, default_workers
-from dispatch.temporal import connect
 from sandbox.karbon import client_type_for
 from tests.sandbox_server import free_port
 from workflows.dispatcher import DispatcherWorkflow

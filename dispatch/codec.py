@@ -1,7 +1,7 @@
 """Client data encrypted in Temporal history: an AES-GCM payload codec with key rotation.
 
 Every payload the clients, workers, test environments and replayers send to Temporal passes
-through ``EncryptionCodec`` (see ``dispatch.temporal.data_converter``): engagement details,
+through ``EncryptionCodec`` (see ``app.temporal.data_converter``): engagement details,
 client names and emails, scope text, decisions, timelines, static summaries. What the server
 stores, and what ``temporal workflow show`` prints, is ciphertext; the Web UI shows it decoded
 through the webhook server's codec endpoint (``POST /codec/decode``), which holds the keys.

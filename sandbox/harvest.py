@@ -30,8 +30,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.secrets_demo import demo_secret
 from dispatch.config import HarvestConnector
-from dispatch.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed, SeedStaff
 

@@ -32,8 +32,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from app.secrets_demo import demo_secret
 from dispatch.config import KarbonConnector
-from dispatch.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

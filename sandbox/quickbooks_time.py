@@ -34,8 +34,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.secrets_demo import demo_secret
 from dispatch.config import QuickBooksTimeConnector
-from dispatch.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

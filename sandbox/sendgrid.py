@@ -48,7 +48,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from dispatch.secrets_demo import demo_secret
+from app.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

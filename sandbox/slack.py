@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from dispatch.secrets_demo import demo_secret
+from app.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

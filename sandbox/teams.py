@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from dispatch.secrets_demo import DEMO_SECRETS, demo_secret
+from app.secrets_demo import DEMO_SECRETS, demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

@@ -43,8 +43,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from app.secrets_demo import demo_secret
 from dispatch.config import XpmConnector
-from dispatch.secrets_demo import demo_secret
 from sandbox.context import SandboxContext
 from sandbox.seed import SandboxSeed
 

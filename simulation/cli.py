@@ -11,7 +11,7 @@ comparison table (mean and 95 % confidence interval across seeds, per metric and
 writes PNG charts and the per-seed results to a folder it names. ``--json`` prints one JSON
 object per policy (and load) on stdout instead of the table.
 
-Mounted by ``dispatch.cli`` through ``add_parser`` / ``run``; ``python -m simulation`` runs it
+Mounted by ``app.cli`` through ``add_parser`` / ``run``; ``python -m simulation`` runs it
 on its own.
 """
 

@@ -18,10 +18,10 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from app.secrets_demo import export_demo_secrets
+from app.temporal import data_converter
 from dispatch.codec import KEYS_ENV, new_key_setting
 from dispatch.search_attributes import ALL_KEYS
-from dispatch.secrets_demo import export_demo_secrets
-from dispatch.temporal import data_converter
 
 # Tests talk only to the local sandbox: its demo secrets are the right ones.
 export_demo_secrets()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.cli import build_parser
+from app.cli import build_parser
+from app.stack import Stack, default_workers
 from dispatch.config import load_firm_config
-from dispatch.stack import Stack, default_workers
 
 
 def test_the_demo_takes_a_batch_window_in_seconds() -> None:

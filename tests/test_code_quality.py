@@ -22,6 +22,7 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = run(
         str(BIN / "mypy"),
+        "app",
         "dispatch",
         "workflows",
         "activities",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 
+from app.temporal import data_converter
 from dispatch.codec import (
     ENCODING,
     KEYS_ENV,
@@ -21,7 +22,6 @@ from dispatch.codec import (
     ensure_key_file,
     new_key_setting,
 )
-from dispatch.temporal import data_converter
 
 ROOT = Path(__file__).resolve().parents[1]
 

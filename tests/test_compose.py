@@ -22,9 +22,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from app.secrets_demo import DEMO_SECRETS
 from dispatch import config as firm_config
 from dispatch import search_attributes
-from dispatch.secrets_demo import DEMO_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"
@@ -641,6 +641,6 @@ def test_the_dashboard_only_charts_metrics_the_code_records() -> None:
         re.sub(r"_(bucket|total)$", "", m) for e in exprs for m in re.findall(r"dispatch_\w+", e)
     }
     source = "".join(
-        p.read_text() for d in ("workflows", "dispatch") for p in (ROOT / d).rglob("*.py")
+        p.read_text() for d in ("workflows", "dispatch", "app") for p in (ROOT / d).rglob("*.py")
     )
     assert named and all(f'"{name}"' in source for name in named), named

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from app.demo import in_sandbox, load_scenario
 from dispatch.config import FirmConfig, load_firm_config
-from dispatch.demo import in_sandbox, load_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "firms"
 FILES = sorted(EXAMPLES.glob("*.yaml"))

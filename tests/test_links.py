@@ -16,19 +16,16 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from app.links import LinkOutcome, create_links_router, decision_for, response_for
 from dispatch.config import FirmConfig, StaffMember, TeamsConnector, load_firm_config
 from dispatch.links import (
     LinkClaims,
     LinkError,
-    LinkOutcome,
-    create_links_router,
-    decision_for,
     derive_nonce,
     make_link,
     make_token,
     one_time_code,
     partner_action,
-    response_for,
     show_code,
     upload_link,
     verify_link,

@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from dispatch.temporal import data_converter
+from app.temporal import data_converter
 from worker import WORKFLOWS
 
 FOLDER = Path(__file__).parent / "histories"

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
+from app.demo import in_sandbox
+from app.secrets_demo import DEMO_SECRETS, SecretsRefused, on_sandbox, plan_demo_secrets
+from app.stack import Ports, Stack
 from dispatch.config import FirmConfig, TeamsConnector, WebhookCrm, load_firm_config
-from dispatch.demo import in_sandbox
-from dispatch.secrets_demo import DEMO_SECRETS, SecretsRefused, on_sandbox, plan_demo_secrets
-from dispatch.stack import Ports, Stack
 from tests.sandbox_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_dispatch_up_refuses_a_mixed_firm_in_one_line_before_starting_anything(
     firm.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
     data = tmp_path / "data"
     result = subprocess.run(
-        [sys.executable, "-m", "dispatch.cli", "up", "--firm", str(firm), "--data", str(data)],
+        [sys.executable, "-m", "app.cli", "up", "--firm", str(firm), "--data", str(data)],
         capture_output=True,
         text=True,
         env=clean_env(KARBON_BEARER_TOKEN=DEMO_SECRETS["KARBON_BEARER_TOKEN"]),

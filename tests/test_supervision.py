@@ -12,8 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from app.stack import Process, RestartPolicy, Stack, terminate_all
 from dispatch.config import load_firm_config
-from dispatch.stack import Process, RestartPolicy, Stack, terminate_all
 from tests.harness import eventually
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from activities.signing import dispatch_signature_header, hmac_sha256_hex, verify_hex_signature
-from dispatch.webhooks import PayloadError, details_from, parse_engagement_event, parse_karbon
+from app.webhooks import PayloadError, details_from, parse_engagement_event, parse_karbon
 from tests.factories import demo_config
 
 TODAY = date(2026, 11, 30)

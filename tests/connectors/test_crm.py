@@ -16,9 +16,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.crm import WebhookCrmActivities
 from activities.signing import dispatch_signature_header, hmac_sha256_hex, verify_hex_signature
+from app.secrets_demo import demo_secret
 from dispatch.config import WebhookCrm
 from dispatch.models import CrmLogInput, CrmLogResult, DispatchStatus, EngagementSummary, StaffRef
-from dispatch.secrets_demo import demo_secret
 from sandbox.crm import CrmStore
 from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port

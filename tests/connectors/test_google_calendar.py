@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.google_calendar import GoogleCalendarActivities, event_id_for
+from app.secrets_demo import demo_secret
 from dispatch.config import GoogleCalendarConnector
 from dispatch.models import (
     CalendarBlockInput,
@@ -30,7 +31,6 @@ from dispatch.models import (
     Role,
     StaffRef,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.google_calendar import TOKEN_PATH, CalendarStore
 from tests.sandbox_server import RunningSandbox
 

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.karbon import KarbonActivities, KarbonClient, ensure_work_subscription, odata_str
+from app.secrets_demo import demo_secret
 from dispatch.config import KarbonConnector
 from dispatch.models import (
     DispatchStatus,
@@ -32,7 +33,6 @@ from dispatch.models import (
     PmWriteBackInput,
     PmWriteBackResult,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.karbon import KarbonStore
 from tests.sandbox_server import RunningSandbox
 

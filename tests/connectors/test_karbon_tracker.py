@@ -23,6 +23,7 @@ from activities.karbon_tracker import KarbonTrackerActivities
 from activities.quickbooks_time import QuickBooksTimeActivities
 from activities.roles import TimeTrackerActivities
 from activities.toggl import TogglActivities
+from app.secrets_demo import DEMO_SECRETS, demo_secret
 from dispatch.config import (
     HarvestConnector,
     KarbonTimeTracker,
@@ -36,7 +37,6 @@ from dispatch.models import (
     TrackerReadResult,
     TrackerStaff,
 )
-from dispatch.secrets_demo import DEMO_SECRETS, demo_secret
 from sandbox.karbon import KarbonStore, user_id_for
 from sandbox.seed import SandboxSeed, SeedStaff
 from sandbox.toggl import WORKSPACE_ID, TogglStore

@@ -24,6 +24,7 @@ from activities.outlook_calendar import (
     event_body,
     transaction_id_for,
 )
+from app.secrets_demo import demo_secret
 from dispatch.config import OutlookCalendarConnector
 from dispatch.models import (
     CalendarBlockInput,
@@ -34,7 +35,6 @@ from dispatch.models import (
     Role,
     StaffRef,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.graph import GraphStore
 from tests.sandbox_server import RunningSandbox, free_port
 

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.quickbooks_time import QuickBooksTimeActivities
+from app.secrets_demo import demo_secret
 from dispatch.config import QuickBooksTimeConnector
 from dispatch.models import (
     JobHours,
@@ -28,7 +29,6 @@ from dispatch.models import (
     TrackerStaff,
     TrackerUserHours,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.quickbooks_time import QuickBooksTimeStore
 from sandbox.seed import SandboxSeed, SeedStaff
 from tests.sandbox_server import RunningSandbox, free_port, run_sandbox

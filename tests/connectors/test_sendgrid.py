@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.sendgrid_mail import KEY_ARG, FeedPace, SendGridActivities, confirmation_key
+from app.secrets_demo import demo_secret
 from dispatch.config import SendGridConnector
 from dispatch.models import (
     ClientConfirmationInput,
@@ -30,7 +31,6 @@ from dispatch.models import (
     StaffNotice,
     StaffRef,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.sendgrid import ACTIVITY_RATE_LIMIT, MailStore
 from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port

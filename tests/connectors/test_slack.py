@@ -27,6 +27,7 @@ from activities.slack import (
     SlackActivities,
     assignment_blocks,
 )
+from app.secrets_demo import demo_secret
 from dispatch.config import SlackConnector
 from dispatch.models import (
     AssignmentNotice,
@@ -39,7 +40,6 @@ from dispatch.models import (
     Role,
     StaffRef,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.slack import SlackStore, dm_channel_id, response_url_for
 from tests.connectors.landed import landed
 from tests.sandbox_server import RunningSandbox, free_port

@@ -21,15 +21,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.teams import TeamsActivities
+from app.links import LinkOutcome, create_links_router
+from app.secrets_demo import demo_secret
 from dispatch.config import NoEmail, TeamsConnector, Tier
-from dispatch.links import (
-    LinkClaims,
-    LinkOutcome,
-    create_links_router,
-    one_time_code,
-    show_code,
-    verify_link,
-)
+from dispatch.links import LinkClaims, one_time_code, show_code, verify_link
 from dispatch.models import (
     AssignmentNotice,
     BlockReason,
@@ -41,7 +36,6 @@ from dispatch.models import (
     StaffNotice,
     StaffRef,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.teams import TeamsStore
 from tests.sandbox_server import RunningSandbox, free_port
 

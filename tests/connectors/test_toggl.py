@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.toggl import TogglActivities
+from app.secrets_demo import demo_secret
 from dispatch.config import TogglConnector
 from dispatch.models import (
     JobHours,
@@ -29,7 +30,6 @@ from dispatch.models import (
     TrackerStaff,
     TrackerUserHours,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.seed import SandboxSeed, SeedStaff
 from sandbox.toggl import WORKSPACE_ID, TogglStore
 from tests.sandbox_server import RunningSandbox, free_port, run_sandbox

@@ -27,6 +27,7 @@ from activities.xpm import (
     error_reason,
     parse_xml,
 )
+from app.secrets_demo import demo_secret
 from dispatch.config import XpmConnector
 from dispatch.models import (
     DispatchStatus,
@@ -37,7 +38,6 @@ from dispatch.models import (
     PmWriteBackInput,
     PmWriteBackResult,
 )
-from dispatch.secrets_demo import demo_secret
 from sandbox.xpm import XpmStore, client_uuid_for, staff_uuid_for
 from tests.sandbox_server import RunningSandbox
 

@@ -12,11 +12,11 @@ import yaml
 
 from activities.karbon import KarbonClient
 from activities.signing import hmac_sha256_hex
+from app.secrets_demo import demo_secret
+from app.stack import Ports, Stack
+from app.temporal import connect
 from dispatch.config import KarbonConnector, load_firm_config, rebase_connectors
 from dispatch.models import DispatchStatus, EngagementState
-from dispatch.secrets_demo import demo_secret
-from dispatch.stack import Ports, Stack
-from dispatch.temporal import connect
 from sandbox.karbon import client_type_for
 from tests.harness import eventually, firm_today, workdays_ahead
 from tests.sandbox_server import DEMO_BASE, free_port

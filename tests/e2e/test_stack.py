@@ -21,11 +21,11 @@ import pytest
 import pytest_asyncio
 
 from activities.karbon import KarbonClient
+from app.secrets_demo import demo_secret
+from app.stack import Stack
+from app.temporal import connect
 from dispatch.config import KarbonConnector, load_firm_config
 from dispatch.models import DispatchStatus, EngagementState
-from dispatch.secrets_demo import demo_secret
-from dispatch.stack import Stack
-from dispatch.temporal import connect
 from tests.conftest import temporal_cli
 from tests.e2e.drive import (
     free_ports,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from app.stack import Ports, Stack
 from dispatch.config import load_firm_config
-from dispatch.stack import Ports, Stack
 from tests.e2e.drive import free_ports, new_work_item, sandbox_firm_file, send_inserted, settled
 from tests.harness import eventually
 
@@ -79,7 +79,7 @@ def dispatch_up(tmp_path: Path) -> Iterator[tuple[Console, Ports, Path]]:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("TEMPORAL_ADDRESS", None)
-    argv = [sys.executable, "-m", "dispatch.cli", "up", "--firm", str(firm_file)]
+    argv = [sys.executable, "-m", "app.cli", "up", "--firm", str(firm_file)]
     process = subprocess.Popen(
         [*argv, "--root", str(ROOT), "--data", str(tmp_path / "data"), "--workers", "2"],
         stdout=subprocess.PIPE,

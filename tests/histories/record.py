@@ -27,6 +27,9 @@ import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from app.responses import deliver_response
+from app.secrets_demo import export_demo_secrets
+from app.temporal import data_converter
 from dispatch.codec import KEYS_ENV
 from dispatch.models import (
     AssignmentResponse,
@@ -35,9 +38,6 @@ from dispatch.models import (
     PartnerDecision,
     PmUpdate,
 )
-from dispatch.responses import deliver_response
-from dispatch.secrets_demo import export_demo_secrets
-from dispatch.temporal import data_converter
 from tests.conftest import start_dev_server, temporal_test_server
 from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox, run_sandbox

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.cli import build_parser
+from app.cli import build_parser
 from simulation.cli import run
 from simulation.metrics import METRICS
 from simulation.policies import POLICY_IDS

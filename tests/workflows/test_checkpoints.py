@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from app.temporal import data_converter
 from dispatch.models import DispatchStatus, EngagementState, PmUpdate
-from dispatch.temporal import data_converter
 from tests.conftest import temporal_test_server
 from tests.harness import RunningWorker, details, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox

@@ -14,7 +14,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client
 
-from dispatch.codec_server import TOKEN_ENV
+from app.codec_server import TOKEN_ENV
 from dispatch.models import DispatchStatus
 from starter import create_app
 from tests.harness import RunningWorker, details, running_worker, workdays_ahead

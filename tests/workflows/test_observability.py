@@ -18,9 +18,9 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
+from app.telemetry import TRACING_ENV
+from app.temporal import data_converter
 from dispatch.models import DispatchStatus
-from dispatch.telemetry import TRACING_ENV
-from dispatch.temporal import data_converter
 from tests.harness import eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox, free_port
 from tests.workflows.conftest import relay_firm

@@ -14,10 +14,10 @@ from temporalio import activity
 from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from activities.roles import PmActivities
+from app.schedules import owned_schedule_ids, poller_schedule_id, sync
 from dispatch.config import FirmConfig, RelayConnector, XpmConnector
 from dispatch.ids import engagement_workflow_id
 from dispatch.models import JobList, ListJobsInput, PmJob, PollerInput, PollResult
-from dispatch.schedules import owned_schedule_ids, poller_schedule_id, sync
 from tests.harness import details, eventually, firm_today, isolated, workdays_ahead
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm

@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatch.links import LinkClaims
-from dispatch.models import AssignmentResponse, PartnerDecision
-from dispatch.responses import (
+from app.responses import (
     NOT_RECORDED,
     Refused,
     UnknownEngagement,
@@ -17,6 +15,8 @@ from dispatch.responses import (
     deliver_link,
     deliver_response,
 )
+from dispatch.links import LinkClaims
+from dispatch.models import AssignmentResponse, PartnerDecision
 from tests.harness import RunningWorker, details, workdays_ahead
 from tests.workflows.test_webhook_server import relay as relay
 

@@ -35,19 +35,19 @@ from temporalio.worker import Replayer, Worker
 
 from activities.recurring import RecurringActivities, pm_marker
 from activities.registry import build_activities
-from dispatch import search_attributes as sa
-from dispatch.config import FirmConfig, RecurringTemplate, XpmConnector
-from dispatch.ids import engagement_workflow_id
-from dispatch.models import RecurringPlanInput, SpawnerInput, SpawnerStatus
-from dispatch.recurrence import Recurrence
-from dispatch.schedules import (
+from app.schedules import (
     add_parser,
     owned_schedule_ids,
     recurring_schedule_id,
     run,
     sync,
 )
-from dispatch.temporal import data_converter
+from app.temporal import data_converter
+from dispatch import search_attributes as sa
+from dispatch.config import FirmConfig, RecurringTemplate, XpmConnector
+from dispatch.ids import engagement_workflow_id
+from dispatch.models import RecurringPlanInput, SpawnerInput, SpawnerStatus
+from dispatch.recurrence import Recurrence
 from sandbox.karbon import KarbonStore
 from tests.harness import eventually, firm_today, isolated
 from tests.sandbox_server import RunningSandbox

@@ -23,8 +23,8 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
+from app.temporal import data_converter, ensure_search_attributes
 from dispatch.config import FirmConfig
-from dispatch.temporal import data_converter, ensure_search_attributes
 from starter import create_app
 from tests.conftest import temporal_cli
 from tests.harness import isolated, workdays_ahead

@@ -33,11 +33,12 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from dispatch.links import LinkClaims, LinkOutcome, decision_for, response_for
+from app.links import LinkOutcome, decision_for, response_for
+from dispatch.links import LinkClaims
 from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
 from workflows.engagement import EngagementWorkflow
 
-log = logging.getLogger("dispatch.responses")
+log = logging.getLogger("app.responses")
 
 T = TypeVar("T")
 

@@ -30,12 +30,12 @@ import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from app.schedules import POLLER_PREFIX, RECURRING_PREFIX
+from app.secrets_demo import plan_demo_secrets
+from app.temporal import connect, ensure_search_attributes
 from dispatch.codec import KEYS_ENV, ensure_key_file
 from dispatch.config import FirmConfig
-from dispatch.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from dispatch.search_attributes import dev_server_flags
-from dispatch.secrets_demo import plan_demo_secrets
-from dispatch.temporal import connect, ensure_search_attributes
 
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 """The dev server's SQLite file: a write-ahead log and no fsync per commit (a power cut may lose

@@ -2,7 +2,7 @@
 
 ``dispatch_webhooks_total{route, status}`` and ``dispatch_webhook_seconds{route}`` count and
 time every answer (a 202, a refused signature, a 503 while Temporal is away). With tracing on,
-each request opens the span under which the workflow start is traced (``dispatch.telemetry``).
+each request opens the span under which the workflow start is traced (``app.telemetry``).
 Routes are labelled by their template, never by anything the sender chose.
 """
 
@@ -92,7 +92,7 @@ class _NoSpan:
 
 
 def _span(route: str, scope: Scope) -> Any:
-    from dispatch.telemetry import tracing_enabled
+    from app.telemetry import tracing_enabled
 
     if not tracing_enabled():
         return _NoSpan()

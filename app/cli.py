@@ -27,7 +27,9 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from dispatch import schedules
+from app import schedules
+from app.secrets_demo import SecretsRefused
+from app.stack import Stack, StackError, default_workers
 from dispatch.config import (
     CONFIG_ENV,
     DEMO_FIRM_PATH,
@@ -35,8 +37,6 @@ from dispatch.config import (
     FirmConfigError,
     load_firm_config,
 )
-from dispatch.secrets_demo import SecretsRefused
-from dispatch.stack import Stack, StackError, default_workers
 from simulation import cli as simulation_cli
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ def _workers(text: str) -> int:
 def _demo_twin(args: argparse.Namespace, stack: Stack) -> tuple[FirmConfig, Path]:
     """The demo always runs against the sandbox: the firm's demo twin, written beside the dev
     server's data so the worker and webhook server read the same file."""
-    from dispatch import demo as demo_story
+    from app import demo as demo_story
 
     config = demo_story.in_sandbox(stack.config, stack.sandbox_base, stack.starter_url)
     if args.batch_window is not None:
@@ -111,8 +111,8 @@ async def _until(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
 
 
 async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
-    from dispatch import demo as demo_story
-    from dispatch.temporal import connect
+    from app import demo as demo_story
+    from app.temporal import connect
 
     path, root = args.firm_path, args.root_path
     config = load_firm_config(path)
@@ -212,8 +212,8 @@ def _local_temporal() -> str | None:
 
 
 async def _board(args: argparse.Namespace, console: Console) -> int:
-    from dispatch import board
-    from dispatch.temporal import connect
+    from app import board
+    from app.temporal import connect
 
     try:
         client = await connect(_local_temporal())

@@ -331,7 +331,7 @@ async def run(args: argparse.Namespace, client: Client | None = None) -> int:
         print(f"schedules: {err}", file=sys.stderr)
         return 2
     if client is None:
-        from dispatch.temporal import connect
+        from app.temporal import connect
 
         try:
             client = await connect()

@@ -35,9 +35,11 @@ from temporalio.client import Client
 from activities.karbon import KarbonClient
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
 from activities.xpm import XpmClient
-from dispatch import board
+from app import board
+from app.schedules import POLLER_PREFIX
 from dispatch.capacity import WorkCalendar
 from dispatch.config import (
+    DEMO_FIRM_PATH,
     CalendarConnector,
     ChatConnector,
     CrmConnector,
@@ -57,12 +59,11 @@ from dispatch.config import (
 )
 from dispatch.ids import engagement_workflow_id
 from dispatch.models import DispatchStatus, EngagementState
-from dispatch.schedules import POLLER_PREFIX
 from sandbox.karbon import client_type_for
 from sandbox.xpm import client_uuid_for
 from workflows.engagement import EngagementWorkflow
 
-SCENARIO = Path(__file__).parent / "data" / "demo_scenario.yaml"
+SCENARIO = DEMO_FIRM_PATH.parent / "demo_scenario.yaml"
 SETTLE_TIMEOUT = 120.0
 
 

@@ -12,8 +12,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
+from app.telemetry import client_interceptors, metrics_runtime
 from dispatch.codec import KEYS_ENV, EncryptionCodec, KeyRing
-from dispatch.telemetry import client_interceptors, metrics_runtime
 
 DEFAULT_ADDRESS = "localhost:7233"
 PLAINTEXT_ENV = "DISPATCH_PLAINTEXT_HISTORY"
@@ -52,7 +52,7 @@ async def connect(
 
     Explicit arguments win over the environment; the default is a local dev server.
     ``metrics``: serve this process's SDK and workflow metrics for Prometheus (the worker).
-    Traces follow the process's tracing setting (``dispatch.telemetry``).
+    Traces follow the process's tracing setting (``app.telemetry``).
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if target_host:

@@ -45,10 +45,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
-from dispatch.config import FirmConfig, SlackConnector, secret
-from dispatch.ids import is_engagement_workflow_id
-from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
-from dispatch.responses import (
+from app.responses import (
     BUSY,
     Refused,
     ServiceUnavailable,
@@ -56,6 +53,9 @@ from dispatch.responses import (
     deliver_decision,
     deliver_response,
 )
+from dispatch.config import FirmConfig, SlackConnector, secret
+from dispatch.ids import is_engagement_workflow_id
+from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
 
 log = logging.getLogger("dispatch.slack")
 _bolt_log = logging.getLogger("dispatch.slack.bolt")
