@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulation.metrics import LOWER_IS_BETTER, METRICS, PERCENT
-from simulation.policies import EXTRA_POLICY_IDS, POLICY_IDS
+from simulation.policies import EXTRA_POLICY_IDS, POLICY_IDS, make_policy
 from simulation.profiles import PROFILES, profile
 from simulation.runner import CellResult, cells_for, run_cells
 from simulation.stats import Summary, paired, summarise
@@ -95,12 +95,15 @@ def _loads(text: str) -> list[float]:
 
 def _policies(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
-    aliases = {"P3'": "P3p", "P3prime": "P3p"}
+    aliases = {"P3'": "P3", "P3prime": "P3", "P3p": "P3"}
     out = [aliases.get(n, n) for n in names]
-    known = POLICY_IDS + EXTRA_POLICY_IDS
-    unknown = [n for n in out if n not in known]
-    if unknown:
-        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(known)}")
+    for name in out:
+        try:
+            make_policy(name)
+        except KeyError as exc:
+            known = ", ".join(POLICY_IDS + EXTRA_POLICY_IDS)
+            hint = f"policies: {known}, or lever variants of P3 and P4"
+            raise ValueError(f"{exc.args[0]} ({hint})") from None
     return out
 
 
