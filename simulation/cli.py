@@ -1,10 +1,12 @@
 """``dispatch simulate``: the tax-season benchmark from the command line.
 
     dispatch simulate --profile M15 --seeds 10 --load 0.95 \\
-        --policies P0,P1,P2,P3,P3p,P4 [--json] [--out DIR]
+        --policies P0,P1,P2,P3,P4 [--json] [--out DIR]
 
-P3 is production's decision logic, P3p the same logic over a ledger of open hours, P4 the
-batch optimizer; P3w (opt-in) the seed's weekly-only rule, for reference.
+P3 is production's decision logic with its default levers, P4 the batch optimizer; P3base
+(opt-in) production before the levers, P3w the seed's weekly-only rule, for reference. Lever
+variants measure one lever at a time: ``P3-open``, ``P3+ahead``, ``P3base+day`` (see
+``simulation.policies.Levers``).
 
 Runs every (load, seed, policy) cell in parallel processes with a progress bar, prints a
 comparison table (mean and 95 % confidence interval across seeds, per metric and policy) and

@@ -1,33 +1,33 @@
 """Dispatch policies behind one interface, from a random baseline to the production logic.
 
-| id  | policy | capacity check |
-|-----|--------|----------------|
-| P0  | random eligible (skill and tier only) | none |
-| P1  | round robin over the eligible, skipping people absent today; resets every 30 days | none |
-| P2  | most hours free this week | none (the ranking only) |
-| P3  | production: ``dispatch.decision.decide``, imported as it is | production's EDF test |
-| P3p | P3 with due-date feasibility on the hours still to do (see below) | EDF, open hours |
-| P4  | production's batch optimizer ``dispatch.optimizer.optimize_batch`` | the optimizer's |
-| P3w | opt-in reference: the seed's rule with a weekly-only check (re-implemented) | weekly |
+| id     | policy | capacity check |
+|--------|--------|----------------|
+| P0     | random eligible (skill and tier only) | none |
+| P1     | round robin over the eligible, skipping those absent today; resets every 30 days | none |
+| P2     | most hours free this week | none (the ranking only) |
+| P3     | production: ``dispatch.decision.decide`` with its default levers (``Levers``) | EDF |
+| P4     | production's batch optimizer ``dispatch.optimizer.optimize_batch`` | the optimizer's |
+| P3base | production before the levers: whole estimates, whole days, 80 % reviewer ceiling | EDF |
+| P3w    | opt-in reference: the seed's rule with a weekly-only check (re-implemented) | weekly |
+
+Lever variants measure one lever at a time, paired on the same seasons: ``P3-open`` (without
+the open-hours ledger), ``P3+ahead`` (with holds for recurring work), ``P3base+day`` (the old
+rule with one lever), and the same for P4. ``Levers`` lists them.
 
 **Naming.** The anchors' P3 is "the seed rule" and P3' is "the seed rule plus an
-earliest-due-first feasibility test". Production's rule is the seed rule and *already* carries
-that test (``dispatch.capacity.available_hours``: everything due by D, plus the new job, must
-fit the capacity until D), so P3 - the policy the issue's targets are about - is production's
-``decide`` unchanged. The anchors' P3' wording asks for the test on the *remaining* hours of
-each job ("remaining hours of jobs due <= D"); production instead keeps each reservation's
-estimate whole until the engagement closes (hours logged on it are not taken off, and the
-preparer's hours stay booked while the job is in review). P3p is therefore the same
-production ``decide`` fed a ledger of open hours (estimate - logged, nothing once the role's
-work is handed over): a what-if for production's ledger, with not one line of the rule
-re-implemented. ``P3w`` keeps the literal seed rule with a weekly check for reference only;
-it is the one policy here that re-implements ranking (production has no weekly-only mode),
-so it is not in the default set.
+earliest-due-first feasibility test on the remaining hours of each job". Production's rule is
+the seed rule with that test (``dispatch.capacity.available_hours``: everything due by D, plus
+the new job, must fit the capacity until D), and its ledger holds the hours still to do
+(``dispatch.decision.open_hours``), so the anchors' P3' *is* production's P3 (``P3p`` and
+``P3'`` are accepted as names for it). ``P3w`` keeps the literal seed rule with a weekly check
+for reference only; it is the one policy here that re-implements ranking (production has no
+weekly-only mode), so it is not in the default set.
 
-P3, P3p and P4 call production functions as they are; nothing of theirs is re-implemented
-here. What the simulator supplies is what production's dispatcher workflow would hold: the
-snapshot (weekly capacity, hours logged this week and last, known absences, configured client
-history), the reservations ledger and the history the dispatcher learned.
+P3 and P4 (and their variants) call production functions as they are; nothing of theirs is
+re-implemented here. What the simulator supplies is what production's dispatcher workflow
+would hold: the snapshot (weekly capacity, hours logged this week and last, known absences,
+configured client history), the reservations ledger, the history the dispatcher learned, the
+time of day, and the recurring work its Schedules will create.
 
 P0-P2 (and P3w) share one notion of "free this week" (the seed's, also what a firm's
 spreadsheet shows): weekly chargeable hours - hours logged this week - estimated hours still
