@@ -26,8 +26,9 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from dispatch.config import Absence
 
@@ -153,13 +154,22 @@ class PersonCapacity:
     logged_this_week: float = 0.0
     logged_last_week: float = 0.0
     absences: tuple[Absence, ...] = ()
+    today_share: float = 1.0
+    """Share of today's working hours still ahead (a decision at 17:00 of a 9-to-5 day sees
+    1/8 of the day's hours, not the whole day). 1.0: the day has not started."""
     _hash: int = field(init=False, repr=False, compare=False)
     _away: _AbsenceIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Hashed and indexed once: every cached capacity question is keyed by the person, and
         # every count of days at work looks at their absences.
-        fields = (self.weekly_hours, self.logged_this_week, self.logged_last_week, self.absences)
+        fields = (
+            self.weekly_hours,
+            self.logged_this_week,
+            self.logged_last_week,
+            self.absences,
+            self.today_share,
+        )
         object.__setattr__(self, "_hash", hash(fields))
         object.__setattr__(self, "_away", _AbsenceIndex.of(self.absences))
 
@@ -232,6 +242,21 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def day_left_at(now: datetime, time_zone: str, start_hour: float, end_hour: float) -> float:
+    """``share_of_day_left`` at the instant ``now`` (aware), on the firm's clock."""
+    local = now.astimezone(ZoneInfo(time_zone))
+    hour = local.hour + local.minute / 60 + local.second / 3600
+    return share_of_day_left(hour, start_hour, end_hour)
+
+
+def share_of_day_left(hour: float, start_hour: float, end_hour: float) -> float:
+    """Share of a working day from ``start_hour`` to ``end_hour`` still ahead at ``hour``
+    (local clock hours, e.g. 17.5 for 17:30): 1 before the day starts, 0 after it ends."""
+    if end_hour <= start_hour:
+        return 1.0
+    return min(max((end_hour - hour) / (end_hour - start_hour), 0.0), 1.0)
+
+
 @lru_cache(maxsize=65536)
 def capacity_between(
     person: PersonCapacity, today: date, end: date, calendar: WorkCalendar, ceiling: float = 1.0
@@ -251,7 +276,10 @@ def _capacity(
         return 0.0
     per_day = person.weekly_hours / max(len(calendar.workdays), 1)
     this_week_end = min(_shift(week_start(today), 6), end)
-    this_week_days = present_working_days(person, today, this_week_end, calendar)
+    this_week_days: float = present_working_days(person, today, this_week_end, calendar)
+    if person.today_share < 1.0 and calendar.is_working_day(today) and not person.absent_on(today):
+        # What is left of today, not the whole day: the hours already gone cannot be promised.
+        this_week_days -= 1.0 - max(person.today_share, 0.0)
     later_days = (
         present_working_days(person, this_week_end + timedelta(days=1), end, calendar)
         if this_week_end < end

@@ -108,8 +108,12 @@ _BOTH_CHANNELS: list[Channel] = ["chat", "email"]
 class Policy(_Strict):
     weights: Weights = Field(default_factory=Weights)
     preparer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 1.0
-    reviewer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 0.8
-    """Reviewers are booked to a lower ceiling so reviews don't queue behind their own prep."""
+    reviewer_utilization_ceiling: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Reviews may be booked to this share of a reviewer's capacity. Below 1 keeps room so
+    reviews queue less behind the reviewer's own preparation. On the tax-season benchmark
+    (docs/benchmarks.md) 0.8 sent 3 points more engagements to partner review for the same
+    on-time rate, with the slowest reviews starting ~50 h sooner: the default is the whole
+    capacity; a firm that values quick reviews over fewer partner decisions sets 0.8."""
     snapshot_ttl_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     """How long a time-tracker capacity snapshot is reused before the dispatcher reads it again."""
     partner_candidates_shown: Annotated[int, Field(ge=1, le=20)] = 5
@@ -124,6 +128,19 @@ class Policy(_Strict):
     status_check_days_before_due: Annotated[int, Field(ge=0, le=60)] = 3
     checkpoint_channels: list[Channel] = Field(default_factory=lambda: list(_BOTH_CHANNELS))
     """How checkpoint and escalation notices reach people."""
+    review_reserve: dict[Tier, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    """Share of each tier's hours kept for reviews when its people prepare work a lower tier
+    could do, e.g. ``{manager: 0.5}``: a manager takes a senior's return only while half of
+    their hours stay free for the reviews only managers can do."""
+    workday_end_hour: Annotated[float, Field(gt=0, le=24)] = 17
+    """With ``firm.workday_start_hour``: the working day. A decision counts only the share of
+    today's hours still ahead (at 16:00 of a 9-to-5 day, one hour of eight)."""
+    hold_recurring_days: Annotated[int, Field(ge=0, le=366)] = 0
+    """Hold room for recurring engagements due within this many days, before the Schedule
+    creates them, on the people the rule would choose (0: no holds)."""
+    replan_moves_per_engagement: Annotated[int, Field(ge=0, le=5)] = 0
+    """How often the dispatcher may move an engagement whose preparer has not started and can
+    no longer do it by its date to someone who can (0: never; the person is told each time)."""
     batch_window_seconds: Annotated[float, Field(ge=0, le=300)] = 0
     """Collect arrivals this long and assign them jointly (0 = decide as they come)."""
     optimizer_time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 5

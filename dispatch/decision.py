@@ -24,10 +24,13 @@ Reviewers come from the reviewer tier and above, at a lower utilisation ceiling.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict
 
 from dispatch.capacity import (
     Booking,
@@ -116,37 +119,77 @@ class Ledger:
     def add(self, reservation: Reservation) -> None:
         """Add or replace the reservation for this engagement and role."""
         key = (reservation.workflow_id, reservation.role)
-        previous = self._by_key.get(key)
-        if previous is not None:
-            self._by_staff[previous.staff_id].pop(key, None)
-            self._index.pop(previous.staff_id, None)
+        self.remove(*key)
         self._by_key[key] = reservation
         self._by_staff.setdefault(reservation.staff_id, {})[key] = reservation
         self._index.pop(reservation.staff_id, None)
+
+    def remove(self, workflow_id: str, role: Role) -> Reservation | None:
+        """Release this engagement's reservation for the role (None if it holds none)."""
+        key = (workflow_id, role)
+        previous = self._by_key.pop(key, None)
+        if previous is not None:
+            self._by_staff[previous.staff_id].pop(key, None)
+            self._index.pop(previous.staff_id, None)
+        return previous
+
+    def set_open_hours(self, workflow_id: str, role: Role, hours: float) -> Reservation | None:
+        """Hold ``hours`` for the role from now on (see ``open_hours``); None if not booked."""
+        current = self._by_key.get((workflow_id, role))
+        if current is None:
+            return None
+        held = round(max(hours, 0.0), 2)
+        if held != current.hours:
+            self.add(current.model_copy(update={"hours": held}))
+        return self._by_key[(workflow_id, role)]
+
+
+def open_hours(estimate: float, logged: float, *, handed_over: bool) -> float:
+    """What the ledger holds for one role of an engagement: the hours still to do.
+
+    The estimate less the hours the time tracker shows logged on the engagement by that
+    person, and nothing once the role's work is handed over (the preparer's once the work is
+    ready for review, the reviewer's once the review is done). A review sent back re-opens
+    the preparer's role: ``handed_over`` is False again, and the estimate less the hours
+    logged is held until the work is handed over again. A new estimate from the PM system is
+    simply the next ``estimate``. Never negative: work running over its estimate holds
+    nothing more until the estimate is raised.
+    """
+    if handed_over:
+        return 0.0
+    return max(estimate - logged, 0.0)
 
 
 def calendar_of(snapshot: CapacitySnapshot) -> WorkCalendar:
     return WorkCalendar.of(snapshot.workdays, snapshot.holidays)
 
 
-def person_of(cap: StaffCapacity) -> PersonCapacity:
+def person_of(cap: StaffCapacity, day_left: float = 1.0) -> PersonCapacity:
+    """The person as the capacity arithmetic sees them; ``day_left``: the share of today's
+    working hours still ahead (see ``dispatch.capacity.share_of_day_left``)."""
     return _person(
         cap.weekly_capacity_hours,
         cap.logged_this_week,
         cap.logged_last_week,
         tuple(cap.member.absences),
+        day_left,
     )
 
 
 @lru_cache(maxsize=4096)
 def _person(
-    weekly: float, this_week: float, last_week: float, absences: tuple[Absence, ...]
+    weekly: float,
+    this_week: float,
+    last_week: float,
+    absences: tuple[Absence, ...],
+    day_left: float,
 ) -> PersonCapacity:
     return PersonCapacity(
         weekly_hours=weekly,
         logged_this_week=this_week,
         logged_last_week=last_week,
         absences=absences,
+        today_share=day_left,
     )
 
 
@@ -201,6 +244,19 @@ def role_needs(
     return needs
 
 
+def role_ceiling(need: RoleNeed, tier: Tier, reserve: Mapping[Tier, float]) -> float:
+    """The utilisation ceiling a person of ``tier`` is checked at for this role.
+
+    Someone preparing work a lower tier could do keeps ``reserve[tier]`` of their hours for
+    the reviews only their tier can do (``Policy.review_reserve``): a manager who fills up
+    with returns a senior could prepare is a manager nobody's business return can be reviewed
+    by. Work at their own tier, and every review, uses the role's ceiling.
+    """
+    if need.role is Role.PREPARER and tier.rank > need.min_tier.rank:
+        return min(need.ceiling, max(1.0 - reserve.get(tier, 0.0), 0.0))
+    return need.ceiling
+
+
 def _history_score(staff_id: str, history: Sequence[str]) -> float:
     """1 for the client's most recent person, halving for each step further back."""
     if staff_id not in history:
@@ -215,16 +271,20 @@ def choose(
     history: Sequence[str],
     workflow_id: str,
     other_role_holder: str | None,
+    *,
+    day_left: float = 1.0,
 ) -> Decision:
     """Rank every staff member for one role and pick the best eligible one (or nobody)."""
     calendar = calendar_of(snapshot)
     today = snapshot.today
     rows: list[tuple[CandidateScore, float]] = []
+    reserve = snapshot.policy.review_reserve
     for cap in snapshot.staff:
         member = cap.member
-        person = person_of(cap)
+        person = person_of(cap, day_left)
         bookings = ledger.index(member.id, skip_workflow=workflow_id)
-        avail = available_hours(person, bookings, need.due, today, calendar, need.ceiling)
+        ceiling = role_ceiling(need, member.tier, reserve)
+        avail = available_hours(person, bookings, need.due, today, calendar, ceiling)
         blocked: list[BlockReason] = []
         why: list[str] = []
         missing = [s for s in need.required_skills if s not in member.skills]
@@ -251,9 +311,7 @@ def choose(
             why.append("absent for the whole window")
         # Same test as capacity.fits, without computing the available hours twice.
         if need.start > today:
-            avail = min(
-                avail, capacity_between(person, need.start, need.due, calendar, need.ceiling)
-            )
+            avail = min(avail, capacity_between(person, need.start, need.due, calendar, ceiling))
         if avail < need.hours - 1e-9:
             blocked.append(BlockReason.CAPACITY)
             why.append(
@@ -381,11 +439,14 @@ def decide(
     snapshot: CapacitySnapshot,
     ledger: Ledger,
     learned_history: dict[str, list[str]],
+    *,
+    day_left: float = 1.0,
 ) -> tuple[AssignmentResult, list[Reservation]]:
     """Decide one request against the ledger. Returns the result and the reservations to add.
 
     Does not modify the ledger: the caller adds the reservations (atomically, in the same
-    workflow task) so a batch sees each decision before making the next.
+    workflow task) so a batch sees each decision before making the next. ``day_left``: the
+    share of today's working hours still ahead when deciding (1: the whole day).
     """
     service = snapshot.service_type(request.service_type)
     if service is None:
@@ -421,7 +482,7 @@ def decide(
             cap = staff[kept]
             bookings = ledger.bookings(kept, skip_workflow=request.workflow_id)
             if not fits(
-                person_of(cap),
+                person_of(cap, day_left),
                 bookings,
                 need.hours,
                 need.due,
@@ -436,7 +497,9 @@ def decide(
                 )
             chosen[need.role] = cap
             continue
-        decision = choose(need, snapshot, ledger, history, request.workflow_id, other)
+        decision = choose(
+            need, snapshot, ledger, history, request.workflow_id, other, day_left=day_left
+        )
         decisions.append(decision)
         if decision.chosen is None:
             return AssignmentResult(
@@ -457,6 +520,7 @@ def decide(
         ledger,
         reason=decisions[0].reason if decisions else "the people already booked keep it",
         warnings=warnings,
+        day_left=day_left,
     )
 
 
@@ -469,6 +533,8 @@ def assigned(
     ledger: Ledger,
     reason: str,
     warnings: list[str] | None = None,
+    *,
+    day_left: float = 1.0,
 ) -> tuple[AssignmentResult, list[Reservation]]:
     """The result and reservations once every role has its person (shared with the optimizer,
     so a jointly planned assignment reads and books exactly like a greedy one)."""
@@ -488,7 +554,7 @@ def assigned(
     ]
     completion = max(
         estimated_completion(
-            person_of(cap),
+            person_of(cap, day_left),
             ledger.index(cap.member.id, skip_workflow=request.workflow_id),
             needs[role].hours,
             needs[role].due,
@@ -515,7 +581,11 @@ def assigned(
 
 
 def partner_assignment(
-    request: ForceAssignRequest, snapshot: CapacitySnapshot, ledger: Ledger
+    request: ForceAssignRequest,
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    *,
+    day_left: float = 1.0,
 ) -> tuple[AssignmentResult, Reservation | None]:
     """A partner names the preparer. Without ``override_capacity`` the capacity rule still holds."""
     cap = next((c for c in snapshot.staff if c.member.id == request.staff_id), None)
@@ -527,7 +597,7 @@ def partner_assignment(
             **base,
         ), None
     calendar = calendar_of(snapshot)
-    person = person_of(cap)
+    person = person_of(cap, day_left)
     bookings = ledger.bookings(cap.member.id, skip_workflow=request.workflow_id)
     avail = available_hours(person, bookings, request.due, snapshot.today, calendar)
     fits_now = fits(
@@ -576,6 +646,170 @@ def partner_assignment(
     ), reservation
 
 
+class PartnerOption(BaseModel):
+    """One way a partner can place a role nobody has room for, and what it costs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    staff_id: str
+    name: str
+    tier: Tier
+    hours: float
+    overtime_hours: float
+    """Hours beyond the person's capacity needed to do this by its due date and still keep
+    every later commitment's date (0: it fits their whole capacity, only not the ceiling)."""
+    finish_by: date | None
+    """The earliest due date that would fit without overtime (None: not within half a year)."""
+    commitments_at_risk: int
+    """Other reservations of theirs whose dates no longer hold if it is booked anyway."""
+    declined: bool = False
+    """They already asked to be reassigned from this engagement."""
+    summary: str
+
+
+OPTION_HORIZON_DAYS = 183
+
+
+def partner_options(
+    request: AssignmentRequest,
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    *,
+    role: Role = Role.PREPARER,
+    other_role_holder: str | None = None,
+    day_left: float = 1.0,
+    limit: int | None = None,
+    history: Sequence[str] = (),
+) -> list[PartnerOption]:
+    """The partner's choices for a role the rule could not fill, best first.
+
+    Everyone qualified (skills, tier, active, not away the whole window, not the holder of the
+    other role) with, measured against their whole capacity: the overtime needed to keep this
+    date and every later one, the earliest date it would fit without overtime, and how many of
+    their commitments would slip if it were booked anyway. Ranked: no overtime first, then the
+    least overtime, the fewest commitments put at risk, the client's own people (``history``,
+    most recent first), the earliest date, the lowest tier; people who declined it last.
+    ``limit``: at most that many (``Policy.partner_candidates_shown`` is what the partner's
+    message shows).
+    """
+    service = snapshot.service_type(request.service_type)
+    if service is None:
+        return []
+    need = next((n for n in role_needs(request, service, snapshot) if n.role is role), None)
+    if need is None:
+        return []
+    calendar = calendar_of(snapshot)
+    today = snapshot.today
+    options: list[tuple[tuple[object, ...], PartnerOption]] = []
+    for cap in snapshot.staff:
+        member = cap.member
+        if (
+            not member.active
+            or member.id == other_role_holder
+            or any(s not in member.skills for s in need.required_skills)
+            or not need.min_tier.rank <= member.tier.rank <= need.max_tier.rank
+        ):
+            continue
+        person = person_of(cap, day_left)
+        if absent_throughout(person, need.start, need.due, calendar):
+            continue
+        index = ledger.index(member.id, skip_workflow=request.workflow_id)
+        avail = available_hours(person, index, need.due, today, calendar)
+        overtime = round(max(need.hours - avail, 0.0), 2)
+        finish = _earliest_fitting_due(person, index, need.hours, need.due, today, calendar)
+        short = {
+            due
+            for due in set(index.dues[bisect_left(index.dues, need.due) :])
+            if calendar_slack(person, index, due, today, calendar) < need.hours - 1e-9
+        }
+        at_risk = sum(1 for due in index.dues if due in short)
+        declined = member.id in need.exclude
+        if finish == need.due:
+            when = "fits by its date"
+        elif finish is not None:
+            when = f"fits without overtime if due {finish.isoformat()}"
+        else:
+            when = "does not fit without overtime within half a year"
+        summary = (
+            f"{member.name} ({member.tier}): {overtime:.1f} h overtime to finish by "
+            f"{need.due.isoformat()}; {when}; {at_risk} other commitment(s) at risk"
+            + ("; declined it" if declined else "")
+        )
+        option = PartnerOption(
+            role=role,
+            staff_id=member.id,
+            name=member.name,
+            tier=member.tier,
+            hours=need.hours,
+            overtime_hours=overtime,
+            finish_by=finish,
+            commitments_at_risk=at_risk,
+            declined=declined,
+            summary=summary,
+        )
+        key = (
+            declined,
+            overtime > 0,
+            overtime,
+            at_risk,
+            -_history_score(member.id, history),
+            finish or date.max,
+            member.tier.rank,
+            member.id,
+        )
+        options.append((key, option))
+    options.sort(key=lambda pair: pair[0])
+    ranked = [o for _, o in options]
+    return ranked[:limit] if limit is not None else ranked
+
+
+def calendar_slack(
+    person: PersonCapacity, index: BookingIndex, day: date, today: date, calendar: WorkCalendar
+) -> float:
+    """Capacity until ``day`` less the work due by then (negative: already over)."""
+    return capacity_between(person, today, day, calendar) - index.demand_by(day)
+
+
+def _earliest_fitting_due(
+    person: PersonCapacity,
+    index: BookingIndex,
+    hours: float,
+    due: date,
+    today: date,
+    calendar: WorkCalendar,
+) -> date | None:
+    """The earliest due date from ``due`` on at which ``hours`` fit, within the horizon.
+
+    Between two of the person's due dates the room for a new job only grows with its date
+    (more capacity, the same work due, the same later commitments), so each such stretch is
+    checked at its end and bisected when it holds the answer.
+    """
+
+    def room(day: date) -> float:
+        return available_hours(person, index, day, today, calendar)
+
+    if room(due) >= hours - 1e-9:
+        return due
+    horizon = due + timedelta(days=OPTION_HORIZON_DAYS)
+    breaks = [*sorted({d for d in index.dues if due < d < horizon}), horizon]
+    low = due
+    for brk in breaks:
+        end = brk - timedelta(days=1)
+        if end >= low and room(end) >= hours - 1e-9:
+            while low < end:
+                mid = low + (end - low) // 2
+                if room(mid) >= hours - 1e-9:
+                    end = mid
+                else:
+                    low = mid + timedelta(days=1)
+            return low
+        if room(brk) >= hours - 1e-9:
+            return brk
+        low = brk + timedelta(days=1)
+    return None
+
+
 def batch_order(requests: Iterable[AssignmentRequest]) -> list[AssignmentRequest]:
     """Within one batch, earliest due date first (then arrival order): urgent work picks first."""
     indexed = list(enumerate(requests))
@@ -588,12 +822,67 @@ def decide_batch(
     snapshot: CapacitySnapshot,
     ledger: Ledger,
     learned_history: dict[str, list[str]],
+    *,
+    day_left: float = 1.0,
 ) -> list[AssignmentResult]:
     """The greedy policy over a batch: each decision sees the reservations of the ones before."""
     results = []
     for request in batch_order(requests):
-        result, reservations = decide(request, snapshot, ledger, learned_history)
+        result, reservations = decide(request, snapshot, ledger, learned_history, day_left=day_left)
         for reservation in reservations:
             ledger.add(reservation)
         results.append(result)
     return results
+
+
+def replan(
+    requests: Sequence[AssignmentRequest],
+    snapshot: CapacitySnapshot,
+    ledger: Ledger,
+    learned_history: dict[str, list[str]],
+    *,
+    day_left: float = 1.0,
+) -> list[tuple[AssignmentRequest, AssignmentResult, list[Reservation]]]:
+    """Move work not yet started off people who can no longer do it by its date.
+
+    ``requests``: one per engagement whose preparer has not started, as the engagement would
+    ask again (``keep_preparer`` = the preparer it has, ``keep_reviewer`` = its reviewer).
+    Earliest due first, each preparer is checked against everything else they hold: if the
+    engagement still fits them (their whole capacity, not the ceiling), it stays; if not (a
+    partner's "assign anyway", a sick day, work that ran over), the rule decides it again
+    without them, and a preparer who does fit takes it. Nothing moves otherwise: a re-plan is
+    a reassignment the person is told about, so it is made only where the date is at risk.
+    The ledger is updated as it goes; returns the moves (the new result and reservations).
+    The caller keeps the churn budget (``Policy.replan_moves_per_engagement``).
+    """
+    moves: list[tuple[AssignmentRequest, AssignmentResult, list[Reservation]]] = []
+    staff = {c.member.id: c for c in snapshot.staff}
+    calendar = calendar_of(snapshot)
+    for request in batch_order(requests):
+        holder = request.keep_preparer
+        if holder is None or holder not in staff or request.due_date < snapshot.today:
+            continue
+        bookings = ledger.index(holder, skip_workflow=request.workflow_id)
+        if fits(
+            person_of(staff[holder], day_left),
+            bookings,
+            request.estimated_hours,
+            request.due_date,
+            snapshot.today,
+            calendar,
+            start=request.start_date,
+        ):
+            continue
+        # The holder does not fit by construction, so the rule passes them over on capacity.
+        again = request.model_copy(update={"keep_preparer": None})
+        result, reservations = decide(again, snapshot, ledger, learned_history, day_left=day_left)
+        if result.outcome != "assigned" or result.preparer is None:
+            continue
+        for reservation in reservations:
+            ledger.add(reservation)
+        result.reason = (
+            f"moved from {staff[holder].member.name}, who can no longer do it by "
+            f"{request.due_date.isoformat()}: " + result.reason
+        )
+        moves.append((request, result, reservations))
+    return moves

@@ -72,12 +72,9 @@ class Parked:
 class WorkingLedger(Ledger):
     """``decision.Ledger`` that can also give hours back (an engagement's whole entry)."""
 
-    def remove(self, workflow_id: str) -> None:
+    def remove_engagement(self, workflow_id: str) -> None:
         for role in (Role.PREPARER, Role.REVIEWER):
-            previous = self._by_key.pop((workflow_id, role), None)
-            if previous is not None:
-                self._by_staff[previous.staff_id].pop((workflow_id, role), None)
-                self._index.pop(previous.staff_id, None)
+            self.remove(workflow_id, role)
 
 
 @dataclass
@@ -271,7 +268,7 @@ class FirmLedger:
     def _set(self, workflow_id: str, seq: int, holdings: list[Reservation]) -> None:
         self.tombstones.pop(workflow_id, None)
         self.entries[workflow_id] = Entry(seq, holdings)
-        self.working.remove(workflow_id)
+        self.working.remove_engagement(workflow_id)
         self._book(workflow_id, holdings)
 
     def _book(self, workflow_id: str, holdings: list[Reservation]) -> None:
@@ -281,7 +278,7 @@ class FirmLedger:
 
     def _forget(self, workflow_id: str, seq: int) -> None:
         self.entries.pop(workflow_id, None)
-        self.working.remove(workflow_id)
+        self.working.remove_engagement(workflow_id)
         self.tombstones.pop(workflow_id, None)
         self.tombstones[workflow_id] = seq
         while len(self.tombstones) > TOMBSTONES:

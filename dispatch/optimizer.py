@@ -79,6 +79,7 @@ from dispatch.decision import (
     decide_batch,
     merged_history,
     person_of,
+    role_ceiling,
     role_needs,
 )
 from dispatch.models import (
@@ -212,6 +213,8 @@ def apply_plan(
     ledger: Ledger,
     learned_history: dict[str, list[str]],
     planned: Mapping[str, Mapping[Role, str]],
+    *,
+    day_left: float = 1.0,
 ) -> AppliedPlan:
     """Turn a plan into results, deciding the requests one by one in the order given (which
     must be earliest due first), exactly as the greedy rule walks a batch:
@@ -241,11 +244,11 @@ def apply_plan(
         want = planned.get(request.request_id)
         applied = None
         if want and not keeps_someone(request, staff):
-            applied = _apply_one(request, snapshot, ledger, learned_history, want, joint)
+            applied = _apply_one(request, snapshot, ledger, learned_history, want, joint, day_left)
             if applied is None:
                 replanned.append(request.request_id)
         if applied is None:
-            applied = decide(request, snapshot, ledger, learned_history)
+            applied = decide(request, snapshot, ledger, learned_history, day_left=day_left)
         for reservation in applied[1]:
             ledger.add(reservation)
         outcomes.append(applied)
@@ -264,6 +267,7 @@ def _apply_one(
     learned_history: dict[str, list[str]],
     want: Mapping[Role, str],
     joint: int,
+    day_left: float,
 ) -> tuple[AssignmentResult, list[Reservation]] | None:
     """``decide`` with the planned people instead of the top-ranked ones; None if they don't fit."""
     service = snapshot.service_type(request.service_type)
@@ -282,19 +286,21 @@ def _apply_one(
         target = want.get(need.role)
         if target is None or target not in staff:
             return None
-        decision = choose(need, snapshot, ledger, history, request.workflow_id, other)
+        decision = choose(
+            need, snapshot, ledger, history, request.workflow_id, other, day_left=day_left
+        )
         row = next((c for c in decision.candidates if c.staff_id == target), None)
         if row is None or not row.eligible:
             return None
         bookings = ledger.index(target, skip_workflow=request.workflow_id)
         if not fits(
-            person_of(staff[target]),
+            person_of(staff[target], day_left),
             bookings,
             need.hours,
             need.due,
             snapshot.today,
             calendar,
-            need.ceiling,
+            role_ceiling(need, staff[target].member.tier, snapshot.policy.review_reserve),
             start=need.start,
         ):
             return None
@@ -304,7 +310,16 @@ def _apply_one(
         )
         chosen[need.role] = staff[target]
 
-    return assigned(request, chosen, needs, decisions, snapshot, ledger, reason=decisions[0].reason)
+    return assigned(
+        request,
+        chosen,
+        needs,
+        decisions,
+        snapshot,
+        ledger,
+        reason=decisions[0].reason,
+        day_left=day_left,
+    )
 
 
 def _joint_reason(
@@ -336,12 +351,15 @@ def optimize_batch(
     seed: int = 0,
     weights: OptimizerWeights | None = None,
     current_plan: Mapping[tuple[str, Role], str] | None = None,
+    day_left: float = 1.0,
 ) -> BatchPlan:
-    """Decide a batch jointly. Does not modify ``ledger``: add ``BatchPlan.reservations``."""
+    """Decide a batch jointly. Does not modify ``ledger``: add ``BatchPlan.reservations``.
+
+    ``day_left``: the share of today's working hours still ahead (as for ``decide``)."""
     started = time.perf_counter()
     ordered = batch_order(requests)
     greedy_ledger = Ledger(ledger.reservations)
-    greedy = decide_batch(ordered, snapshot, greedy_ledger, learned_history)
+    greedy = decide_batch(ordered, snapshot, greedy_ledger, learned_history, day_left=day_left)
     greedy_hours = assigned_hours(greedy)
 
     def fallback(
@@ -375,14 +393,17 @@ def optimize_batch(
     around = Ledger(ledger.reservations)
     for request in ordered:
         if keeps_someone(request, staff):
-            for reservation in decide(request, snapshot, around, learned_history)[1]:
+            decided = decide(request, snapshot, around, learned_history, day_left=day_left)
+            for reservation in decided[1]:
                 around.add(reservation)
     free = [r for r in ordered if not keeps_someone(r, staff)]
     planned: dict[str, dict[Role, str]] = {}
     status, objective = "TRIVIAL", None  # nobody to choose between: ``decide`` explains each
     deterministic = True
     try:
-        model = _BatchModel.build(free, snapshot, around, learned_history, weights, current_plan)
+        model = _BatchModel.build(
+            free, snapshot, around, learned_history, weights, current_plan, day_left
+        )
         solved = None if model.empty else model.solve(assignments_of(greedy), time_limit_s, seed)
     except Exception as err:  # any solver failure: the greedy rule decides
         # ortools missing or broken, a model it rejects: dispatch must still answer, and the
@@ -399,7 +420,9 @@ def optimize_batch(
         deterministic = model.deterministic
 
     plan_ledger = Ledger(ledger.reservations)
-    applied = apply_plan(ordered, snapshot, plan_ledger, learned_history, planned)
+    applied = apply_plan(
+        ordered, snapshot, plan_ledger, learned_history, planned, day_left=day_left
+    )
     results = [result for result, _ in applied.outcomes]
     hours = assigned_hours(results)
     # Applied in the batch's order, every decision fits against the ones before it, including
@@ -471,12 +494,13 @@ class _BatchModel:
     """The CP-SAT model of one batch. Variables are created in batch order, roles in order,
     people by id, so the same input builds the same model."""
 
-    def __init__(self, snapshot: CapacitySnapshot) -> None:
+    def __init__(self, snapshot: CapacitySnapshot, day_left: float = 1.0) -> None:
         from ortools.sat.python import cp_model  # heavy (~2 s): only where a solve happens
 
         self._cp: Any = cp_model
         self.model: Any = cp_model.CpModel()
         self.snapshot = snapshot
+        self.day_left = day_left
         self.requests: list[_Request] = []
         self.assigned: dict[int, Any] = {}
         """Batch position -> "this request is assigned"."""
@@ -504,8 +528,9 @@ class _BatchModel:
         learned_history: dict[str, list[str]],
         weights: OptimizerWeights | None,
         current_plan: Mapping[tuple[str, Role], str] | None,
+        day_left: float = 1.0,
     ) -> _BatchModel:
-        self = cls(snapshot)
+        self = cls(snapshot, day_left)
         w = self.weights = weights or OptimizerWeights.from_policy(snapshot.policy.weights)
         current = current_plan or {}
         staff = {c.member.id: c for c in snapshot.staff}
@@ -526,7 +551,9 @@ class _BatchModel:
                 total += _cents(need.hours)
                 redecided.add((request.workflow_id, need.role))
                 # The production rule's own candidate rows: eligibility is never re-derived.
-                decision = choose(need, snapshot, ledger, history, request.workflow_id, None)
+                decision = choose(
+                    need, snapshot, ledger, history, request.workflow_id, None, day_left=day_left
+                )
                 rows = sorted(
                     (c for c in decision.candidates if c.eligible), key=lambda c: c.staff_id
                 )
@@ -538,7 +565,7 @@ class _BatchModel:
                         staff_id=c.staff_id,
                         hours=_cents(need.hours),
                         due=need.due,
-                        ceiling=need.ceiling,
+                        ceiling=role_ceiling(need, c.tier, snapshot.policy.review_reserve),
                         soft=round(
                             100 * w.continuity * c.scores["client_history"]
                             + 100 * w.specialization * c.scores["specialization"]
@@ -621,7 +648,7 @@ class _BatchModel:
         could build is a solution (its plan is the solver's starting point).
         """
         m = self.model
-        person = person_of(cap)
+        person = person_of(cap, self.day_left)
         calendar = calendar_of(self.snapshot)
         today = self.snapshot.today
         top = max(c.ceiling for c in mine)
@@ -684,7 +711,9 @@ class _BatchModel:
         m = self.model
         calendar = calendar_of(self.snapshot)
         capacity = _cents_down(
-            capacity_between(person_of(cap), self.snapshot.today, horizon, calendar, 1.0)
+            capacity_between(
+                person_of(cap, self.day_left), self.snapshot.today, horizon, calendar, 1.0
+            )
         )
         if capacity <= 0:
             return

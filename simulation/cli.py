@@ -1,10 +1,12 @@
 """``dispatch simulate``: the tax-season benchmark from the command line.
 
     dispatch simulate --profile M15 --seeds 10 --load 0.95 \\
-        --policies P0,P1,P2,P3,P3p,P4 [--json] [--out DIR]
+        --policies P0,P1,P2,P3,P4 [--json] [--out DIR]
 
-P3 is production's decision logic, P3p the same logic over a ledger of open hours, P4 the
-batch optimizer; P3w (opt-in) the seed's weekly-only rule, for reference.
+P3 is production's decision logic with its default levers, P4 the batch optimizer; P3base
+(opt-in) production before the levers, P3w the seed's weekly-only rule, for reference. Lever
+variants measure one lever at a time: ``P3-open``, ``P3+ahead``, ``P3base+day`` (see
+``simulation.policies.Levers``).
 
 Runs every (load, seed, policy) cell in parallel processes with a progress bar, prints a
 comparison table (mean and 95 % confidence interval across seeds, per metric and policy) and
@@ -32,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulation.metrics import LOWER_IS_BETTER, METRICS, PERCENT
-from simulation.policies import EXTRA_POLICY_IDS, POLICY_IDS
+from simulation.policies import EXTRA_POLICY_IDS, POLICY_IDS, make_policy
 from simulation.profiles import PROFILES, profile
 from simulation.runner import CellResult, cells_for, run_cells
 from simulation.stats import Summary, paired, summarise
@@ -95,12 +97,15 @@ def _loads(text: str) -> list[float]:
 
 def _policies(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
-    aliases = {"P3'": "P3p", "P3prime": "P3p"}
+    aliases = {"P3'": "P3", "P3prime": "P3", "P3p": "P3"}
     out = [aliases.get(n, n) for n in names]
-    known = POLICY_IDS + EXTRA_POLICY_IDS
-    unknown = [n for n in out if n not in known]
-    if unknown:
-        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(known)}")
+    for name in out:
+        try:
+            make_policy(name)
+        except KeyError as exc:
+            known = ", ".join(POLICY_IDS + EXTRA_POLICY_IDS)
+            hint = f"policies: {known}, or lever variants of P3 and P4"
+            raise ValueError(f"{exc.args[0]} ({hint})") from None
     return out
 
 

@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from dispatch.capacity import share_of_day_left
 from dispatch.config import Absence, Policy, ServiceType, StaffMember
-from dispatch.decision import Ledger
+from dispatch.decision import Ledger, open_hours
+from dispatch.lookahead import ExpectedWork
 from dispatch.models import AssignmentRequest, CapacitySnapshot, Reservation, Role, StaffCapacity
 from simulation import calendar as cal
 from simulation.catalogue import BY_ID, REWORK_PREP_SHARE, SECOND_REVIEW_SHARE, service_types
@@ -88,33 +90,19 @@ class Behaviour:
     which is what the product promises a partner."""
     urgent_days: int = 5
     patience_hours: float = 30.0
-    ledger: Literal["production", "open-hours"] = "production"
-    """What the dispatcher's reservations hold. "production": the estimate, whole, from
-    assignment until the engagement closes (what production does today). "open-hours": a
-    what-if; the estimate less the hours logged on the job, and nothing once the role's work
-    is handed over (the wording of DESIGN §5, "hours still to do")."""
+    ledger: Literal["whole", "open-hours"] | None = None
+    """What the dispatcher's reservations hold; None: what the policy asks for (its ``ledger``
+    attribute; production's is "open-hours"). "whole": the estimate, whole, from assignment
+    until the engagement closes (production before the open-hours ledger). "open-hours":
+    ``dispatch.decision.open_hours`` - the estimate less the hours the time tracker shows
+    logged on the job (entries are made at the end of each day, in quarter hours), nothing
+    once the role's work is handed over, re-opened when a review sends it back."""
 
 
 Observer = Callable[
     [DispatchPolicy, "_View", list[Reservation], Sequence[Pending], list[Outcome]], None
 ]
 """Called after every automatic batch decision with the ledger as it was before it (tests)."""
-
-
-class _SimLedger(Ledger):
-    """Production's ledger, kept in step with the simulation instead of rebuilt per batch.
-
-    The dispatcher workflow rebuilds its ``Ledger`` from its reservations at every batch; the
-    simulator keeps one and removes what is released (production's ledger only ever adds
-    within a batch), so the per-person indexes survive from one batch to the next.
-    """
-
-    def remove(self, workflow_id: str, role: Role) -> None:
-        key = (workflow_id, role)
-        previous = self._by_key.pop(key, None)
-        if previous is not None:
-            self._by_staff[previous.staff_id].pop(key, None)
-            self._index.pop(previous.staff_id, None)
 
 
 class _Task:
@@ -219,6 +207,10 @@ class _View:
     def today(self) -> date:
         return cal.date_at(self._sim.now)
 
+    @property
+    def day_left(self) -> float:
+        return share_of_day_left(self._sim.now % 24.0, cal.DAY_OPEN, cal.DAY_CLOSE)
+
     def members(self) -> Sequence[StaffMember]:
         return [self._sim.member(w) for w in self._sim.workers.values()]
 
@@ -252,6 +244,18 @@ class _View:
     def learned_history(self) -> dict[str, list[str]]:
         return self._sim.history
 
+    def expected_work(self) -> list[ExpectedWork]:
+        """Known recurring work, arrived or not (what an arriving request is matched to)."""
+        return self._sim.expected_list
+
+    def expected_ahead(self, days: int) -> list[ExpectedWork]:
+        """Known recurring work not arrived yet and due within ``days`` (what holds are
+        planned for)."""
+        last = self.today + timedelta(days=days)
+        return [
+            e for e in self._sim.expected_list if e.key not in self._sim.arrived and e.due <= last
+        ]
+
     def service(self, type_id: str) -> ServiceType:
         return self._sim.services[type_id]
 
@@ -280,11 +284,8 @@ class Simulator:
         self.scenario = scenario
         self.policy = policy
         self.behaviour = behaviour or Behaviour()
-        # A policy may ask for the open-hours ledger (P3p); otherwise the behaviour decides.
-        self.open_hours = (
-            self.behaviour.ledger == "open-hours"
-            or getattr(policy, "ledger", "production") == "open-hours"
-        )
+        ledger = self.behaviour.ledger or getattr(policy, "ledger", "whole")
+        self.open_hours = ledger == "open-hours"
         self.observer = observer
         self.services = {s.id: s for s in service_types()}
         self._service_list = list(self.services.values())
@@ -295,11 +296,18 @@ class Simulator:
         self.logged: dict[tuple[str, Role], float] = {}
         self.done_roles: set[tuple[str, Role]] = set()
         self._remain: dict[tuple[str, Role], tuple[str | None, float]] = {}
-        self.ledger = _SimLedger()
+        # Production's ledger, kept in step with the simulation (the dispatcher workflow keeps
+        # its reservations the same way), so per-person indexes survive between batches.
+        self.ledger = Ledger()
+        self.tracked: dict[tuple[str, Role], float] = {}
+        """Hours the time tracker shows on each (job, role): entries up to yesterday."""
         self.history: dict[str, list[str]] = {}
         self.configured_history = {
             c.id: [c.prior_preparer] for c in scenario.clients.values() if c.prior_preparer
         }
+        self.expected_list = expected_work(scenario)
+        self.arrived: set[str] = set()
+        self._expected_keys = {e.key for e in self.expected_list}
         self.records: list[Record] = []
         self.now = 0.0
         self._heap: list[tuple[float, int, int, int, Any]] = []
@@ -310,6 +318,8 @@ class Simulator:
         """Parked jobs someone qualified for has released hours since their last try."""
         self._qualified: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
         self._next_dispatch: float | None = None
+        self._planned_ahead = False
+        self._replans: dict[str, int] = {}
         self._order = 0
         self.view = _View(self)
 
@@ -350,6 +360,7 @@ class Simulator:
                 t=0.0,
                 tier=plan.tier.value,
                 skills=list(plan.skills),
+                leave=[list(period) for period in plan.planned_leave],
             )
         for day in range(cal.TOTAL_DAYS):
             if cal.is_working_day(day):
@@ -445,7 +456,10 @@ class Simulator:
         self._remain[key] = (reservation.staff_id, left)
         self.workers[reservation.staff_id].booked += left
         if self.open_hours:
-            self.ledger.add(reservation.model_copy(update={"hours": round(left, 2)}))
+            held = open_hours(
+                reservation.hours, self.tracked.get(key, 0.0), handed_over=key in self.done_roles
+            )
+            self.ledger.add(reservation.model_copy(update={"hours": round(held, 2)}))
 
     def _book(self, key: tuple[str, Role], reservation: Reservation) -> None:
         previous = self.reservations.get(key)
@@ -553,6 +567,9 @@ class Simulator:
         plan, seq = payload
         job = _Job(plan, seq)
         self.jobs[plan.id] = job
+        if plan.id in self._expected_keys:
+            self.arrived.add(plan.id)
+
         client = self.scenario.clients.get(plan.client_id)
         prior = client.prior_preparer if client else None
         prior_worker = self.workers.get(prior) if prior else None
@@ -653,6 +670,9 @@ class Simulator:
         job.reviews += 1
         if job.plan.rework and job.reviews == 1 and job.preparer is not None:
             self._log("review_returned", job.plan.id, job.reviewer, Role.REVIEWER)
+            # The work is back with the preparer: their role is open again.
+            self.done_roles.discard((job.plan.id, Role.PREPARER))
+            self._refresh((job.plan.id, Role.PREPARER))
             hours = job.prep_true * REWORK_PREP_SHARE * job.plan.rework_noise
             self._give(self.workers[job.preparer], _Task(job, Role.PREPARER, "rework", hours))
             return
@@ -909,7 +929,13 @@ class Simulator:
             if self.behaviour.partner == "urgent":
                 waited = cal.business_hours_between(job.parked_at or self.now, self.now)
                 due_soon = cal.day_of_date(pending.request.due_date) <= soon
-                if not due_soon and waited < self.behaviour.patience_hours:
+                # What costs nobody overtime the partner places at once, urgent or not.
+                free = getattr(self.policy, "free_option", None)
+                if (
+                    not due_soon
+                    and waited < self.behaviour.patience_hours
+                    and not (free is not None and free(self.view, pending))
+                ):
                     continue
             outcome = self.policy.partner_assign(self.view, pending)
             if not outcome.assigned:
@@ -917,6 +943,17 @@ class Simulator:
             job.forced = True
             self._unpark(job, pending, "partner")
             self._assign(job, outcome, pending, auto=False)
+
+    def _sync_tracker(self) -> None:
+        """Yesterday's time entries reach the tracker: the open hours follow them."""
+        for worker in self.workers.values():
+            self._settle(worker)
+        for key, hours in self.logged.items():
+            shown = _quarter(hours)
+            if shown != self.tracked.get(key, 0.0):
+                self.tracked[key] = shown
+                if key in self.reservations:
+                    self._refresh(key)
 
     # --- dates --------------------------------------------------------------------------------
 
@@ -965,12 +1002,87 @@ class Simulator:
         self._log("escalation_fired", job.plan.id, manager, kind=kind)
 
     def _on_day(self, day: int) -> None:
+        if self.open_hours:
+            self._sync_tracker()
+        plan_ahead = getattr(self.policy, "plan_ahead", None)
+        if plan_ahead is not None and (day % 7 == 0 or not self._planned_ahead):
+            self._planned_ahead = True
+            plan_ahead(self.view)
         for worker in self.workers.values():
             plan = worker.plan
             if plan.absent(day):
                 planned = day not in plan.sick_days
                 self._log("absence_start", person=plan.id, day=day, planned=planned)
             self._log("capacity", person=plan.id, hours=worker.daily[day], day=day)
+        self._replan()
+
+    def _replan(self) -> None:
+        """Each morning: work not yet started whose preparer can no longer do it by its date
+        may move to someone who can (a policy with ``replan``), once per job at most."""
+        replan = getattr(self.policy, "replan", None)
+        budget = int(getattr(self.policy, "replan_budget", 0))
+        if replan is None or budget <= 0:
+            return
+        requests = []
+        for job in self.jobs.values():
+            plan = job.plan
+            if (
+                job.completed
+                or job.started
+                or job.prep_task is not None
+                or job.preparer is None
+                or plan.id in self._parked
+                or self._replans.get(plan.id, 0) >= budget
+                or (plan.id, Role.PREPARER) not in self.reservations
+            ):
+                continue
+            requests.append(
+                AssignmentRequest(
+                    request_id=f"{plan.id}:r{job.requests}",
+                    workflow_id=plan.id,
+                    client_id=plan.client_id,
+                    service_type=plan.type_id,
+                    due_date=job.due,
+                    estimated_hours=plan.est_hours,
+                    required_skills=list(plan.required_skills),
+                    specializations=list(plan.specializations),
+                    exclude=list(job.declined),
+                    keep_preparer=job.preparer,
+                    keep_reviewer=job.reviewer,
+                )
+            )
+        if not requests:
+            return
+        before = self.ledger.reservations
+        moves: list[tuple[AssignmentRequest, Outcome]] = replan(self.view, requests)
+        if not moves:
+            return
+        batch = [Pending(request, False, 0) for request, _ in moves]
+        if self.observer is not None:
+            self.observer(self.policy, self.view, before, batch, [o for _, o in moves])
+        for pending, (_, outcome) in zip(batch, moves, strict=True):
+            job = self.jobs[pending.request.workflow_id]
+            self._replans[job.plan.id] = self._replans.get(job.plan.id, 0) + 1
+            # The new preparer is told and answers like anyone offered work.
+            job.accepted = False
+            job.offer_to = None
+            self._assign(job, outcome, pending, auto=True)
+
+
+KNOWN_AHEAD = ("monthly_close", "sales_tax", "payroll_q")
+"""Recurring work on Schedules, known before it arrives: the monthly closes with their sales
+tax, and quarterly payroll."""
+
+
+def expected_work(scenario: Scenario) -> list[ExpectedWork]:
+    """The recurring work the firm's Schedules will create this season: client, service and
+    due date, at the service's default estimate (the real estimate comes with the job)."""
+    items = [
+        ExpectedWork(key=j.id, client_id=j.client_id, service_type=j.type_id, due=j.due)
+        for j in scenario.jobs
+        if j.type_id in KNOWN_AHEAD
+    ]
+    return sorted(items, key=lambda e: (e.due, e.key))
 
 
 def simulate(

@@ -262,9 +262,10 @@ def _staff(profile: Profile, seed: int) -> list[StaffPlan]:
         for n in range(1, profile.headcount(tier) + 1):
             people.append((f"{TIER_CODE[tier]}{n:02d}", tier))
     skills: dict[str, set[str]] = {pid: set() for pid, _ in people}
+    coverage = {(skill, tier): share for skill, tier, share in profile.coverage}
     for pid, tier in people:
         for skill, cover in SKILL_COVERAGE.items():
-            if rng.random() < cover[tier]:
+            if rng.random() < coverage.get((skill, tier), cover[tier]):
                 skills[pid].add(skill)
         if tier is not Tier.STAFF:
             for industry in INDUSTRIES:
@@ -279,11 +280,15 @@ def _staff(profile: Profile, seed: int) -> list[StaffPlan]:
     tail_days = [
         d for d in range(cal.week_start_day(11), cal.TOTAL_DAYS - 3) if cal.is_working_day(d)
     ]
+    part_time = {pid for pid, tier in people if tier is Tier.STAFF}
+    part_time = set(sorted(part_time)[len(part_time) - profile.part_time_staff :])
     plans = []
     for pid, tier in people:
         weekly = PEAK_WEEKLY_HOURS
         if tier in (Tier.STAFF, Tier.SENIOR) and rng.random() < LONG_WEEK_P:
             weekly = LONG_WEEK_HOURS
+        if pid in part_time:
+            weekly = profile.part_time_hours
         speed = _lognormal_mean1(rng, SPEED_SIGMA)
         leave = []
         start = rng.choice(q1_days[: -PTO_DAYS + 1])

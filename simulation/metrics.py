@@ -17,7 +17,10 @@ Nothing here looks at the simulator or the policy: only ``Record`` s. The defini
 * **Overbooked hours**: the same excess, measured at each assignment in the peak weeks, before
   and after it: what the decision itself booked past capacity. ``overbooked_hours_auto``
   counts the policy's own decisions only (a partner's "assign anyway" is explicit and
-  recorded as forced).
+  recorded as forced). Capacity here is what could be known at the moment of the decision:
+  today's hours still ahead, and from tomorrow the person's usual days less their planned
+  leave. A sick day next week is not the decision's doing (it shows in the overload hours);
+  ``overbooked_hours_auto_hindsight`` is the same count with the days as they turned out.
 * **On time**: jobs due from week 1 to the end of the run, done by the end of their original
   due date. An extension the firm files because the work was not done counts as a miss; a
   client who never sent documents is not a job here (only the extension filed for them is).
@@ -56,6 +59,7 @@ METRICS = (
     "overloaded_person_weeks",
     "overbooked_hours",
     "overbooked_hours_auto",
+    "overbooked_hours_auto_hindsight",
     "on_time_rate",
     "late_without_extension_rate",
     "extension_rate",
@@ -96,6 +100,7 @@ LOWER_IS_BETTER = {
     "overloaded_person_weeks",
     "overbooked_hours",
     "overbooked_hours_auto",
+    "overbooked_hours_auto_hindsight",
     "late_without_extension_rate",
     "extension_rate",
     "partner_review_pct",
@@ -155,12 +160,15 @@ SCORED_WEEKS = range(1, cal.SEASON_WEEKS + 1)
 def compute(records: Iterable[Record]) -> RunMetrics:
     log = sorted(records, key=lambda r: r.t)
     staff: dict[str, float] = {}
+    leave: dict[str, list[tuple[int, int]]] = {}
     capacity: dict[str, dict[int, float]] = defaultdict(dict)
     worked: dict[tuple[str, int], float] = defaultdict(float)
     jobs: dict[str, Record] = {}
     for r in log:
         if r.type == "staff" and r.person is not None:
             staff[r.person] = float(r.hours or 0.0)
+            if r.get("leave") is not None:
+                leave[r.person] = [(int(a), int(b)) for a, b in r.get("leave")]
         elif r.type == "capacity" and r.person is not None:
             capacity[r.person][int(r.get("day"))] = float(r.hours or 0.0)
         elif r.type == "work_logged" and r.person is not None:
@@ -170,7 +178,7 @@ def compute(records: Iterable[Record]) -> RunMetrics:
 
     values: dict[str, float] = {}
     utilisation = _utilisation(staff, capacity, worked, values)
-    values.update(_overload(log, staff, capacity))
+    values.update(_overload(log, staff, capacity, leave))
     late_by_week, due_by_week = _deadlines(log, jobs, values)
     _dispatch(log, jobs, values)
     _flow(log, jobs, values)
@@ -219,7 +227,14 @@ class _Commitment:
 class _Books:
     """Every person's open commitments as the log tells them, and their capacity."""
 
-    def __init__(self, staff: dict[str, float], capacity: dict[str, dict[int, float]]) -> None:
+    def __init__(
+        self,
+        staff: dict[str, float],
+        capacity: dict[str, dict[int, float]],
+        ahead: dict[str, dict[int, float]] | None = None,
+    ) -> None:
+        """``ahead``: capacity of the days after today as known beforehand (default: as they
+        turned out)."""
         self.staff = staff
         self.capacity = capacity
         self.by_person: dict[str, dict[tuple[str, str], _Commitment]] = defaultdict(dict)
@@ -227,10 +242,11 @@ class _Books:
         self.logged: dict[tuple[str, str], float] = defaultdict(float)
         self.horizon = cal.TOTAL_DAYS
         self.cum: dict[str, list[float]] = {}
+        later = ahead if ahead is not None else capacity
         for person in staff:
             row = [0.0]
             for day in range(self.horizon):
-                row.append(row[-1] + capacity[person].get(day, 0.0))
+                row.append(row[-1] + later[person].get(day, 0.0))
             self.cum[person] = row
 
     def capacity_from(self, person: str, t: float, last: int) -> float:
@@ -316,17 +332,23 @@ class _Books:
 
 
 def _overload(
-    log: list[Record], staff: dict[str, float], capacity: dict[str, dict[int, float]]
+    log: list[Record],
+    staff: dict[str, float],
+    capacity: dict[str, dict[int, float]],
+    leave: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, float]:
     """Standing over-commitment each peak-week morning, and over-booking at each assignment.
 
     ``overbooked_hours``: at every assignment, how much it raised the assignee's excess (the
-    hours booked past capacity by that decision); ``overbooked_hours_auto`` counts only the
-    policy's own decisions, not a partner's explicit override.
+    hours booked past capacity by that decision) against the capacity known then;
+    ``overbooked_hours_auto`` counts only the policy's own decisions, not a partner's explicit
+    override; ``overbooked_hours_auto_hindsight`` measures those against the days as they
+    turned out (sick days included).
     """
     books = _Books(staff, capacity)
+    known = _Books(staff, capacity, _planned(staff, capacity, leave or {}))
     week_max: dict[tuple[str, int], float] = defaultdict(float)
-    overbooked = overbooked_auto = 0.0
+    overbooked = overbooked_auto = hindsight_auto = 0.0
     mornings = [d for d in range(cal.SEASON_START_DAY, cal.SEASON_END_DAY) if cal.is_working_day(d)]
     m = 0
     for r in log:
@@ -335,15 +357,20 @@ def _overload(
             m += 1
         if r.type == "assigned" and r.person is not None and r.person in staff:
             before = books.excess(r.person, r.t)
+            known_before = known.excess(r.person, r.t)
             books.apply(r)
+            known.apply(r)
             raised = max(0.0, books.excess(r.person, r.t) - before)
+            raised_known = max(0.0, known.excess(r.person, r.t) - known_before)
             in_season = cal.SEASON_START_DAY <= cal.day_of(r.t) < cal.SEASON_END_DAY
             if in_season:
-                overbooked += raised
+                overbooked += raised_known
                 if r.get("auto"):
-                    overbooked_auto += raised
+                    overbooked_auto += raised_known
+                    hindsight_auto += raised
         else:
             books.apply(r)
+            known.apply(r)
     while m < len(mornings):
         _morning(books, mornings[m], week_max)
         m += 1
@@ -354,7 +381,29 @@ def _overload(
         "overloaded_person_weeks": float(heavy),
         "overbooked_hours": overbooked,
         "overbooked_hours_auto": overbooked_auto,
+        "overbooked_hours_auto_hindsight": hindsight_auto,
     }
+
+
+def _planned(
+    staff: dict[str, float],
+    capacity: dict[str, dict[int, float]],
+    leave: dict[str, list[tuple[int, int]]],
+) -> dict[str, dict[int, float]]:
+    """Each person's days as the firm knows them in advance: their usual hours on working
+    days, nothing on planned leave (a log without leave periods: the days as they were)."""
+    planned: dict[str, dict[int, float]] = {}
+    for person, weekly in staff.items():
+        if person not in leave:
+            planned[person] = capacity[person]
+            continue
+        away = leave[person]
+        planned[person] = {
+            day: weekly / 5.0
+            for day in range(cal.TOTAL_DAYS)
+            if cal.is_working_day(day) and not any(a <= day <= b for a, b in away)
+        }
+    return planned
 
 
 def _morning(books: _Books, day: int, week_max: dict[tuple[str, int], float]) -> None:

@@ -18,32 +18,41 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatch.config import Policy
-from dispatch.models import Reservation
+from dispatch.models import AssignmentRequest, CapacitySnapshot, Reservation
 from dispatch.optimizer import optimize_batch
 from simulation.policies import (
     DispatchView,
+    Levers,
     Outcome,
     Pending,
     Production,
     batch_order,
     outcome_of,
-    production_partner_assign,
     remember,
 )
 
 
 class BatchOptimizer:
-    name = "P4"
     batch_window_hours = 5.0 / 3600.0
     """Five seconds: arrivals that share a moment are decided together."""
 
-    def __init__(self, *, seed: int = 0, time_limit_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        time_limit_s: float | None = None,
+        levers: Levers | None = None,
+        name: str = "P4",
+    ) -> None:
         self.seed = seed
+        self.name = name
         self.time_limit_s = (
             Policy().optimizer_time_limit_seconds if time_limit_s is None else time_limit_s
         )
         self.last_batch: dict[str, Any] | None = None
-        self._greedy = Production()
+        self._greedy = Production(levers, name)
+        self.levers = self._greedy.levers
+        self.ledger = self._greedy.ledger
 
     def decide(self, view: DispatchView, batch: Sequence[Pending]) -> list[Outcome]:
         if len(batch) < 2:
@@ -55,13 +64,15 @@ class BatchOptimizer:
         ordered = batch_order(batch)
         ledger = view.ledger()
         history = view.learned_history()
+        self._greedy.take_holds(view, ordered)
         plan = optimize_batch(
             [p.request for p in ordered],
-            view.snapshot(),
+            self._greedy.snapshot(view),
             ledger,
             history,
             time_limit_s=self.time_limit_s,
             seed=self.seed,
+            day_left=self._greedy.day_left(view),
         )
         booked: dict[str, list[Reservation]] = {}
         for reservation in plan.reservations:
@@ -84,4 +95,25 @@ class BatchOptimizer:
         return out
 
     def partner_assign(self, view: DispatchView, pending: Pending) -> Outcome:
-        return production_partner_assign(view, pending)
+        return self._greedy.partner_assign(view, pending)
+
+    @property
+    def replan_budget(self) -> int:
+        return self._greedy.replan_budget
+
+    def plan_ahead(self, view: DispatchView) -> None:
+        self._greedy.plan_ahead(view)
+
+    def snapshot(self, view: DispatchView) -> CapacitySnapshot:
+        return self._greedy.snapshot(view)
+
+    def day_left(self, view: DispatchView) -> float:
+        return self._greedy.day_left(view)
+
+    def free_option(self, view: DispatchView, pending: Pending) -> bool:
+        return self._greedy.free_option(view, pending)
+
+    def replan(
+        self, view: DispatchView, requests: Sequence[AssignmentRequest]
+    ) -> list[tuple[AssignmentRequest, Outcome]]:
+        return self._greedy.replan(view, requests)

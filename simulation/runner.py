@@ -70,7 +70,11 @@ def run_cell(cell: Cell) -> CellResult:
     )
 
 
-_COST = {"P4": 4.0, "P3p": 3.0, "P3": 3.0, "P3w": 1.5}
+_COST = {"P4": 4.0, "P3": 3.0, "P3w": 1.5}
+
+
+def _cost(policy: str) -> float:
+    return next((c for prefix, c in _COST.items() if policy.startswith(prefix)), 1.0)
 
 
 def run_cells(
@@ -82,7 +86,7 @@ def run_cells(
     """Run every cell; ``workers`` processes (default: two, or fewer cores). Input order."""
     count = max(1, workers or min(2, os.cpu_count() or 1))
     # The slow policies first, so the pool does not end waiting on one long run.
-    order = sorted(range(len(cells)), key=lambda i: -_COST.get(cells[i].policy, 1.0))
+    order = sorted(range(len(cells)), key=lambda i: -_cost(cells[i].policy))
     results: dict[int, CellResult] = {}
     if count == 1:
         for i in order:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
@@ -15,10 +15,12 @@ from dispatch.capacity import (
     absent_working_days,
     available_hours,
     capacity_between,
+    day_left_at,
     estimated_completion,
     fits,
     is_overbooked,
     present_working_days,
+    share_of_day_left,
 )
 from dispatch.config import Absence
 
@@ -89,6 +91,26 @@ def test_estimated_completion_runs_earliest_due_first() -> None:
     ) == MON + timedelta(days=2)
 
 
+def test_a_decision_late_in_the_day_counts_only_the_hours_left_today() -> None:
+    # 17:00 in a 09:00-17:00 day: nothing of today is left; 16:00: one hour of eight.
+    assert share_of_day_left(17.0, 9, 17) == 0.0
+    assert share_of_day_left(16.0, 9, 17) == 0.125
+    assert share_of_day_left(7.5, 9, 17) == 1.0
+    wednesday = MON + timedelta(days=2)
+    late = PersonCapacity(weekly_hours=40, today_share=0.125)
+    assert capacity_between(late, wednesday, wednesday, CAL) == 1.0
+    assert capacity_between(late, wednesday, wednesday + timedelta(days=2), CAL) == 17.0
+    # Someone away today loses nothing more; a weekend has no hours to lose.
+    away = PersonCapacity(40, absences=(Absence(start=wednesday, end=wednesday),), today_share=0)
+    assert capacity_between(away, wednesday, wednesday + timedelta(days=2), CAL) == 16.0
+    saturday = MON + timedelta(days=5)
+    weekend = PersonCapacity(40, today_share=0.0)
+    assert capacity_between(weekend, saturday, saturday + timedelta(days=2), CAL) == 8.0
+    # The job that fits at 08:00 no longer fits at 16:00 when it is due tonight.
+    assert fits(PersonCapacity(40), [], 4, wednesday, wednesday, CAL)
+    assert not fits(late, [], 4, wednesday, wednesday, CAL)
+
+
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(
     weekly=st.sampled_from([20.0, 32.0, 40.0]),
@@ -148,8 +170,11 @@ def _scan_capacity(
     per_day = person.weekly_hours / max(len(calendar.workdays), 1)
     days = [d for d in _scan_days(calendar, today, end) if not person.absent_on(d)]
     this_week_end = today - timedelta(days=today.weekday()) + timedelta(days=6)
-    this_week_days = sum(1 for d in days if d <= this_week_end)
+    this_week_days: float = sum(1 for d in days if d <= this_week_end)
     later_days = len(days) - this_week_days
+    if days and days[0] == today:
+        # The new behaviour, stated on the old scan: only the share of today still ahead.
+        this_week_days -= 1.0 - person.today_share
     left_this_week = max(0.0, person.weekly_hours - person.logged_this_week)
     this_week = min(per_day * this_week_days, left_this_week)
     overtime_carry = max(0.0, person.logged_last_week - person.weekly_hours)
@@ -194,6 +219,7 @@ people = st.builds(
     logged_this_week=st.floats(0, 60),
     logged_last_week=st.floats(0, 70),
     absences=absences.map(tuple),
+    today_share=st.sampled_from([1.0, 1.0, 0.5, 0.125, 0.0]),
 )
 
 
@@ -281,3 +307,10 @@ def test_a_due_date_in_the_year_9999_is_answered_like_any_other() -> None:
     assert estimated_completion(person, [], 16, far, MON, CAL) == MON + timedelta(days=2)
     assert estimated_completion(person, [Booking(1e9, far)], 16, far, MON, CAL) == far
     assert CAL.add_working_days(date(9999, 12, 30), 1) == far
+
+
+def test_the_share_of_today_left_is_read_on_the_firms_clock() -> None:
+    # 21:00 UTC is 16:00 in New York in December: one hour of a 9-to-5 day left.
+    now = datetime(2026, 12, 2, 21, 0, tzinfo=UTC)
+    assert day_left_at(now, "America/New_York", 9, 17) == 0.125
+    assert day_left_at(now, "Europe/London", 9, 17) == 0.0

@@ -7,9 +7,20 @@ from datetime import date, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatch.capacity import Booking, WorkCalendar, is_overbooked
+from dispatch.capacity import Booking, WorkCalendar, available_hours, is_overbooked
 from dispatch.config import Absence, Tier
-from dispatch.decision import Ledger, calendar_of, decide, decide_batch, person_of
+from dispatch.decision import (
+    Ledger,
+    calendar_of,
+    decide,
+    decide_batch,
+    open_hours,
+    partner_options,
+    person_of,
+    replan,
+    role_ceiling,
+    role_needs,
+)
 from dispatch.models import AssignmentRequest, BlockReason, Reservation, Role
 from tests.factories import MONDAY, demo_config, request, snapshot
 
@@ -310,3 +321,183 @@ def test_a_due_date_in_the_year_9999_is_decided_like_any_other() -> None:
     assert {r.due for r in reservations} == {far}
     # Everyone is away on Monday; four hours are done on Tuesday, not in the year 9999.
     assert result.estimated_completion == MONDAY + timedelta(days=1)
+
+
+# --- the ledger of open hours ------------------------------------------------------------------
+
+
+def test_open_hours_are_the_estimate_less_logged_and_nothing_once_handed_over() -> None:
+    assert open_hours(10.0, 3.5, handed_over=False) == 6.5
+    assert open_hours(10.0, 12.0, handed_over=False) == 0.0  # ran over: nothing more held
+    assert open_hours(10.0, 3.5, handed_over=True) == 0.0  # ready for review
+    # A review sent back re-opens the preparer's role with what is left of the estimate.
+    assert open_hours(10.0, 9.0, handed_over=False) == 1.0
+
+
+def test_open_hours_in_the_ledger_free_the_preparer_for_new_work() -> None:
+    first, reservations = decide(
+        request(1, service_type="monthly_bookkeeping", hours=36, due=FRIDAY),
+        snapshot(),
+        Ledger(),
+        {},
+    )
+    assert first.preparer is not None
+    ledger = Ledger(reservations)
+    second = request(2, service_type="monthly_bookkeeping", hours=30, due=FRIDAY)
+    busy, _ = decide(second, snapshot(), ledger, {})
+    assert busy.preparer is None or busy.preparer.id != first.preparer.id
+    # The first job is handed over: its preparer holds nothing for it any more.
+    held = ledger.set_open_hours(
+        "engagement-test-1", Role.PREPARER, open_hours(36, 20, handed_over=True)
+    )
+    assert held is not None and held.hours == 0.0
+    assert sum(b.hours for b in ledger.bookings(first.preparer.id)) == 0.0
+    assert ledger.remove("engagement-test-1", Role.PREPARER) is not None
+    assert ledger.remove("engagement-test-1", Role.PREPARER) is None
+
+
+# --- tier, reserve, the hours left today ----------------------------------------------------
+
+
+def test_a_manager_keeps_the_review_reserve_when_preparing_a_seniors_work() -> None:
+    config = demo_config()
+    reserve = config.policy.model_copy(update={"review_reserve": {Tier.MANAGER: 0.75}})
+    snap = snapshot(config).model_copy(update={"policy": reserve})
+    need = next(
+        n
+        for n in role_needs(request(service_type="s_corp_return"), snap.service_types[1], snap)
+        if n.role is Role.PREPARER
+    )
+    assert role_ceiling(need, Tier.MANAGER, reserve.review_reserve) == 0.25
+    assert role_ceiling(need, Tier.SENIOR, reserve.review_reserve) == 1.0
+    # 12 h of S-corp work due Friday: Mia (manager) may now take only 10 h of her 40 h.
+    result, _ = decide(
+        request(service_type="s_corp_return", hours=12, due=FRIDAY), snap, Ledger(), {}
+    )
+    mia = next(c for c in result.decisions[0].candidates if c.staff_id == "mia")
+    assert mia.available_hours == 10.0 and BlockReason.CAPACITY in mia.blocked
+
+
+def test_late_in_the_day_the_rule_counts_only_what_is_left_of_today() -> None:
+    # 8 h of payroll due today: at the start of the day Ethan (40 h) can; at 16:00 nobody can.
+    job = request(service_type="payroll", hours=7.5, due=MONDAY)
+    morning, _ = decide(job, snapshot(), Ledger(), {})
+    assert morning.outcome == "assigned"
+    late, _ = decide(job, snapshot(), Ledger(), {}, day_left=0.125)
+    assert late.outcome == "needs_partner_review"
+    assert "has 1.0 h free" in (late.decisions[0].candidates[0].why_blocked or "")
+
+
+# --- the partner's options ---------------------------------------------------------------------
+
+
+def test_the_partner_gets_options_with_overtime_dates_and_consequences() -> None:
+    # Everyone who prepares S-corp work is booked to their capacity by Friday.
+    config = demo_config()
+    full = [
+        Reservation(
+            workflow_id=f"busy-{m.id}",
+            role=Role.PREPARER,
+            staff_id=m.id,
+            hours=(m.weekly_capacity_hours or 40.0) - (2.0 if m.id == "priya" else 0.0),
+            start=MONDAY,
+            due=FRIDAY,
+            client_id="x",
+        )
+        for m in config.staff
+    ]
+    ledger = Ledger(full)
+    job = request(service_type="s_corp_return", hours=6, due=FRIDAY)
+    result, _ = decide(job, snapshot(), ledger, {})
+    assert result.outcome == "needs_partner_review"
+    options = partner_options(job, snapshot(), ledger)
+    assert [o.staff_id for o in options][:1] == ["priya"]  # 2 h free: the least overtime
+    first = options[0]
+    assert first.overtime_hours == 4.0
+    assert first.commitments_at_risk == 1  # her Friday job slips if this is booked anyway
+    # Without overtime she could do it with Monday's hours: 2 h free + 8 h Monday >= 6 h.
+    assert first.finish_by == FRIDAY + timedelta(days=3)
+    assert "4.0 h overtime" in first.summary
+    assert {o.tier for o in options} <= {Tier.SENIOR, Tier.MANAGER}  # who may prepare it
+    assert all(o.overtime_hours >= first.overtime_hours for o in options)
+    assert len(partner_options(job, snapshot(), ledger, limit=2)) == 2
+
+
+def test_the_earliest_date_without_overtime_is_the_first_that_fits() -> None:
+    config = demo_config()
+    snap = snapshot(config)
+    ledger = Ledger(
+        [
+            Reservation(
+                workflow_id=f"busy-{k}",
+                role=Role.PREPARER,
+                staff_id="priya",
+                hours=hours,
+                start=MONDAY,
+                due=due,
+                client_id="x",
+            )
+            for k, (hours, due) in enumerate(
+                [(40.0, FRIDAY), (30.0, FRIDAY + timedelta(days=7)), (8.0, FRIDAY + timedelta(3))]
+            )
+        ]
+    )
+    job = request(service_type="s_corp_return", hours=12, due=FRIDAY)
+    option = next(o for o in partner_options(job, snap, ledger) if o.staff_id == "priya")
+    assert option.finish_by is not None
+    person = person_of(next(c for c in snap.staff if c.member.id == "priya"))
+    index = ledger.index("priya")
+    calendar = calendar_of(snap)
+
+    def fits_on(day: date) -> bool:
+        return available_hours(person, index, day, MONDAY, calendar) >= 12 - 1e-9
+
+    # Brute force over the days: the first date that fits, and none before it.
+    days = [FRIDAY + timedelta(days=k) for k in range(0, 60)]
+    assert option.finish_by == next(d for d in days if fits_on(d))
+
+
+# --- re-planning work not started ---------------------------------------------------------------
+
+
+def test_replan_moves_only_work_whose_preparer_can_no_longer_do_it() -> None:
+    snap = snapshot()
+    ledger = Ledger()
+    jobs = [request(n, service_type="payroll", hours=6, due=FRIDAY) for n in (1, 2)]
+    holders = {}
+    for job in jobs:
+        result, booked = decide(job, snap, ledger, {})
+        for reservation in booked:
+            ledger.add(reservation)
+        assert result.preparer is not None
+        holders[job.workflow_id] = result.preparer.id
+    # The first preparer is forced 40 h more by a partner: their payroll job is now at risk.
+    at_risk = holders["engagement-test-1"]
+    ledger.add(
+        Reservation(
+            workflow_id="forced",
+            role=Role.PREPARER,
+            staff_id=at_risk,
+            hours=40,
+            start=MONDAY,
+            due=FRIDAY,
+            client_id="x",
+            forced=True,
+        )
+    )
+    asked = [j.model_copy(update={"keep_preparer": holders[j.workflow_id]}) for j in jobs]
+    moves = replan(asked, snap, ledger, {})
+    moved = {request.workflow_id: result for request, result, _ in moves}
+    if holders["engagement-test-2"] != at_risk:
+        assert "engagement-test-2" not in moved  # still fits: left alone
+    assert moved["engagement-test-1"].preparer is not None
+    assert moved["engagement-test-1"].preparer.id != at_risk
+    assert "moved from" in moved["engagement-test-1"].reason
+    # The ledger follows: the job's hours now sit with the new preparer.
+    new = moved["engagement-test-1"].preparer.id
+    assert any(
+        r.workflow_id == "engagement-test-1" and r.staff_id == new for r in ledger.reservations
+    )
+    assert not any(
+        r.workflow_id == "engagement-test-1" and r.staff_id == at_risk for r in ledger.reservations
+    )
