@@ -223,7 +223,7 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 4)
 
 
-def _cell(s: Summary, metric: str) -> str:
+def cell_text(s: Summary, metric: str) -> str:
     if math.isnan(s.mean):
         return "-"
     if metric in PERCENT:
@@ -253,7 +253,7 @@ def _table(
         best = (min(means) if metric in LOWER_IS_BETTER else max(means)) if means else None
         cells = []
         for p in policies:
-            text = _cell(stats[p], metric)
+            text = cell_text(stats[p], metric)
             cells.append(f"[bold]{text}[/]" if stats[p].mean == best else text)
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         table.add_row(f"{metric} {arrow}", *cells)
