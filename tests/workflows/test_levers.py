@@ -8,10 +8,11 @@ what the live engagements hold, and the histories the new code records replay.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from app.temporal import data_converter
@@ -33,12 +34,17 @@ from tests.harness import (
 )
 from tests.sandbox_server import RunningSandbox
 from tests.test_levers_replay import patches_in
+from tests.workflows import test_checkpoints
 from tests.workflows.conftest import relay_firm
+from tests.workflows.test_checkpoints import advance
 from tests.workflows.test_ledger_survives import HOURS, assert_truth, settled
 from worker import WORKFLOWS
 from workflows.dispatcher import DAY_LEFT_PATCH, OPEN_HOURS_PATCH, PARTNER_OPTIONS_PATCH
 from workflows.engagement import EngagementWorkflow
 from workflows.engagement.base import LEVERS_PATCH
+
+skipping = test_checkpoints.skipping
+"""The time-skipping server (a fresh one per test), for the daily read of hours logged."""
 
 
 def firm_at_local_hour(config: FirmConfig, hour: int) -> FirmConfig:
@@ -184,3 +190,49 @@ async def _any_assigned(worker: RunningWorker, ids: list[str]) -> bool | None:
         if state.status is DispatchStatus.ASSIGNED:
             return True
     return None
+
+
+def log_hours(sandbox: RunningSandbox, email: str, external_id: str, hours: float) -> None:
+    """The preparer logs ``hours`` today in Harvest on an entry whose notes name the job."""
+    store = sandbox.ctx.stores["harvest"]
+    user = next(u for u in store.users if u["email"] == email)
+    template = next(e for e in store.time_entries if e["user"]["id"] == user["id"])
+    entry = {
+        **template,
+        "id": max(e["id"] for e in store.time_entries) + 1,
+        "spent_date": datetime.now(UTC).date().isoformat(),
+        "hours": hours,
+        "notes": f"{external_id}: reconciliations",
+    }
+    store.time_entries.insert(0, entry)
+
+
+async def test_hours_logged_on_the_job_come_off_the_ledger_the_next_day(
+    skipping: WorkflowEnvironment, sandbox: RunningSandbox
+) -> None:
+    sandbox.reset()
+    config = relay_firm(sandbox.config)
+    async with running_worker(skipping.client, config) as worker:
+        job = details(
+            "logged", service_type="monthly_bookkeeping", hours=10, due=workdays_ahead(config, 10)
+        )
+        handle = await worker.start(job, indexed=False)
+        assigned = await worker.wait_state(
+            handle.id, lambda s: s.status is DispatchStatus.ASSIGNED, timeout=60
+        )
+        assert assigned.preparer is not None
+        log_hours(sandbox, assigned.preparer.email, job.external_id, 4.0)
+        # Not before a day has passed: the ledger still holds the whole estimate.
+        state = await advance(skipping, worker, handle.id, timedelta(hours=23), assigned)
+        assert state.held_hours == {} and await ledger_hours(worker, handle.id) == {
+            Role.PREPARER: 10.0
+        }
+        state = await advance(skipping, worker, handle.id, timedelta(hours=24, minutes=1), assigned)
+        state = await worker.wait_state(handle.id, lambda s: bool(s.held_hours), timeout=30)
+        assert state.logged_hours == {Role.PREPARER: 4.0}
+        assert state.held_hours == {Role.PREPARER: 6.0}
+
+        async def ledger_follows() -> bool | None:
+            return True if await ledger_hours(worker, handle.id) == {Role.PREPARER: 6.0} else None
+
+        await eventually(ledger_follows, timeout=30, what="the ledger to hold the open hours")
