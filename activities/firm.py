@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.roles import ChatActivities, TimeTrackerActivities
 from dispatch import ENGAGEMENT_ID_PREFIX, TASK_QUEUE
 from dispatch.capacity import week_start
-from dispatch.config import FirmConfig, StaffMember
+from dispatch.config import FirmConfig, FirmConfigError, StaffMember
 from dispatch.decision import staff_ref
 from dispatch.ids import dispatcher_workflow_id
 from dispatch.links import upload_link
@@ -67,6 +67,27 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+UNWIRED_POLICY_KNOBS = {
+    "hold_recurring_days": "holding room for recurring work before its Schedule creates it",
+    "replan_moves_per_engagement": "moving work not yet started to someone who can do it sooner",
+}
+"""Policy knobs the simulator measures (``dispatch simulate``) but the dispatcher does not act
+on yet: a firm file that sets one is refused rather than silently ignored."""
+
+
+def refuse_unwired_knobs(config: FirmConfig) -> None:
+    """Raise ``FirmConfigError`` naming every unwired knob the firm file turns on."""
+    policy = config.policy
+    problems = [
+        f"policy.{knob}: {getattr(policy, knob)!r} is not supported by the dispatcher yet "
+        f"({what} is measured in `dispatch simulate` only); remove it or set it to 0"
+        for knob, what in UNWIRED_POLICY_KNOBS.items()
+        if getattr(policy, knob)
+    ]
+    if problems:
+        raise FirmConfigError("\n".join(problems))
+
+
 def manual_pm_note(config: FirmConfig) -> str | None:
     pm = config.connectors.pm
     if pm.kind == "relay":
@@ -85,6 +106,7 @@ class FirmActivities:
         clock: Callable[[], datetime] = _utcnow,
         chat: ChatActivities | None = None,
     ) -> None:
+        refuse_unwired_knobs(config)
         self._config = config
         self._tracker = tracker
         self._clock = clock
@@ -186,6 +208,8 @@ class FirmActivities:
             tracker_ok=tracker_ok,
             tracker_as_of=tracker_as_of,
             tracker_error=tracker_error,
+            time_zone=config.firm.time_zone,
+            workday_start_hour=config.firm.workday_start_hour,
         )
 
     def _fallback(self, input: SnapshotInput) -> tuple[dict[str, TrackerFigures], datetime | None]:

@@ -534,6 +534,10 @@ def partner_blocks(
     ]
     if s.pm_url:
         blocks.append(_section(f"<{s.pm_url}|Open the engagement in practice management>"))
+    if notice.options:
+        # What each choice costs (overtime, a later date, other work at risk), best first.
+        options = "\n".join(f"• {_escape(o.summary)}" for o in notice.options[:limit])
+        blocks.append(_section(_clip(f"*Options*\n{options}", 3000)))
     if not candidates:
         blocks.append(_section("No candidates to offer: add capacity or change the engagement."))
         return blocks

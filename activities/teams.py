@@ -407,6 +407,10 @@ def partner_card(notice: PartnerReviewNotice, offered: list[CandidateLinks]) -> 
         _text(f"**Why it needs you:** {notice.reason}"),
         _facts([("Due", _day(s.due_date)), ("Estimated hours", _hours(s.estimated_hours))]),
     ]
+    if notice.options:
+        # What each choice costs (overtime, a later date, other work at risk), best first.
+        options = "\n".join(f"- {o.summary}" for o in notice.options[:MAX_CANDIDATES])
+        body.append(_text(f"**Options**\n\n{options}"))
     if not offered:
         body.append(_text("No candidates to offer: add capacity or change the engagement."))
     else:

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict
-
 from dispatch.capacity import (
     Booking,
     BookingIndex,
@@ -54,6 +52,7 @@ from dispatch.models import (
     CapacitySnapshot,
     Decision,
     ForceAssignRequest,
+    PartnerOption,
     Reservation,
     Role,
     StaffCapacity,
@@ -644,28 +643,6 @@ def partner_assignment(
         reason=reason,
         **base,
     ), reservation
-
-
-class PartnerOption(BaseModel):
-    """One way a partner can place a role nobody has room for, and what it costs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: Role
-    staff_id: str
-    name: str
-    tier: Tier
-    hours: float
-    overtime_hours: float
-    """Hours beyond the person's capacity needed to do this by its due date and still keep
-    every later commitment's date (0: it fits their whole capacity, only not the ceiling)."""
-    finish_by: date | None
-    """The earliest due date that would fit without overtime (None: not within half a year)."""
-    commitments_at_risk: int
-    """Other reservations of theirs whose dates no longer hold if it is booked anyway."""
-    declined: bool = False
-    """They already asked to be reassigned from this engagement."""
-    summary: str
 
 
 OPTION_HORIZON_DAYS = 183

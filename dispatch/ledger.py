@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from dispatch.decision import Ledger
+from dispatch.decision import Ledger, open_hours
 from dispatch.models import (
     AssignmentRequest,
     CarriedLedger,
@@ -40,6 +40,7 @@ from dispatch.models import (
     HoldingsSync,
     LedgerEntryView,
     Reservation,
+    ReservationProgress,
     Role,
     TrackerFigures,
 )
@@ -53,6 +54,12 @@ CLIENTS_REMEMBERED = 5000
 HISTORY_PER_CLIENT = 5
 
 Request = AssignmentRequest | ForceAssignRequest
+
+
+def progress_hours(message: ReservationProgress) -> float:
+    """The hours a role holds after ``message``: what the engagement reports among its
+    holdings and what the ledger books, computed once, here, so the two always agree."""
+    return round(open_hours(message.estimate, message.logged, handed_over=message.handed_over), 2)
 
 
 @dataclass
@@ -199,6 +206,37 @@ class FirmLedger:
         else:
             self._set(workflow_id, message.seq, list(message.holdings))
         return before != self.holdings(workflow_id)
+
+    def progress(self, message: ReservationProgress) -> bool:
+        """The engagement says how far one role has come: the ledger holds that role's open
+        hours from now on (``decision.open_hours``). True when it now holds fewer hours
+        (capacity was released: parked requests deserve another try).
+
+        Applied only to the reservation this ledger already holds for that role and person,
+        set by request ``message.seq`` or older: a report about a decision the engagement has
+        not seen yet (a newer entry) is refused, the engagement reports again once it takes
+        that answer; and a released or forgotten reservation is never brought back."""
+        entry = self.entries.get(message.workflow_id)
+        if entry is None or message.seq < entry.seq:
+            return False
+        held = next(
+            (
+                r
+                for r in entry.holdings
+                if r.role is message.role and r.staff_id == message.staff_id
+            ),
+            None,
+        )
+        if held is None:
+            return False
+        hours = progress_hours(message)
+        if hours == held.hours:
+            return False
+        entry.holdings = [
+            r.model_copy(update={"hours": hours}) if r is held else r for r in entry.holdings
+        ]
+        self.working.set_open_hours(message.workflow_id, message.role, hours)
+        return hours < held.hours
 
     def release_roles(self, workflow_id: str, roles: Iterable[Role], withdraw: bool) -> bool:
         """A release from an engagement of the first protocol (no request number): applied as
@@ -447,4 +485,4 @@ def _parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-__all__ = ["FirmLedger", "Parked", "Request", "WorkingLedger"]
+__all__ = ["FirmLedger", "Parked", "Request", "WorkingLedger", "progress_hours"]

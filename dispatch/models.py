@@ -170,6 +170,28 @@ class AssignmentRequest(Model):
         return self.seq or request_sequence(self.request_id)
 
 
+class PartnerOption(BaseModel):
+    """One way a partner can place a role nobody has room for, and what it costs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    staff_id: str
+    name: str
+    tier: Tier
+    hours: float
+    overtime_hours: float
+    """Hours beyond the person's capacity needed to do this by its due date and still keep
+    every later commitment's date (0: it fits their whole capacity, only not the ceiling)."""
+    finish_by: date | None
+    """The earliest due date that would fit without overtime (None: not within half a year)."""
+    commitments_at_risk: int
+    """Other reservations of theirs whose dates no longer hold if it is booked anyway."""
+    declined: bool = False
+    """They already asked to be reassigned from this engagement."""
+    summary: str
+
+
 class AssignmentResult(Model):
     request_id: str
     workflow_id: str
@@ -192,6 +214,9 @@ class AssignmentResult(Model):
     capacity_note: str | None = None
     """Set when the decision used capacity older than the firm's policy allows (a tracker
     outage): what was used and since when."""
+    options: list[PartnerOption] = Field(default_factory=list)
+    """When nobody fits: the partner's choices for the blocked role, best first (who, with
+    how much overtime, by which later date: ``dispatch.decision.partner_options``)."""
 
 
 class ReleaseRequest(Model):
@@ -217,6 +242,22 @@ class HoldingsSync(Model):
     withdraw: bool = False
     """Drop every request of this engagement up to ``seq`` (it wants nothing more of them)."""
     reason: str = ""
+
+
+class ReservationProgress(Model):
+    """How far one role of an engagement has come, for the ledger's open hours: the role's
+    estimate, the hours its holder logged on the job, and whether the work is handed over.
+
+    Applied only to the reservation the ledger holds for that role and person at request
+    number ``seq`` or older (never to a newer decision, never to a released reservation)."""
+
+    workflow_id: str
+    seq: int
+    role: Role
+    staff_id: str
+    estimate: float = Field(ge=0)
+    logged: float = Field(default=0.0, ge=0)
+    handed_over: bool = False
 
 
 class Reservation(Model):
@@ -261,6 +302,11 @@ class CapacitySnapshot(Model):
     tracker_as_of: datetime | None = None
     """When the tracker figures in use were read (``taken_at`` when fresh)."""
     tracker_error: str | None = None
+    time_zone: str | None = None
+    """The firm's clock, with ``workday_start_hour`` and ``policy.workday_end_hour``: how much
+    of today is still ahead when deciding (None on snapshots read before it was sent: the
+    whole day counts)."""
+    workday_start_hour: int | None = None
 
     def service_type(self, service_type_id: str) -> ServiceType | None:
         return next((t for t in self.service_types if t.id == service_type_id), None)
@@ -480,6 +526,8 @@ class OptimizeBatchInput(Model):
     seed: int = 0
     current_plan: list[Reservation] = Field(default_factory=list)
     """Who holds each role now, when re-planning work that already has people (churn)."""
+    day_left: float = Field(default=1.0, ge=0, le=1)
+    """The share of today's working hours still ahead (``dispatch.capacity.day_left_at``)."""
 
 
 class OptimizedBatch(Model):
@@ -634,6 +682,8 @@ class PartnerReviewNotice(Model):
     partner: StaffRef
     reason: str
     candidates: list[CandidateScore]
+    options: list[PartnerOption] = Field(default_factory=list)
+    """What each qualified person would cost (overtime, a later date), shown as text."""
 
 
 class CalendarBlockInput(Model):
@@ -895,6 +945,12 @@ class EngagementState(Model):
     """Set when its last decision used capacity older than the policy allows."""
     continued: int = 0
     """How many times this engagement continued as new (long lives keep short histories)."""
+    logged_hours: dict[Role, float] = Field(default_factory=dict)
+    """Role -> hours its current holder logged on the job (the daily tracker read)."""
+    logged_read_at: datetime | None = None
+    held_hours: dict[Role, float] = Field(default_factory=dict)
+    """Role -> the open hours the ledger holds for it (told by ``ReservationProgress``); a
+    role not listed holds its whole estimate."""
 
 
 class PendingRequest(Model):
@@ -1074,6 +1130,7 @@ __all__ = [
     "OptimizeBatchInput",
     "OptimizedBatch",
     "PartnerDecision",
+    "PartnerOption",
     "PartnerReviewNotice",
     "PlannedPeriod",
     "PlannedRole",
@@ -1089,6 +1146,7 @@ __all__ = [
     "RecurringPlanInput",
     "ReleaseRequest",
     "Reservation",
+    "ReservationProgress",
     "ResponseOutcome",
     "Role",
     "SideEffect",

@@ -50,7 +50,14 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.firm import FirmActivities
-    from dispatch.decision import decide, partner_assignment, staff_ref
+    from dispatch.capacity import day_left_at
+    from dispatch.decision import (
+        decide,
+        merged_history,
+        partner_assignment,
+        partner_options,
+        staff_ref,
+    )
     from dispatch.ledger import FirmLedger, Request
     from dispatch.models import (
         AssignmentRequest,
@@ -69,8 +76,10 @@ with workflow.unsafe.imports_passed_through():
         LedgerView,
         OptimizeBatchInput,
         OptimizedBatch,
+        PartnerOption,
         ReleaseRequest,
         Reservation,
+        ReservationProgress,
         Role,
         SnapshotInput,
         StaffBooking,
@@ -110,6 +119,15 @@ OPTIMIZE_ACTIVITY = "optimize_assignments"
 """``activities.optimizer.OptimizerActivities`` (named here, so this module never imports the
 solver)."""
 
+DAY_LEFT_PATCH = "dispatch-day-left"
+"""Decisions count only the share of today's working hours still ahead (the firm's clock from
+the snapshot); before it, and on snapshots without the firm's clock, the whole day."""
+OPEN_HOURS_PATCH = "open-hours-ledger"
+"""``ReservationProgress`` from the engagements sets a role's open hours on the ledger (the
+estimate less the hours logged, nothing once handed over); released hours retry parked work."""
+PARTNER_OPTIONS_PATCH = "partner-options"
+"""A request nobody can take is answered with the partner's options for the blocked role."""
+
 Ordered = list[tuple[int, int, Request]]
 """(kind: 0 parked / 1 new, position, request), earliest due first, parked first on a tie."""
 
@@ -136,7 +154,7 @@ class DispatcherWorkflow:
                 else FirmLedger(epoch=epoch)
             )
         self._inbox: list[Request] = []
-        self._syncs: list[HoldingsSync | ReleaseRequest] = []
+        self._syncs: list[HoldingsSync | ReleaseRequest | ReservationProgress] = []
         self._snapshot: CapacitySnapshot | None = None
         self._snapshot_at: datetime | None = None
         self._snapshot_failed_at: datetime | None = None
@@ -162,6 +180,11 @@ class DispatcherWorkflow:
 
     @workflow.signal
     def sync_holdings(self, message: HoldingsSync) -> None:
+        self._syncs.append(message)
+
+    @workflow.signal
+    def reservation_progress(self, message: ReservationProgress) -> None:
+        """An engagement reports how far a role has come: the ledger holds its open hours."""
         self._syncs.append(message)
 
     @workflow.signal
@@ -343,6 +366,9 @@ class DispatcherWorkflow:
         for message in syncs:
             if isinstance(message, HoldingsSync):
                 changed = self._book.sync(message) or changed
+            elif isinstance(message, ReservationProgress):
+                if workflow.patched(OPEN_HOURS_PATCH):
+                    changed = self._book.progress(message) or changed
             else:
                 changed = (
                     self._book.release_roles(
@@ -373,19 +399,24 @@ class DispatcherWorkflow:
     def _decide(self, ordered: Ordered, snapshot: CapacitySnapshot) -> list[AssignmentResult]:
         """Greedy, earliest due date first; runs without awaiting (read and book atomically)."""
         outgoing = self._drain_resends()
+        day_left = self._day_left(snapshot) if ordered else 1.0
         for kind, _, request in ordered:
             if isinstance(request, ForceAssignRequest):
-                outgoing.append(self._force(request, snapshot))
+                outgoing.append(self._force(request, snapshot, day_left))
                 continue
             result, reservations = decide(
-                request, snapshot, self._book.working, self._book.history_of()
+                request, snapshot, self._book.working, self._book.history_of(), day_left=day_left
             )
             self._record(kind, request, result, reservations, snapshot, outgoing)
         return outgoing
 
-    def _force(self, request: ForceAssignRequest, snapshot: CapacitySnapshot) -> AssignmentResult:
+    def _force(
+        self, request: ForceAssignRequest, snapshot: CapacitySnapshot, day_left: float
+    ) -> AssignmentResult:
         """A partner's decision. Recorded as such; an over-capacity one only when explicit."""
-        result, reservation = partner_assignment(request, snapshot, self._book.working)
+        result, reservation = partner_assignment(
+            request, snapshot, self._book.working, day_left=day_left
+        )
         if reservation is not None:
             self._book.book(request, [reservation], partial=True)
             self._book.remember(request.client_id, [request.staff_id])
@@ -408,10 +439,49 @@ class DispatcherWorkflow:
             outgoing.append(self._stamp(result, snapshot))
         elif kind == 1:
             # First time nobody fits: tell the engagement once, then keep trying quietly.
+            if workflow.patched(PARTNER_OPTIONS_PATCH):
+                result.options = self._options(request, result, snapshot)
             self._book.park(request, result.reason, since=workflow.now())
             self._book.count("decided")
             outgoing.append(self._stamp(result, snapshot))
         self._arrived.pop(request.workflow_id, None)
+
+    def _options(
+        self, request: AssignmentRequest, result: AssignmentResult, snapshot: CapacitySnapshot
+    ) -> list[PartnerOption]:
+        """The partner's choices for the role nobody could take (the last one decided)."""
+        blocked = result.decisions[-1].role if result.decisions else Role.PREPARER
+        if blocked is Role.REVIEWER:
+            chosen = [d.chosen for d in result.decisions if d.role is Role.PREPARER]
+            other = chosen[0] if chosen else request.keep_preparer
+        else:
+            other = request.keep_reviewer
+        return partner_options(
+            request,
+            snapshot,
+            self._book.working,
+            role=blocked,
+            other_role_holder=other,
+            day_left=self._day_left(snapshot),
+            limit=snapshot.policy.partner_candidates_shown,
+            history=merged_history(
+                request.client_id, self._book.history_of(), snapshot.client_history
+            ),
+        )
+
+    def _day_left(self, snapshot: CapacitySnapshot) -> float:
+        """The share of today's working hours still ahead on the firm's clock (1: all of it,
+        also for a snapshot that does not carry the firm's clock)."""
+        if snapshot.time_zone is None or snapshot.workday_start_hour is None:
+            return 1.0
+        if not workflow.patched(DAY_LEFT_PATCH):
+            return 1.0
+        return day_left_at(
+            workflow.now(),
+            snapshot.time_zone,
+            snapshot.workday_start_hour,
+            snapshot.policy.workday_end_hour,
+        )
 
     def _stamp(self, result: AssignmentResult, snapshot: CapacitySnapshot) -> AssignmentResult:
         now = workflow.now()
@@ -539,6 +609,7 @@ class DispatcherWorkflow:
                     reservations=list(self._book.reservations()),
                     client_history=self._book.history_of(),
                     time_limit_seconds=limit,
+                    day_left=self._day_left(snapshot),
                 ),
                 result_type=OptimizedBatch,
                 start_to_close_timeout=timedelta(seconds=2 * limit + 30),
@@ -562,7 +633,12 @@ class DispatcherWorkflow:
             planned.setdefault(role.request_id, {})[role.role] = role.staff_id
         requests = [r for _, _, r in ordered if isinstance(r, AssignmentRequest)]
         applied = apply_plan(
-            requests, snapshot, self._book.working, self._book.history_of(), planned
+            requests,
+            snapshot,
+            self._book.working,
+            self._book.history_of(),
+            planned,
+            day_left=self._day_left(snapshot),
         )
         if applied.replanned:
             workflow.logger.info(
@@ -861,4 +937,11 @@ class DispatcherWorkflow:
         return True
 
 
-__all__ = ["OPTIMIZE_ACTIVITY", "RESULT_SIGNAL", "DispatcherWorkflow"]
+__all__ = [
+    "DAY_LEFT_PATCH",
+    "OPEN_HOURS_PATCH",
+    "OPTIMIZE_ACTIVITY",
+    "PARTNER_OPTIONS_PATCH",
+    "RESULT_SIGNAL",
+    "DispatcherWorkflow",
+]

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CandidateScore,
         ClientConfirmationInput,
         DispatchStatus,
+        PartnerOption,
         PartnerReviewNotice,
         PmWriteBackInput,
         Role,
@@ -208,7 +209,13 @@ class Announcements(EngagementBase):
             k: v for k, v in self._state.calendar_keys.items() if k != role.value
         }
 
-    async def _needs_partner(self, reason: str, candidates: list[CandidateScore]) -> None:
+    async def _needs_partner(
+        self,
+        reason: str,
+        candidates: list[CandidateScore],
+        *,
+        choices: list[PartnerOption] | None = None,
+    ) -> None:
         s = self._state
         s.needs_partner_review_reason = reason
         self._set_status(DispatchStatus.NEEDS_PARTNER_REVIEW, reason)
@@ -224,6 +231,7 @@ class Announcements(EngagementBase):
                     partner=context.managing_partner,
                     reason=reason,
                     candidates=candidates[: context.partner_candidates_shown],
+                    options=(choices or [])[: context.partner_candidates_shown],
                 ),
                 "notify managing partner",
             ),

@@ -67,6 +67,12 @@ LEDGER_PATCH = "ledger-v2"
 """``workflow.patched`` id of the ledger protocol (request numbers, holdings syncs, epochs,
 re-parking, cancellation, continue-as-new). Engagements started before it keep their old path;
 remove the old path with ``deprecate_patch`` once none of them is open (README "Upgrading")."""
+LEVERS_PATCH = "engagement-levers"
+"""The season's levers on the engagement's side: it tells the ledger each role's open hours
+(``ReservationProgress``: the estimate less the hours its holder logged, read daily, nothing
+once the work is handed over), and the partner's message lists what each option would cost."""
+LOGGED_READ_EVERY = timedelta(hours=24)
+"""How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200
 TIMELINE_KEPT = 300
 DECISIONS_KEPT = 12
@@ -109,6 +115,7 @@ class EngagementBase:
     _context: EngagementContext | None
     _results: dict[str, AssignmentResult]
     _v2: bool
+    _levers: bool
     _local_reads: bool
     _pm_updates: list[PmUpdate]
     _reassignments: list[tuple[Role, str, str]]

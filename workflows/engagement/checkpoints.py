@@ -4,6 +4,9 @@ started, midpoint hours, due - 3 days, past due; each fires once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from datetime import date
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -13,7 +16,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from dispatch import lifecycle
     from dispatch.models import (
+        JobHours,
         JobHoursInput,
+        StaffRef,
         TrackerStaff,
     )
     from workflows import options
@@ -157,20 +162,26 @@ class Checkpoints(Announcements):
         people = [p for p in (s.preparer, s.reviewer) if p is not None]
         since = (s.assigned_at or workflow.now()).date()
         try:
-            result = await options.TRACKER.run(
-                TimeTrackerActivities.job_hours,
-                JobHoursInput(
-                    source=d.source,
-                    external_id=d.external_id,
-                    staff=[TrackerStaff(staff_id=p.id, email=p.email) for p in people],
-                    since=since,
-                    until=workflow.now().date(),
-                ),
-                "hours logged on the job",
-            )
+            result = await self._job_hours(people, since, "hours logged on the job")
         except ActivityError:
             self._note("hours unavailable", "the time tracker did not answer")
             return s.hours_logged or 0.0
         s.hours_logged = result.hours
         self._note("hours logged", f"{result.hours:g} h ({result.detail})")
         return result.hours
+
+    def _job_hours(self, people: list[StaffRef], since: date, summary: str) -> Awaitable[JobHours]:
+        """The time tracker's hours logged on this job by ``people`` from ``since`` to today."""
+        d = self._details
+        assert d is not None
+        return options.TRACKER.run(
+            TimeTrackerActivities.job_hours,
+            JobHoursInput(
+                source=d.source,
+                external_id=d.external_id,
+                staff=[TrackerStaff(staff_id=p.id, email=p.email) for p in people],
+                since=since,
+                until=workflow.now().date(),
+            ),
+            summary,
+        )

@@ -4,7 +4,7 @@ ledger, answers taken or refused, reassignments, partner picks and closing.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -12,6 +12,7 @@ from temporalio.exceptions import ActivityError, FailureError
 
 from workflows.engagement.base import (
     DECISIONS_KEPT,
+    LOGGED_READ_EVERY,
     RESULT_WAIT,
     RESULT_WAIT_V2,
     REVIEWER_INDEX_PATCH,
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.firm import FirmActivities
     from dispatch import lifecycle
     from dispatch.ids import dispatcher_workflow_id, request_id
+    from dispatch.ledger import progress_hours
     from dispatch.models import (
         AssignmentRequest,
         AssignmentResult,
@@ -34,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         PendingRequest,
         ReleaseRequest,
         Reservation,
+        ReservationProgress,
         Role,
         SnapshotInput,
         StaffRef,
@@ -114,7 +117,8 @@ class DispatchClient(Checkpoints):
                     workflow_id=s.workflow_id,
                     role=role,
                     staff_id=person.id,
-                    hours=hours,
+                    # What the ledger was told is still open (the whole estimate until then).
+                    hours=s.held_hours.get(role, hours),
                     start=min(start, d.due_date),
                     due=d.due_date,
                     client_id=d.client_id,
@@ -225,13 +229,18 @@ class DispatchClient(Checkpoints):
             # The dispatcher keeps the request parked and answers again on the same id.
             pending.parked = True
             if s.status is not DispatchStatus.NEEDS_PARTNER_REVIEW:
-                await self._needs_partner(result.reason, self._last_candidates)
+                await self._needs_partner(
+                    result.reason,
+                    self._last_candidates,
+                    choices=result.options if self._levers else [],
+                )
             return
         self._pending = None
         s.awaiting = None
         if result.warnings:
             s.warnings = [*s.warnings, *result.warnings]
         if pending.purpose == "adjust":
+            self._rebooked([Role.PREPARER, Role.REVIEWER], changed=[])
             s.preparer_hours = result.preparer_hours
             s.reviewer_hours = result.reviewer_hours
             self._note("reservation adjusted", "; ".join(result.warnings) or "fits")
@@ -254,6 +263,11 @@ class DispatchClient(Checkpoints):
             now_holder, before = self._holder(result, role), previous[role]
             if now_holder is not None and (before is None or before.id != now_holder.id):
                 changed.append(role)
+        # A partner's pick books the preparer alone; every other answer books both roles whole.
+        self._rebooked(
+            [Role.PREPARER] if pending.purpose == "partner" else [Role.PREPARER, Role.REVIEWER],
+            changed=changed,
+        )
         s.preparer = result.preparer
         s.reviewer = result.reviewer
         s.preparer_hours = result.preparer_hours
@@ -316,6 +330,7 @@ class DispatchClient(Checkpoints):
         else:
             s.reviewer = None
             s.reviewer_hours = 0.0
+        self._rebooked([role], changed=[role])
         if not self._v2:
             # The first protocol logged the gap too (nobody, 0 h): one record per meaning now,
             # written when the new person is announced.
@@ -364,6 +379,101 @@ class DispatchClient(Checkpoints):
                 force=message,
             )
         )
+
+    # --- open hours (LEVERS_PATCH) -----------------------------------------------------------
+
+    def _rebooked(self, roles: list[Role], *, changed: list[Role]) -> None:
+        """The ledger booked these roles' whole estimates again (an answer taken) or released
+        them: what it was told of their open hours no longer stands. A new holder starts with
+        no hours logged."""
+        if not self._levers:
+            return
+        s = self._state
+        s.held_hours = {r: h for r, h in s.held_hours.items() if r not in roles}
+        s.logged_hours = {r: h for r, h in s.logged_hours.items() if r not in changed}
+
+    def _handed_over(self, role: Role) -> bool:
+        """The role's work is done as far as capacity goes: the preparer's once the PM system
+        shows it ready for review or in review (a review sent back re-opens it), the
+        reviewer's once it is completed."""
+        d = self._details
+        state = d.work_state if d is not None else None
+        if role is Role.PREPARER:
+            return state in ("ready_for_review", "in_review", "completed")
+        return state == "completed"
+
+    def _held_roles(self) -> list[tuple[Role, StaffRef, float]]:
+        s = self._state
+        return [
+            (role, person, estimate)
+            for role, person, estimate in (
+                (Role.PREPARER, s.preparer, s.preparer_hours),
+                (Role.REVIEWER, s.reviewer, s.reviewer_hours),
+            )
+            if person is not None and estimate > 0
+        ]
+
+    async def _report_progress(self) -> None:
+        """Tell the ledger each role's open hours where they differ from what it holds."""
+        s = self._state
+        if self._details is None or s.status.is_closed:
+            return
+        seq = self._answered_seq()
+        for role, person, estimate in self._held_roles():
+            message = ReservationProgress(
+                workflow_id=s.workflow_id,
+                seq=seq,
+                role=role,
+                staff_id=person.id,
+                estimate=estimate,
+                logged=s.logged_hours.get(role, 0.0),
+                handed_over=self._handed_over(role),
+            )
+            hours = progress_hours(message)
+            if s.held_hours.get(role, estimate) == hours:
+                continue
+            s.held_hours = {**s.held_hours, role: hours}
+            await self._to_dispatcher(DispatcherWorkflow.reservation_progress, message)
+
+    def _logged_read_at(self) -> datetime | None:
+        """When the hours logged are read next: daily while someone's work is under way."""
+        s = self._state
+        if s.status.is_closed or not self._roles_to_read():
+            return None
+        last = s.logged_read_at or s.assigned_at
+        return last + LOGGED_READ_EVERY if last is not None else None
+
+    def _roles_to_read(self) -> list[tuple[Role, StaffRef]]:
+        """The preparer until the work is handed over, then the reviewer."""
+        preparer_done = self._handed_over(Role.PREPARER)
+        return [
+            (role, person)
+            for role, person, _ in self._held_roles()
+            if (role is Role.PREPARER) != preparer_done
+        ]
+
+    async def _read_logged(self) -> None:
+        """The hours each working holder logged on the job, from the time tracker."""
+        s, d = self._state, self._details
+        assert d is not None
+        today = workflow.now().date()
+        s.logged_read_at = workflow.now()
+        starts = [
+            d.start_date,
+            s.assigned_at.date() if s.assigned_at else None,
+            s.timeline[0].at.date() if s.timeline else None,
+        ]
+        since = min([day for day in starts if day is not None] or [today])
+        for role, person in self._roles_to_read():
+            try:
+                result = await self._job_hours(
+                    [person], min(since, today), f"hours logged by the {role.value}"
+                )
+            except ActivityError as err:
+                # The ledger keeps what it holds (more, never less, than is open).
+                self._note("hours unavailable", cause_of(err))
+                continue
+            s.logged_hours = {**s.logged_hours, role: result.hours}
 
     async def _close(self, status: DispatchStatus, why: str) -> None:
         s = self._state

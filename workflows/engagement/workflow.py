@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from workflows.engagement.base import (
     LEDGER_PATCH,
+    LEVERS_PATCH,
     LOCAL_READS_PATCH,
 )
 
@@ -71,6 +72,8 @@ class EngagementWorkflow(PmChanges):
         self._results: dict[str, AssignmentResult] = {}
         self._v2 = False
         """The ledger protocol (``LEDGER_PATCH``); set at the start of ``run``."""
+        self._levers = False
+        """Open hours and partner options (``LEVERS_PATCH``); set at the start of ``run``."""
         self._local_reads = False
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
@@ -230,6 +233,7 @@ class EngagementWorkflow(PmChanges):
     @workflow.run
     async def run(self, input: EngagementInput) -> EngagementState:
         self._v2 = workflow.patched(LEDGER_PATCH)
+        self._levers = self._v2 and workflow.patched(LEVERS_PATCH)
         self._local_reads = workflow.patched(LOCAL_READS_PATCH)
         try:
             if input.state is not None and self._details is not None:
@@ -322,6 +326,11 @@ class EngagementWorkflow(PmChanges):
             await self._pm_update(self._pm_updates.pop(0))
         if not self._state.status.is_closed:
             await self._fire_due_checkpoints()
+        if self._levers and not self._state.status.is_closed:
+            at = self._logged_read_at()
+            if at is not None and at <= workflow.now():
+                await self._read_logged()
+            await self._report_progress()
         pending = self._pending
         if (
             pending is not None
@@ -337,4 +346,7 @@ class EngagementWorkflow(PmChanges):
         ]
         if self._pending is not None and not self._pending.parked:
             moments.append(self._pending.sent_at + self._result_wait)
+        read = self._logged_read_at() if self._levers else None
+        if read is not None:
+            moments.append(read)
         return min(moments) if moments else None
