@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from app.cli import build_parser
 from app.stack import RestartPolicy, Stack, StackError, metrics_base
@@ -128,3 +129,29 @@ def test_a_bad_metrics_port_is_refused_by_the_command_line(
     assert exited.value.code == 2
     assert "--metrics-port: must be between 1024" in capsys.readouterr().err
     assert build_parser().parse_args(["up", "--metrics-port", "9500"]).metrics_port == 9500
+
+
+def test_the_prometheus_examples_scrape_every_worker_where_it_serves(tmp_path: Path) -> None:
+    deploy = ROOT / "deploy" / "prometheus"
+    local = yaml.safe_load((deploy / "dispatch-up.yml").read_text())
+    [workers] = [j for j in local["scrape_configs"] if j["job_name"] == "dispatch-worker"]
+    stack = Stack(load_firm_config(), tmp_path / "firm.yaml", data=tmp_path, workers=4)
+    stack.metrics = metrics_base(9464)
+    assert workers["static_configs"][0]["targets"] == [
+        stack.metrics_address(f"worker-{n}") for n in (1, 2, 3, 4)
+    ]
+
+    compose = yaml.safe_load((ROOT / "docker-compose.temporal.yml").read_text())
+    port = int(
+        compose["services"]["worker"]["environment"]["DISPATCH_METRICS_ADDRESS"].rsplit(":", 1)[1]
+    )
+    scaled = yaml.safe_load((deploy / "prometheus-scaled.yml").read_text())
+    [replicas] = [j for j in scaled["scrape_configs"] if j["job_name"] == "dispatch-worker"]
+    assert replicas["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": port, "refresh_interval": "30s"}
+    ]
+    override = yaml.safe_load((deploy / "scaled.compose.yml").read_text())
+    [mount] = override["services"]["prometheus"]["volumes"]
+    source, target = mount.removesuffix(":ro").split(":")
+    assert (ROOT / source).resolve() == deploy / "prometheus-scaled.yml"
+    assert f"{target}:ro" in compose["services"]["prometheus"]["volumes"][0]
