@@ -60,6 +60,7 @@ from dispatch.config import FirmConfig, FirmConfigError, load_firm_config
 from dispatch.ids import engagement_workflow_id
 from dispatch.links import LinkClaims
 from dispatch.models import EngagementDetails, EngagementInput, PmUpdate
+from worker import configure_logging
 from workflows.engagement import EngagementWorkflow
 
 log = logging.getLogger("dispatch.starter")
@@ -556,10 +557,7 @@ def _karbon_key_env(config: FirmConfig) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging()
     try:
         # A missing secret the routes need (Slack's signing secret, SendGrid's key for link
         # codes, the encryption keys) is a one-line error at start, not a traceback later.

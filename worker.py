@@ -118,11 +118,20 @@ async def run_worker(
     log.info("worker stopped")
 
 
-async def _main() -> int:
+def configure_logging() -> None:
+    """The worker's and the webhook server's logging: ``DISPATCH_LOG_LEVEL`` (default INFO)."""
     logging.basicConfig(
         level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # slack_sdk logs every request body at DEBUG (message text: client names). Never, even for
+    # a firm debugging at DEBUG; above INFO the root's level holds.
+    root = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("slack_sdk").setLevel(max(logging.INFO, root))
+
+
+async def _main() -> int:
+    configure_logging()
     try:
         require_encryption()
         config = load_firm_config()

@@ -5,6 +5,8 @@ dispatch up [--workers N]   # the whole stack on the demo firm (or DISPATCH_FIRM
 dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
               [--batch-window S]  # assign the burst jointly (batch optimizer)
 dispatch board [--status S] # the dispatch board from Temporal
+dispatch audit export --from YYYY-MM-DD --to YYYY-MM-DD [--csv|--json] [--out FILE]
+                            # every assignment decision and override in the window
 dispatch sandbox            # only the emulators, on :8100
 dispatch simulate [--profile M15 --seeds 10]  # the tax-season benchmark (policies compared)
 """
@@ -19,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +31,7 @@ from rich.markup import escape
 
 from app import schedules
 from app.secrets_demo import SecretsRefused
-from app.stack import Stack, StackError, default_workers
+from app.stack import Stack, StackError, default_workers, metrics_base
 from dispatch.config import (
     CONFIG_ENV,
     DEMO_FIRM_PATH,
@@ -65,6 +67,16 @@ def _workers(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= 64:
         raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1024 <= value <= 65535 - 64:
+        raise argparse.ArgumentTypeError("must be between 1024 and 65471 (room for 64 workers)")
     return value
 
 
@@ -117,7 +129,12 @@ async def _up(args: argparse.Namespace, console: Console, demo: bool) -> int:
     path, root = args.firm_path, args.root_path
     config = load_firm_config(path)
     shown = path.name
-    options = {"root": root, "data": args.data_path, "workers": args.workers}
+    try:
+        metrics = metrics_base(args.metrics_port)
+    except StackError as err:
+        console.print(f"[red]{escape(str(err))}[/]", soft_wrap=True)
+        return 2
+    options = {"root": root, "data": args.data_path, "workers": args.workers, "metrics": metrics}
     stack = Stack(config, path, **options)
     if demo:
         config, path = _demo_twin(args, stack)
@@ -200,6 +217,10 @@ def _print_started(stack: Stack, config: FirmConfig, console: Console) -> None:
     )
     if stack.ui_url:
         console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
+    workers = [p.name for p in stack.processes if p.role == "worker"]
+    if stack.metrics is not None:
+        endpoints = (f"{w} http://{stack.metrics_address(w)}/metrics" for w in workers)
+        console.print("  metrics:   " + ", ".join(endpoints))
     console.print(f"  logs:      {stack.data_dir / 'logs'}")
 
 
@@ -228,6 +249,71 @@ async def _board(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _audit_window(args: argparse.Namespace) -> tuple[date, date]:
+    """The export's days, or ValueError naming the flag and the reason."""
+    from app.audit import check_window
+
+    days = []
+    for flag, text in (("--from", args.start), ("--to", args.end)):
+        try:
+            days.append(date.fromisoformat(text))
+        except ValueError:
+            raise ValueError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
+        if len(text) != 10:
+            raise ValueError(f"{flag}: not a date (YYYY-MM-DD): {text!r}")
+    start, end = days
+    check_window(start, end)
+    return start, end
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    from app import audit
+    from app.temporal import connect
+
+    try:
+        start, end = _audit_window(args)
+    except ValueError as err:
+        print(f"dispatch audit export: {err}", file=sys.stderr)
+        return 2
+    try:
+        client = await connect(_local_temporal())
+        records = await audit.collect_decisions(client, start, end)
+    except (RuntimeError, audit.AuditUnavailable) as err:
+        print(f"dispatch audit export: {err}", file=sys.stderr)
+        return 1
+    text = audit.render_audit(records, "json" if args.json else "csv")
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        # Written whole or not at all: an auditor never gets half a file.
+        partial.write_text(text, encoding="utf-8", newline="")
+        partial.replace(out)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        print(f"dispatch audit export: cannot write {out}: {err.strerror}", file=sys.stderr)
+        return 2
+    print(f"{len(records)} records from {start} to {end} written to {out}", file=sys.stderr)
+    return 0
+
+
+def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    a = sub.add_parser("audit", help="export every assignment decision (for an auditor)")
+    actions = a.add_subparsers(dest="audit_command", required=True)
+    export = actions.add_parser(
+        "export",
+        help="decisions and overrides from --from to --to (UTC days, both included)",
+    )
+    export.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    export.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD")
+    fmt = export.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="one row per record (the default)")
+    fmt.add_argument("--json", action="store_true", help="every record with its candidates")
+    export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="worker processes on the task queue (default: one per CPU, here "
             f"{default_workers()})",
         )
+        p.add_argument(
+            "--metrics-port",
+            type=_port,
+            metavar="BASE",
+            help="serve each worker's Prometheus metrics on 127.0.0.1: worker-1 on BASE, "
+            "worker-2 on BASE+1, ... (default: from DISPATCH_METRICS_ADDRESS host:port, else off)",
+        )
         if name == "demo":
             p.add_argument(
                 "--once",
@@ -268,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
     b.add_argument("--limit", type=int, default=200)
     b.add_argument("--json", action="store_true")
+    _add_audit_parser(sub)
     schedules.add_parser(sub)
     simulation_cli.add_parser(sub)
     s = sub.add_parser("sandbox", help="run only the sandbox emulators")
@@ -289,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(schedules.run(args))
         elif args.command == "simulate":
             code = simulation_cli.run(args)
+        elif args.command == "audit":
+            code = asyncio.run(_audit(args))
         elif args.command in ("up", "demo"):
             args.firm_path = _firm_path(args.firm)
             args.root_path = Path(args.root).resolve()

@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from app.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from app.secrets_demo import plan_demo_secrets
+from app.telemetry import METRICS_ENV
 from app.temporal import connect, ensure_search_attributes
 from dispatch.codec import KEYS_ENV, ensure_key_file
 from dispatch.config import FirmConfig
@@ -64,6 +65,20 @@ class Ports:
     ui: int = field(default_factory=lambda: _env_int("DISPATCH_UI_PORT", 8233))
     starter: int = field(default_factory=lambda: _env_int("DISPATCH_PORT", 8000))
     sandbox: int = field(default_factory=lambda: _env_int("DISPATCH_SANDBOX_PORT", 8100))
+
+
+def metrics_base(port: int | None, address: str | None = None) -> tuple[str, int] | None:
+    """Where worker-1's metrics go: ``port`` on the loopback interface, else the host and port
+    of ``address`` (default ``DISPATCH_METRICS_ADDRESS``), else None (metrics off)."""
+    if port is not None:
+        return ("127.0.0.1", port)
+    address = (os.environ.get(METRICS_ENV) if address is None else address) or ""
+    host, _, text = address.strip().rpartition(":")
+    if not text:
+        return None
+    if not host or not text.isdigit() or not 0 < int(text) < 65536:
+        raise StackError(f"{METRICS_ENV} must be host:port (e.g. 127.0.0.1:9464), not {address!r}")
+    return (host, int(text))
 
 
 def default_workers() -> int:
@@ -142,6 +157,8 @@ class Process:
     """Exits in a row, each soon after starting; drives the backoff and the crash-loop report."""
     restart_at: float | None = None
     ready_reported: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    """This child's own variables over the stack's (a worker's metrics address)."""
 
     @property
     def pid(self) -> int:
@@ -177,6 +194,9 @@ class Stack:
     started_temporal: bool = False
     notes: list[str] = field(default_factory=list)
     stopping: bool = False
+    metrics: tuple[str, int] | None = field(default_factory=lambda: metrics_base(None))
+    """Host and first port of the workers' Prometheus endpoints (worker-N serves base + N - 1);
+    None: no metrics. Default: ``DISPATCH_METRICS_ADDRESS``."""
 
     @property
     def data_dir(self) -> Path:
@@ -224,7 +244,9 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _popen(self, argv: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    def _popen(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as handle:
             offset = handle.tell()
@@ -232,22 +254,24 @@ class Stack:
                 argv,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=self.child_env(),
+                env={**self.child_env(), **(env or {})},
                 cwd=self.root,
                 # Ctrl-C reaches only us; we stop the children ourselves, in order.
                 start_new_session=True,
             )
         return popen, offset
 
-    def spawn(self, name: str, role: str, argv: list[str]) -> Process:
+    def spawn(
+        self, name: str, role: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> Process:
         log = self.data_dir / "logs" / f"{name}.log"
-        popen, offset = self._popen(argv, log)
-        process = Process(name, role, argv, log, popen, log_offset=offset)
+        popen, offset = self._popen(argv, log, env)
+        process = Process(name, role, argv, log, popen, log_offset=offset, env=dict(env or {}))
         self.processes.append(process)
         return process
 
     def _respawn(self, process: Process) -> None:
-        process.popen, process.log_offset = self._popen(process.argv, process.log)
+        process.popen, process.log_offset = self._popen(process.argv, process.log, process.env)
         process.started_at = time.monotonic()
         process.restarts += 1
         process.restart_at = None
@@ -300,10 +324,22 @@ class Stack:
         names = [n for n in names if n not in running]
         argv = [sys.executable, str(self.root / "worker.py")]
         if names:
-            first = self.spawn(names[0], "worker", argv)
+            first = self.spawn(names[0], "worker", argv, self.worker_env(names[0]))
             await self._wait_ready(f"the worker ({first.name})", first)
-        rest = [self.spawn(name, "worker", argv) for name in names[1:]]
+        rest = [self.spawn(name, "worker", argv, self.worker_env(name)) for name in names[1:]]
         await asyncio.gather(*(self._wait_ready(f"the worker ({p.name})", p) for p in rest))
+
+    def metrics_address(self, worker: str) -> str | None:
+        """``worker-N``'s Prometheus endpoint: the base port + N - 1 (two processes cannot
+        share one port, and a restarted worker keeps its own)."""
+        if self.metrics is None:
+            return None
+        host, base = self.metrics
+        return f"{host}:{base + int(worker.rpartition('-')[2]) - 1}"
+
+    def worker_env(self, worker: str) -> dict[str, str]:
+        address = self.metrics_address(worker)
+        return {METRICS_ENV: address} if address else {}
 
     async def start_starter(self) -> None:
         starter = self.spawn("starter", "starter", [sys.executable, str(self.root / "starter.py")])
