@@ -72,7 +72,7 @@ REFRESH_SECONDS = 5
 _EVENT = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
     "Content-Security-Policy": (
@@ -80,7 +80,9 @@ _HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
-"""The sign-in token is in a URL: no caching, no Referer, no indexing, no framing."""
+"""The sign-in token is in a URL: no caching, no Referer to anyone else, no indexing, no
+framing. (``same-origin``, not ``no-referrer``: under the latter browsers send ``Origin: null``
+with our own forms, and the origin check could not tell them from a sandboxed frame's.)"""
 
 ClientSource = Callable[[], Awaitable[Client]]
 _env = Environment(
