@@ -7,23 +7,32 @@ router fails the test if it is ever called.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from rich.console import Console
+from slack_sdk.signature import SignatureVerifier
 from temporalio.client import Client
 
 from app.board import BoardFilters, FilterError, capacity_view, week_starts
 from app.board_web import create_board_router, signin_link
 from app.board_web.auth import COOKIE, LINK_TTL, SECRET_ENV, NotAllowed, sign
+from app.cli import _board_link, build_parser
 from dispatch.config import Absence
 from dispatch.models import BookingsView, Reservation, Role, StaffBooking
+from starter import create_app
 from tests.factories import MONDAY, demo_config
+from tests.slack_driver import token_headers
 
 SECRET = "board-test-secret-0123456789"
 BASE = "http://board.test"
@@ -328,3 +337,71 @@ async def test_pages_are_not_cached_framed_or_given_a_referer(
     script = await http.get("/board/static/board.js")
     assert script.status_code == 200 and "fetch(" in script.text
     assert (await http.get("/board/static/..%2Fauth.py")).status_code == 404
+
+
+# --- "Open the board": the Slack command and the operator's CLI ----------------------------
+
+
+def slash_command(user: str, command: str = "/board") -> tuple[bytes, dict[str, str]]:
+    body = urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T0HARBOR",
+            "channel_id": "D0DM",
+            "user_id": user,
+            "command": command,
+            "text": "",
+            "response_url": "https://hooks.slack.com/commands/T0HARBOR/1/abc",
+            "trigger_id": "1.2.3",
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+    signature = SignatureVerifier(os.environ["SLACK_SIGNING_SECRET"]).generate_signature(
+        timestamp=stamp, body=body
+    )
+    assert signature is not None
+    return body, token_headers(stamp, signature)
+
+
+async def test_the_board_command_in_slack_answers_only_its_asker_with_a_link(
+    clock: Clock,
+) -> None:
+    app = create_app(demo_config(), no_temporal)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+        body, headers = slash_command("U01AVA")  # Ava, the managing partner
+        answer = await http.post("/slack/events", content=body, headers=headers)
+        assert answer.status_code == 200
+        reply = answer.json()
+        assert reply["response_type"] == "ephemeral"
+        found = re.search(r"<([^|>]+)\|Open the board>", reply["text"])
+        assert found is not None
+        link = found.group(1)
+        # The link is real: it signs Ava in on this server.
+        token = token_of(link)
+        signed = await http.post("/board/signin", data={"t": token})
+        assert signed.status_code == 303
+
+        body, headers = slash_command("U05PRIYA")  # a senior: not for the board
+        reply = (await http.post("/slack/events", content=body, headers=headers)).json()
+        assert "partners and managers" in reply["text"] and "/board/signin" not in reply["text"]
+
+        body, headers = slash_command("U01AVA")
+        forged = await http.post(
+            "/slack/events",
+            content=body,
+            headers={**headers, "X-Slack-Signature": "v0=" + "0" * 64},
+        )
+        assert forged.status_code == 401
+
+
+def test_the_operator_prints_a_link_for_a_partner(
+    clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(["board", "--link", "--as", "ben", "--base-url", BASE])
+    console = Console(file=io.StringIO())
+    assert _board_link(args, console) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"{BASE}/board/signin?t=")
+    args = build_parser().parse_args(["board", "--link", "--as", "noah"])
+    assert _board_link(args, console) == 2
+    assert "partners and managers" in console.file.getvalue()  # type: ignore[attr-defined]
