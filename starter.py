@@ -3,10 +3,11 @@
     python starter.py           # 127.0.0.1:8000 (DISPATCH_HOST, DISPATCH_PORT)
 
 Routes: ``POST /webhooks/karbon``, ``POST /webhooks/engagements``, ``POST /slack/events``
-(Slack buttons), ``GET /healthz``, ``GET /openapi.json``. Every start is idempotent
-(deterministic workflow id, USE_EXISTING), so a webhook delivered five times makes one
-workflow. When Temporal cannot record a webhook (stopped, hung, overloaded) the answer is 503
-with Retry-After within a second or two, so the sender retries and nothing is lost.
+(Slack buttons), ``GET /healthz``, ``GET /openapi.json``, the board (``/board``). Every start
+is idempotent (deterministic workflow id, USE_EXISTING), so a webhook delivered five times
+makes one workflow. When Temporal cannot record a webhook (stopped, hung, overloaded) the
+answer is 503 with Retry-After within a second or two, so the sender retries and nothing is
+lost.
 
 Hostile input is met at the door: each route has a body-size limit (413), every field a limit
 (``dispatch.limits``, 422 naming the field), and no request, whatever its content or signature,
@@ -37,6 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.engagement_start import start_engagement
 from activities.signing import verify_hex_signature
+from app.board_web import create_board_router
 from app.codec_server import create_codec_router
 from app.links import LinkOutcome, create_links_router, sendgrid_code_sender
 from app.responses import RPC_TIMEOUT, ServiceUnavailable, bounded, deliver_link
@@ -439,6 +441,7 @@ def create_app(
         app.include_router(
             create_links_router(config, deliver, send_code=sendgrid_code_sender(config))
         )
+    app.include_router(create_board_router(config, gateway.client, task_queue=task_queue))
     ring = KeyRing.from_env()
     app.include_router(create_codec_router(EncryptionCodec(ring) if ring else None))
     if chat.kind == "slack":

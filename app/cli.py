@@ -4,7 +4,8 @@ dispatch up [--workers N]   # the whole stack on the demo firm (or DISPATCH_FIRM
                             # supervised: a process that exits is restarted
 dispatch demo [--once]      # the month-end story; --once exits 0 only if all went as expected
               [--batch-window S]  # assign the burst jointly (batch optimizer)
-dispatch board [--status S] # the dispatch board from Temporal
+dispatch board [--status S] # the dispatch board from Temporal (same read model as /board)
+dispatch board --link --as ID  # a sign-in link to the web board for a partner or manager
 dispatch audit export --from YYYY-MM-DD --to YYYY-MM-DD [--csv|--json] [--out FILE]
                             # every assignment decision and override in the window
 dispatch sandbox            # only the emulators, on :8100
@@ -21,9 +22,10 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import yaml
 from rich.console import Console
@@ -32,6 +34,7 @@ from rich.markup import escape
 from app import schedules
 from app.secrets_demo import SecretsRefused
 from app.stack import Stack, StackError, default_workers, metrics_base
+from dispatch import TASK_QUEUE
 from dispatch.config import (
     CONFIG_ENV,
     DEMO_FIRM_PATH,
@@ -232,20 +235,63 @@ def _local_temporal() -> str | None:
     return None
 
 
+def _board_link(args: argparse.Namespace, console: Console) -> int:
+    from app.board_web import NotAllowed, signin_link
+
+    if not args.as_staff:
+        console.print("[red]--link needs --as <staff id>[/] (a partner or manager)")
+        return 2
+    config = load_firm_config()
+    try:
+        link = signin_link(config, args.as_staff, datetime.now(UTC), base=args.base_url)
+    except NotAllowed as err:
+        console.print(f"[red]no link:[/] {escape(str(err))}")
+        return 2
+    # The link is a bearer credential until it is used or expires (15 minutes): print it
+    # only to the operator's terminal, never to a log.
+    print(link)
+    return 0
+
+
 async def _board(args: argparse.Namespace, console: Console) -> int:
     from app import board
     from app.temporal import connect
 
     try:
+        filters = board.BoardFilters.parse(
+            {
+                "status": args.status,
+                "person": args.person,
+                "client": args.client,
+                "service": args.service,
+                "due_from": args.due_from,
+                "due_to": args.due_to,
+            }
+        )
+    except board.FilterError as err:
+        console.print(f"[red]--{err.field.replace('_', '-')}:[/] {escape(err.reason)}")
+        return 2
+    config = load_firm_config()
+    try:
         client = await connect(_local_temporal())
     except RuntimeError as err:
         console.print(f"[red]cannot reach Temporal:[/] {err}")
         return 1
-    rows = await board.collect(client, status=args.status, limit=args.limit)
+    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    view = await board.read_board(
+        client,
+        firm_id=config.firm.id,
+        config=config,
+        filters=filters,
+        today=today,
+        task_queue=args.task_queue,
+        limit=args.limit,
+    )
     if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        print(json.dumps([r.as_dict() for r in view.engagements], indent=2))
     else:
-        board.render(rows, console)
+        board.render([board.row_from_listing(r) for r in view.engagements], console)
+        board.render_capacity(view, console)
     return 0
 
 
@@ -357,10 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
                 help="assign arrivals within this many seconds jointly (the batch optimizer); "
                 "default: the firm file's policy.batch_window_seconds",
             )
-    b = sub.add_parser("board", help="print the dispatch board")
+    b = sub.add_parser("board", help="print the dispatch board, or a sign-in link to the web one")
     b.add_argument("--status", help="only this DispatchStatus (e.g. NeedsPartnerReview)")
-    b.add_argument("--limit", type=int, default=200)
+    b.add_argument("--person", help="staff id: engagements where they prepare or review")
+    b.add_argument("--client", help="client id")
+    b.add_argument("--service", help="service type id")
+    b.add_argument("--due-from", help="due on or after (YYYY-MM-DD)")
+    b.add_argument("--due-to", help="due on or before (YYYY-MM-DD)")
+    b.add_argument("--task-queue", default=TASK_QUEUE, help="the workers' task queue")
+    b.add_argument("--limit", type=int, default=500)
     b.add_argument("--json", action="store_true")
+    b.add_argument(
+        "--link", action="store_true", help="print a sign-in link to the web board (/board)"
+    )
+    b.add_argument("--as", dest="as_staff", metavar="STAFF_ID", help="who the link signs in")
+    b.add_argument(
+        "--base-url", help="where people reach the webhook server (default: $DISPATCH_BOARD_URL)"
+    )
     _add_audit_parser(sub)
     schedules.add_parser(sub)
     simulation_cli.add_parser(sub)
@@ -390,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
             args.root_path = Path(args.root).resolve()
             args.data_path = Path(args.data).resolve() if args.data else None
             code = asyncio.run(_up(args, console, demo=args.command == "demo"))
+        elif args.link:
+            code = _board_link(args, console)
         else:
             code = asyncio.run(_board(args, console))
     except (FirmConfigError, SecretsRefused) as err:

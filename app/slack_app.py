@@ -1,4 +1,5 @@
-"""Slack interactivity: the Accept / Request reassignment and partner buttons, through Bolt.
+"""Slack interactivity: the Accept / Request reassignment and partner buttons, through Bolt,
+and the ``/board`` slash command ("Open the board": a sign-in link only its asker sees).
 
 Mounted by the webhook server at ``POST /slack/events``. Before Bolt sees a request we check,
 ourselves, what Bolt would trip over or log:
@@ -35,6 +36,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,6 +47,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
+from app.board_web import NotAllowed, signin_link
 from app.responses import (
     BUSY,
     Refused,
@@ -128,6 +131,22 @@ class Ignored:
 
 def _string(value: object, limit: int) -> str | None:
     return value if isinstance(value, str) and len(value) <= limit else None
+
+
+BOARD_COMMAND = "/board"
+
+
+def slash_command(body: bytes) -> tuple[str, str] | None:
+    """(command, Slack user id) when ``body`` is a slash command, else None."""
+    try:
+        form = parse_qs(body.decode("utf-8"), max_num_fields=30, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    commands, users = form.get("command", []), form.get("user_id", [])
+    if len(commands) != 1 or len(users) != 1 or not _SLACK_ID.match(users[0]):
+        return None
+    command = commands[0]
+    return (command, users[0]) if re.match(r"^/[a-z0-9_-]{1,32}$", command) else None
 
 
 def check_click(body: bytes) -> Problem | Ignored | None:
@@ -247,6 +266,9 @@ class SlackEvents:
         ):
             log.info("refused a Slack request: bad, missing or stale signature")
             return JSONResponse({"error": "invalid signature"}, status_code=401)
+        command = slash_command(body)
+        if command is not None:
+            return await self._on_command(*command)
         checked = check_click(body)
         if isinstance(checked, Problem):
             log.info("refused a signed Slack request: %s", checked.reason)
@@ -282,6 +304,24 @@ class SlackEvents:
         return hmac.compare_digest(f"v0={expected}", signature)
 
     # --- listeners ---------------------------------------------------------------------------
+
+    async def _on_command(self, command: str, slack_user: str) -> Response:
+        """``/board``: "Open the board", a sign-in link only the person who asked can see."""
+        if command != BOARD_COMMAND:
+            log.info("ignored the Slack command %s", command)
+            return JSONResponse({"response_type": "ephemeral", "text": "Unknown command."})
+        staff_id = await self._directory.staff_id(slack_user)
+        if staff_id is None:
+            return JSONResponse({"response_type": "ephemeral", "text": NOT_STAFF})
+        try:
+            link = signin_link(self._config, staff_id, datetime.now(UTC))
+        except NotAllowed as err:
+            log.info("no board link for %s: %s", staff_id, err)
+            text = f"No board link: {err}."
+            return JSONResponse({"response_type": "ephemeral", "text": text})
+        log.info("board link sent to %s", staff_id)
+        text = f"<{link}|Open the board> (the link works once, for 15 minutes)."
+        return JSONResponse({"response_type": "ephemeral", "text": text})
 
     async def _on_assignment(
         self,
