@@ -38,11 +38,12 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from app.stack import Process, RestartPolicy
 from benchmarks.season_stack import (
@@ -51,8 +52,9 @@ from benchmarks.season_stack import (
     Truth,
     faults,
     faults_applied,
-    ledger,
+    interruptible,
     parser_for,
+    partner_notices,
     print_truth,
     relay_event,
     running_stack,
@@ -71,6 +73,8 @@ from benchmarks.webhook_burst import (
     until_done,
 )
 from dispatch.config import KarbonConnector
+from dispatch.models import LedgerQuery
+from workflows.dispatcher import DispatcherWorkflow
 
 CHAOS_RESTARTS = RestartPolicy(first_delay=1.0, max_delay=2.0)
 KINDS = ("pm", "calendar", "chat", "email", "crm")
@@ -105,6 +109,8 @@ class Outcome:
     failed_workflows: int
     outage_seen: float | None
     """Seconds into the outage when the dispatcher first showed the capacity note."""
+    partner_told: tuple[int, int]
+    """Messages to the managing partner: the tracker is down, the tracker is back."""
     supervisor: list[str] = field(default_factory=list)
 
     @property
@@ -169,15 +175,20 @@ async def tracker_outage(running: Running, plan: Plan, down: asyncio.Event) -> f
     down.set()
     say(f"time tracker down for {plan.tracker_outage:.0f}s")
     began, seen = time.monotonic(), None
-    while time.monotonic() - began < plan.tracker_outage:
+    dispatcher = running.client.get_workflow_handle(running.dispatcher_id)
+    while (left := plan.tracker_outage - (time.monotonic() - began)) > 0:
         if seen is None:
             try:
-                view, _ = await ledger(running)
-            except Exception as err:  # a query during chaos may fail; asked again next time
-                say(f"ledger query during the outage: {type(err).__name__}")
+                view = await dispatcher.query(
+                    DispatcherWorkflow.ledger,
+                    LedgerQuery(limit=1),
+                    rpc_timeout=timedelta(seconds=min(5.0, left)),
+                )
+            except RPCError as err:  # asked again; the outage's length does not wait for it
+                say(f"ledger query during the outage: {err.message[:80]}")
             else:
                 seen = time.monotonic() - began if view.capacity_note else None
-        await asyncio.sleep(5)
+        await asyncio.sleep(min(5.0, max(left, 0.0)))
     await faults(running, vendor_faults(plan.fault_rate))
     say("time tracker back")
     return seen
@@ -234,6 +245,7 @@ async def run_chaos(running: Running, plan: Plan) -> Outcome:
         truth=await truth(running, ids),
         failed_workflows=await failed_workflows(running),
         outage_seen=seen,
+        partner_told=await partner_notices(running),
         supervisor=list(running.reports),
     )
 
@@ -307,6 +319,7 @@ def report(plan: Plan, o: Outcome, workers: int) -> None:
         rows += [
             ("engagements whose decision carries the note", f"{o.truth.capacity_notes}", "> 0"),
             ("dispatcher showed the capacity note", shown, ""),
+            ("managing partner told: down / back", "{} / {}".format(*o.partner_told), "1 / 1"),
         ]
     for name, value, target in rows:
         print(f"  {name:44} {value:>28}  {target}")
@@ -363,6 +376,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    code = asyncio.run(main(parse()))
+    code = asyncio.run(interruptible(main(parse())))
     sys.stdout.flush()
     sys.exit(code)

@@ -37,6 +37,7 @@ import httpx
 from benchmarks.season_stack import (
     Running,
     dispatcher_runs,
+    interruptible,
     parser_for,
     print_truth,
     relay_event,
@@ -213,6 +214,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    code = asyncio.run(main(parse()))
+    code = asyncio.run(interruptible(main(parse())))
     sys.stdout.flush()
     sys.exit(code)

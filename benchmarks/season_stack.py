@@ -19,10 +19,12 @@ import asyncio
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -388,3 +390,27 @@ def parser_for(prog: str, doc: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep", action="store_true", help="keep the data folder and logs")
     return parser
+
+
+async def partner_notices(running: Running) -> tuple[int, int]:
+    """Messages to the managing partner that the time tracker is down, and that it is back."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        answer = await http.get(
+            f"{running.stack.sandbox_base}/_sandbox/requests",
+            params={"prefix": "/slack/api/chat.postMessage", "method": "POST"},
+        )
+    bodies = [r["body"] for r in answer.json()["requests"] if 200 <= int(r["status"]) < 300]
+    down = sum("Time tracker unavailable" in b for b in bodies)
+    return down, sum("Time tracker back" in b for b in bodies)
+
+
+async def interruptible(run: Coroutine[Any, Any, int]) -> int:
+    """Ctrl-C / SIGTERM end the run cleanly: the stack's children are stopped, not orphaned."""
+    task = asyncio.ensure_future(run)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -23,8 +23,8 @@ PLAN = Plan(
     engagements=20,
     rate=4.0,
     kill_every=3.0,
-    kill_for=15.0,
-    restart_server_at=6.0,
+    kill_for=10.0,
+    restart_server_at=5.0,
     fault_rate=0.10,
     tracker_outage=20.0,
     outage_at=0.0,
@@ -49,3 +49,5 @@ async def test_nothing_is_lost_or_double_booked_under_chaos() -> None:
     assert outcome.duplicates["pm"] == 0 and outcome.duplicates["calendar"] == 0
     # Decided while the tracker was down: on the last figures, and each decision says so.
     assert found.capacity_notes > 0
+    told_down, _ = outcome.partner_told
+    assert told_down >= 1, "the managing partner was not told the tracker is down"
