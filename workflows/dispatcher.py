@@ -41,6 +41,7 @@ discipline and are replay-tested against the histories in tests/histories/.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from datetime import date, datetime, timedelta
 
@@ -476,12 +477,16 @@ class DispatcherWorkflow:
             return 1.0
         if not workflow.patched(DAY_LEFT_PATCH):
             return 1.0
-        return day_left_at(
+        share = day_left_at(
             workflow.now(),
             snapshot.time_zone,
             snapshot.workday_start_hour,
             snapshot.policy.workday_end_hour,
         )
+        # Whole hundredths of the working day, rounded down (never more time than is left), so
+        # the capacity arithmetic's caches stay warm from one batch to the next (a new share
+        # every second would make each batch's first decisions recompute every person).
+        return math.floor(share * 100) / 100
 
     def _stamp(self, result: AssignmentResult, snapshot: CapacitySnapshot) -> AssignmentResult:
         now = workflow.now()
