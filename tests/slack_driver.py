@@ -36,8 +36,9 @@ def dm_messages(sandbox: RunningSandbox, slack_user: str) -> list[dict[str, Any]
     return list(store(sandbox).messages.get(dm_channel_id(slack_user), []))
 
 
-def message_with(sandbox: RunningSandbox | dict[str, Any], slack_user: str, action_prefix: str,
-                 workflow_id: str) -> dict[str, Any]:
+def message_with(
+    sandbox: RunningSandbox | dict[str, Any], slack_user: str, action_prefix: str, workflow_id: str
+) -> dict[str, Any]:
     """The newest DM to ``slack_user`` carrying a button for ``workflow_id`` (with its channel,
     which Slack gives in the click's ``container``). ``sandbox`` may also be the Slack
     emulator's state as ``GET /_sandbox/state/slack`` returns it."""
@@ -53,13 +54,24 @@ def message_with(sandbox: RunningSandbox | dict[str, Any], slack_user: str, acti
 
 
 def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
-    return [el for block in message.get("blocks") or [] if block.get("type") == "actions"
-            for el in block["elements"]]
+    return [
+        el
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for el in block["elements"]
+    ]
 
 
-def click(sandbox: RunningSandbox | str, message: dict[str, Any], action_id: str, clicker: str,
-          *, signing_secret: str, timestamp: int | None = None, action_ts: str | None = None
-          ) -> Click:
+def click(
+    sandbox: RunningSandbox | str,
+    message: dict[str, Any],
+    action_id: str,
+    clicker: str,
+    *,
+    signing_secret: str,
+    timestamp: int | None = None,
+    action_ts: str | None = None,
+) -> Click:
     """A signed click. ``sandbox`` is the in-process sandbox (the reply then updates the
     message), or the base URL of a sandbox running in another process."""
     channel = str(message["channel"])
@@ -67,29 +79,41 @@ def click(sandbox: RunningSandbox | str, message: dict[str, Any], action_id: str
     token = uuid.uuid4().hex
     payload = {
         "type": "block_actions",
-        "user": {"id": clicker, "username": clicker.lower(), "name": clicker.lower(),
-                 "team_id": "T0HARBOR"},
+        "user": {
+            "id": clicker,
+            "username": clicker.lower(),
+            "name": clicker.lower(),
+            "team_id": "T0HARBOR",
+        },
         "api_app_id": "A0DISPATCH",
         "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
-                      "is_ephemeral": False},
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
         "trigger_id": "1111.2222.sandbox",
         "team": {"id": "T0HARBOR", "domain": "harborfinch"},
         "channel": {"id": channel, "name": "directmessage"},
         "message": {k: v for k, v in message.items() if k != "channel"},
         "response_url": (
-            response_url_for(sandbox, token) if isinstance(sandbox, str)
+            response_url_for(sandbox, token)
+            if isinstance(sandbox, str)
             else response_url_for(sandbox.ctx, token, channel=channel, message_ts=message["ts"])
         ),
-        "actions": [{
-            "action_id": action_id,
-            "block_id": next(b["block_id"] for b in message["blocks"]
-                             if b.get("type") == "actions"),
-            "text": button["text"],
-            "value": button["value"],
-            "type": "button",
-            "action_ts": action_ts or f"{time.time():.6f}",
-        }],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": next(
+                    b["block_id"] for b in message["blocks"] if b.get("type") == "actions"
+                ),
+                "text": button["text"],
+                "value": button["value"],
+                "type": "button",
+                "action_ts": action_ts or f"{time.time():.6f}",
+            }
+        ],
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     stamp = str(timestamp if timestamp is not None else int(time.time()))
@@ -99,8 +123,11 @@ def click(sandbox: RunningSandbox | str, message: dict[str, Any], action_id: str
 
 
 def token_headers(timestamp: str, signature: str) -> dict[str, str]:
-    return {"Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": signature,
+    }
 
 
 def replies(sandbox: RunningSandbox, click_: Click) -> list[dict[str, Any]]:

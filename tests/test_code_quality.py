@@ -19,6 +19,12 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_is_clean() -> None:
+    # `make lint` checks formatting too; keeping it here means the suite catches it first.
+    result = run(str(BIN / "ruff"), "format", "--check", ".")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
 def test_mypy_strict_is_clean() -> None:
     result = run(
         str(BIN / "mypy"),

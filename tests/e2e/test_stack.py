@@ -133,18 +133,31 @@ async def karbon_status(stack: Stack, key: str, primary: str, secondary: str | N
     try:
         item = await karbon.get_work_item(key)
         assert item is not None
-        body = {k: item[k] for k in ("AssigneeEmailAddress", "Title", "ClientKey", "ClientType",
-                                     "StartDate", "DueDate", "WorkType") if item.get(k)}
-        await karbon.put_work_item(key, {**body, "PrimaryStatus": primary,
-                                         "SecondaryStatus": secondary})
+        body = {
+            k: item[k]
+            for k in (
+                "AssigneeEmailAddress",
+                "Title",
+                "ClientKey",
+                "ClientType",
+                "StartDate",
+                "DueDate",
+                "WorkType",
+            )
+            if item.get(k)
+        }
+        await karbon.put_work_item(
+            key, {**body, "PrimaryStatus": primary, "SecondaryStatus": secondary}
+        )
     finally:
         await karbon.aclose()
 
 
 async def test_from_webhook_to_completed_driven_by_slack_and_karbon(stack: Stack) -> None:
     """The whole life through the front doors: Karbon webhook, Slack click, Karbon changes."""
-    key = await new_work_item(stack, "2026 1040 - Eze household", "cl-okafor-family",
-                              "Tax Return - Individual", 12)
+    key = await new_work_item(
+        stack, "2026 1040 - Eze household", "cl-okafor-family", "Tax Return - Individual", 12
+    )
     # No webhook sent by hand: Karbon (the emulator) delivers Inserted to the subscription the
     # worker made at start-up.
     workflow_id = f"engagement-karbon-{key}"
@@ -156,11 +169,17 @@ async def test_from_webhook_to_completed_driven_by_slack_and_karbon(stack: Stack
     preparer_slack = stack.config.staff_by_id(state.preparer.id).slack_id
     assert preparer_slack is not None
     message = message_with(slack_state, preparer_slack, "assignment_accept", workflow_id)
-    accepted = click(stack.sandbox_base, message, "assignment_accept", preparer_slack,
-                     signing_secret=demo_secret("SLACK_SIGNING_SECRET"))
+    accepted = click(
+        stack.sandbox_base,
+        message,
+        "assignment_accept",
+        preparer_slack,
+        signing_secret=demo_secret("SLACK_SIGNING_SECRET"),
+    )
     async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(f"{stack.starter_url}/slack/events", content=accepted.body,
-                                   headers=accepted.headers)
+        response = await http.post(
+            f"{stack.starter_url}/slack/events", content=accepted.body, headers=accepted.headers
+        )
     assert response.status_code == 200
     assert (await state_of(stack, workflow_id)).status is DispatchStatus.ACCEPTED
 

@@ -54,8 +54,10 @@ async def assigned_engagement(worker: RunningWorker, name: str) -> str:
     handle = await worker.start(eng)
     await worker.wait_state(
         handle.id,
-        lambda s: s.status is DispatchStatus.ASSIGNED
-        and not any(e.state == "pending" for e in s.side_effects),
+        lambda s: (
+            s.status is DispatchStatus.ASSIGNED
+            and not any(e.state == "pending" for e in s.side_effects)
+        ),
     )
     return handle.id
 

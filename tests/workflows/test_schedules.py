@@ -97,8 +97,7 @@ async def recurring_worker(
     task_queue = f"recurring-test-{uuid.uuid4().hex[:8]}"
     recurring = RecurringActivities.for_config(config)
     chosen: dict[str, Callable[..., Any]] = {}
-    for fn in [*build_activities(roles_config or config), *recurring.activities(),
-               *(extra or [])]:
+    for fn in [*build_activities(roles_config or config), *recurring.activities(), *(extra or [])]:
         chosen[activity_name(fn)] = fn
     worker = Worker(
         client,
