@@ -44,6 +44,7 @@ class OptimizerActivities:
             seed=input.seed,
             weights=self._weights,
             current_plan={(r.workflow_id, r.role): r.staff_id for r in input.current_plan},
+            day_left=input.day_left,
         )
         by_request = {r.request_id: r.workflow_id for r in input.requests}
         assignments = [

@@ -94,10 +94,13 @@ RESULT_SIGNAL = "assignment_decided"
 
 BATCH_LIMIT = 100
 """Decisions per workflow task at most; the rest follows in the next task."""
-BATCH_WORK = 3000
-"""Decisions x staff per workflow task: a decision costs ~60 us per staff member on a busy
-2-core machine (benchmarks/decision_cost.py), so a task stays near 0.2-0.5 s, far inside the
-2 s deadlock detector, for a 5-person firm and a 50-person one alike."""
+BATCH_WORK = 1000
+"""Decisions x staff per workflow task. A decision with the season's levers costs ~0.1-0.3 ms
+per staff member on an idle 2-core machine and up to ~1 ms when the machine is loaded
+(benchmarks/decision_cost.py), so a task stays near 0.1-0.3 s idle and about 1 s under heavy
+load: inside the 2 s deadlock detector for a 5-person firm and a 50-person one alike."""
+LEGACY_BATCH_WORK = 3000
+"""The limit before patch ``dispatch-batch-work-1000``; dispatchers replaying older history."""
 CANDIDATES_SENT = 25
 """Candidates kept per decision in an answer: the eligible first, then the closest blocked
 (every candidate for firms of up to 25 people). The answer travels in two histories; a
@@ -347,7 +350,10 @@ class DispatcherWorkflow:
 
     @staticmethod
     def _batch_limit(snapshot: CapacitySnapshot) -> int:
-        return max(10, min(BATCH_LIMIT, BATCH_WORK // max(len(snapshot.staff), 1)))
+        # The batch decides which signals a task sends: a smaller one must not change a task
+        # recorded before it.
+        work = BATCH_WORK if workflow.patched("dispatch-batch-work-1000") else LEGACY_BATCH_WORK
+        return max(10, min(BATCH_LIMIT, work // max(len(snapshot.staff), 1)))
 
     async def _wait_for_retry(self) -> None:
         try:
