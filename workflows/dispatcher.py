@@ -131,6 +131,13 @@ OPEN_HOURS_PATCH = "open-hours-ledger"
 estimate less the hours logged, nothing once handed over); released hours retry parked work."""
 PARTNER_OPTIONS_PATCH = "partner-options"
 """A request nobody can take is answered with the partner's options for the blocked role."""
+CONTINUE_WHEN_BUSY_PATCH = "dispatch-continue-when-busy"
+"""Continue as new when the history is long even while requests keep arriving (they are carried);
+before it the dispatcher waited until it was idle, which a busy season may never give it."""
+HISTORY_EVENTS_MAX = 2000
+"""Continue as new past this many events whatever the server suggests: a worker that lost the
+dispatcher from its cache replays the whole history inside one workflow task, and that replay
+must stay far inside the 2 s deadlock detector on a loaded machine."""
 
 Ordered = list[tuple[int, int, Request]]
 """(kind: 0 parked / 1 new, position, request), earliest due first, parked first on a tie."""
@@ -270,6 +277,8 @@ class DispatcherWorkflow:
             await self._rebuild_if_needed()
             if not self._ready:
                 continue
+            if self._history_long() and workflow.patched(CONTINUE_WHEN_BUSY_PATCH):
+                await self._continue_while_busy()
             if self._inbox or self._syncs or self._book.live:
                 await self._process()
                 continue
@@ -280,6 +289,25 @@ class DispatcherWorkflow:
                 if not (self._inbox or self._syncs or self._book.live):
                     self._continue_as_new()
             await self._idle()
+
+    async def _continue_while_busy(self) -> None:
+        """Fold every message into the book (live requests are carried) and continue as new.
+        Nothing awaits between the last fold and the continue-as-new, so no signal is left in
+        the inbox of a run that ends."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._take_inbox()
+        await self._send(self._drain_resends())
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._take_inbox()
+        self._continue_as_new()
+
+    @staticmethod
+    def _history_long() -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > HISTORY_EVENTS_MAX
+        )
 
     async def _idle(self) -> None:
         """Wait for a message, or for the next timer (tracker retry, housekeeping)."""
@@ -949,6 +977,7 @@ class DispatcherWorkflow:
 
 
 __all__ = [
+    "CONTINUE_WHEN_BUSY_PATCH",
     "DAY_LEFT_PATCH",
     "OPEN_HOURS_PATCH",
     "OPTIMIZE_ACTIVITY",

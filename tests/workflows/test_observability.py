@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -96,6 +97,22 @@ async def test_one_trace_from_the_webhook_to_the_activities_and_metrics_for_the_
 
         text = await eventually(product_metrics, timeout=30, what="the product's metrics")
         assert "temporal_" in text or "workflow_task" in text
+
+        # The Web UI's list and detail views: static summary and details from the start, current
+        # details from the running workflow; ids and the title, never the client's name or email.
+        handle = client.get_workflow_handle(workflow_id)
+        described = await handle.describe()
+        summary = await described.static_summary()
+        static = await described.static_details()
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        current = metadata.current_details
+        assert summary is not None and "Return OBS-1" in summary
+        assert static is not None and "cl-marlow-family" in static
+        assert "Assigned" in current and "Preparer: " in current
+        assert "Preparer: -" not in current
+        for shown in (summary, static, current):
+            assert "Marlow" not in shown.replace("cl-marlow-family", "")
+            assert "marlow.family@mail.example" not in shown
 
     # One trace: the webhook's span, the workflow start under it, activities further down.
     await asyncio.sleep(0.5)

@@ -354,6 +354,18 @@ class EngagementBase:
         if why is not None:
             memo["why"] = why
         workflow.upsert_memo(memo)
+        # The Web UI's "current details" (served by a query, never written to history, so it
+        # needs no patch): where the engagement stands, by ids, as the memo.
+        workflow.set_current_details(
+            "\n\n".join(
+                [
+                    f"**{s.status.value}**",
+                    f"Preparer: {s.preparer.id if s.preparer else '-'}",
+                    f"Reviewer: {s.reviewer.id if s.reviewer else '-'}",
+                    f"Due: {memo['due_date'] or '-'}",
+                ]
+            )
+        )
 
     def _effect_state(self, name: str, state: EffectState, detail: str = "") -> None:
         effects = [e for e in self._state.side_effects if e.name != name]
