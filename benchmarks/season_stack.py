@@ -295,8 +295,6 @@ async def truth(running: Running, live: list[str] | None = None, *, settle: floa
     answers = await asyncio.gather(*(ask(w) for w in ids))
     known = {w: a for w, a in zip(ids, answers, strict=True) if a is not None}
     unanswered = [w for w, a in zip(ids, answers, strict=True) if a is None]
-    statuses = Counter(state.status.value for _, state in known.values())
-    received = [w for w, (_, state) in known.items() if state.status.value == "Received"]
     handle = client.get_workflow_handle(running.dispatcher_id)
     snapshot: CapacitySnapshot | None = await patiently(
         "dispatcher snapshot",
@@ -306,21 +304,30 @@ async def truth(running: Running, live: list[str] | None = None, *, settle: floa
     if snapshot is None:  # none read since the last continue-as-new: read it as it would
         firm = FirmActivities(running.config, tracker_for(running.config))
         snapshot = await firm.capacity_snapshot(SnapshotInput(firm_id=running.config.firm.id))
-    held = {w: h for w, (h, _) in known.items() if not h.closed}
-    over = over_capacity(snapshot, held.values())
     deadline = time.monotonic() + settle
     while True:
+        held = {w: h for w, (h, _) in known.items() if not h.closed}
         view, entries = await ledger(running)
         mismatches = ledger_mismatches(entries, held)
         if not mismatches or time.monotonic() > deadline:
             break
+        # Both sides are asked again: a parked engagement may be booked (or a closed one
+        # released) between reading the engagements and reading the ledger.
         await asyncio.sleep(2)
+        differing = [w for w in mismatches if w in known]
+        again = await asyncio.gather(*(ask(w) for w in differing))
+        for w, a in zip(differing, again, strict=True):
+            if a is not None:
+                known[w] = a
+    statuses = Counter(state.status.value for _, state in known.values())
+    received = [w for w, (_, state) in known.items() if state.status.value == "Received"]
+    over = over_capacity(snapshot, held.values())
     return Truth(
         live=len(ids),
         statuses=statuses,
         received=received,
         over_capacity=over,
-        ledger_mismatches=mismatches,
+        ledger_mismatches=[f"{w}: {why}" for w, why in mismatches.items()],
         unanswered=unanswered,
         reserved_hours=sum(r.hours for h in held.values() for r in h.holdings),
         ledger=view,
@@ -345,15 +352,15 @@ def over_capacity(snapshot: CapacitySnapshot, held: Any) -> list[str]:
 
 def ledger_mismatches(
     entries: list[LedgerEntryView], held: dict[str, EngagementHoldings]
-) -> list[str]:
-    """Where the dispatcher's ledger and the engagements' own reservations differ."""
+) -> dict[str, str]:
+    """Where the dispatcher's ledger and the engagements' own reservations differ, by engagement."""
     booked = {e.workflow_id: sorted(map(str, e.holdings)) for e in entries if e.holdings}
     truth = {w: sorted(map(str, h.holdings)) for w, h in held.items() if h.holdings}
-    return [
-        f"{w}: ledger {len(booked.get(w, []))} reservation(s), engagement {len(truth.get(w, []))}"
+    return {
+        w: f"ledger {len(booked.get(w, []))} reservation(s), engagement {len(truth.get(w, []))}"
         for w in sorted(set(booked) | set(truth))
         if booked.get(w) != truth.get(w)
-    ]
+    }
 
 
 def print_truth(found: Truth) -> None:
