@@ -246,8 +246,14 @@ async def bookings(client: Client, firm_id: str) -> BookingsView:
     return await handle.query(DispatcherWorkflow.bookings, rpc_timeout=QUERY_TIMEOUT)
 
 
-def week_starts(today: date, weeks: int = WEEKS_SHOWN) -> list[date]:
-    monday = today - timedelta(days=today.weekday())
+def week_starts(
+    today: date, weeks: int = WEEKS_SHOWN, calendar: WorkCalendar | None = None
+) -> list[date]:
+    """Mondays from the week of the next working day (a weekend shows the coming week)."""
+    day = today
+    if calendar is not None:
+        day = calendar.add_working_days(today, 0 if calendar.is_working_day(today) else 1)
+    monday = day - timedelta(days=day.weekday())
     return [monday + timedelta(weeks=i) for i in range(weeks)]
 
 
@@ -274,10 +280,10 @@ def capacity_view(
 
     A week's capacity is the weekly figure times the share of its working days still ahead
     (holidays and absences in the firm file taken out)."""
-    starts = week_starts(today, weeks)
-    horizon = starts[-1] + timedelta(days=6)
     workdays = config.firm.workday_numbers if config else [0, 1, 2, 3, 4]
     calendar = WorkCalendar.of(workdays, config.firm.holidays if config else ())
+    starts = week_starts(today, weeks, calendar)
+    horizon = starts[-1] + timedelta(days=6)
     per_week = max(len(set(workdays)), 1)
     members = {s.id: s for s in config.staff} if config else {}
     people: list[PersonLoad] = []

@@ -27,9 +27,19 @@ from temporalio.client import Client
 from app.board import BoardFilters, FilterError, capacity_view, week_starts
 from app.board_web import create_board_router, signin_link
 from app.board_web.auth import COOKIE, LINK_TTL, SECRET_ENV, NotAllowed, sign
+from app.board_web.routes import candidates_of
 from app.cli import _board_link, build_parser
-from dispatch.config import Absence
-from dispatch.models import BookingsView, Reservation, Role, StaffBooking
+from dispatch.config import Absence, Tier
+from dispatch.models import (
+    BlockReason,
+    BookingsView,
+    CandidateScore,
+    Decision,
+    EngagementState,
+    Reservation,
+    Role,
+    StaffBooking,
+)
 from starter import create_app
 from tests.factories import MONDAY, demo_config
 from tests.slack_driver import token_headers
@@ -405,3 +415,52 @@ def test_the_operator_prints_a_link_for_a_partner(
     args = build_parser().parse_args(["board", "--link", "--as", "noah"])
     assert _board_link(args, console) == 2
     assert "partners and managers" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_weekend_shows_the_coming_week_first() -> None:
+    config = demo_config()
+    view = BookingsView(firm_id=config.firm.id, staff=[], parked=[], batches=0, decided=0)
+    sunday = MONDAY - timedelta(days=1)
+    assert capacity_view(view, config, sunday, weeks=2)[1] == [MONDAY, MONDAY + timedelta(days=7)]
+
+
+def test_the_partner_sees_those_only_capacity_blocks_first() -> None:
+    def candidate(staff_id: str, hours: float, *blocked: BlockReason) -> CandidateScore:
+        return CandidateScore(
+            staff_id=staff_id,
+            name=staff_id.title(),
+            tier=Tier.SENIOR,
+            eligible=not blocked,
+            blocked=list(blocked),
+            available_hours=hours,
+        )
+
+    decision = Decision(
+        role=Role.PREPARER,
+        outcome="blocked",
+        reason="No preparer fits",
+        required_hours=30,
+        window_start=MONDAY,
+        window_end=MONDAY + timedelta(days=2),
+        candidates=[
+            candidate("emma", 16, BlockReason.SKILL, BlockReason.CAPACITY),
+            candidate("lucas", 12, BlockReason.CAPACITY),
+            candidate("omar", 15, BlockReason.CAPACITY),
+            candidate("omar", 15, BlockReason.CAPACITY),
+        ],
+    )
+    state = EngagementState(
+        workflow_id="engagement-relay-E1",
+        firm_id="f",
+        source="relay",
+        external_id="E1",
+        decisions=[decision],
+    )
+    found = candidates_of(state)
+    assert [(c.staff_id, c.anyway) for c in found] == [
+        ("omar", True),
+        ("lucas", True),
+        ("emma", False),
+    ]
+    assert [c.staff_id for c in candidates_of(state, 1)] == ["omar"]
+    assert "capacity" in found[2].blocked and "skill" in found[2].blocked

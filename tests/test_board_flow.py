@@ -71,8 +71,10 @@ async def read(worker: RunningWorker, **filters: str) -> board.BoardView:
 async def test_the_board_lists_assigns_and_shows_capacity(worker: RunningWorker) -> None:
     due = workdays_ahead(worker.config, 4)
     fits = await worker.start(details("fits", hours=6, due=due, client_id="cl-bayside-dental"))
-    # No one can do 300 hours of audit preparation in four days: a partner must decide.
-    huge = await worker.start(details("huge", service_type="audit_prep", hours=300, due=due))
+    # No preparer has 50 hours of audit preparation free in four days (the most is about 32): a
+    # partner must decide. Its 10 review hours fit a partner, so once a preparer is named it is
+    # assigned for good.
+    huge = await worker.start(details("huge", service_type="audit_prep", hours=50, due=due))
     assigned = await worker.wait_state(fits.id, lambda s: s.status is DispatchStatus.ASSIGNED)
     await worker.wait_state(
         huge.id,
@@ -139,7 +141,9 @@ async def test_the_board_lists_assigns_and_shows_capacity(worker: RunningWorker)
         assert again.status_code == 303
         assert again.headers["location"] == decided.headers["location"]
 
-        done = await worker.wait_state(huge.id, lambda s: s.status is DispatchStatus.ASSIGNED)
+        done = await worker.wait_state(
+            huge.id, lambda s: s.status is DispatchStatus.ASSIGNED and s.reviewer is not None
+        )
         assert done.forced and done.preparer is not None and done.preparer.id == staff_id
         choices = [t for t in done.timeline if t.kind == "partner decision"]
         assert [t.detail for t in choices] == [f"ava chose {staff_id} over capacity"]

@@ -116,8 +116,9 @@ class CandidateView:
     """Only capacity blocks them: the action books them over capacity, explicitly."""
 
 
-def candidates_of(state: EngagementState) -> list[CandidateView]:
-    """The partner's choices: the latest blocked decision's candidates, each once."""
+def candidates_of(state: EngagementState, limit: int | None = None) -> list[CandidateView]:
+    """The partner's choices: the latest blocked decision's candidates, each once; those only
+    capacity blocks first, then the most hours free (the order the partner weighs them in)."""
     blocked = next((d for d in reversed(state.decisions) if d.outcome == "blocked"), None)
     if blocked is None:
         return []
@@ -128,7 +129,8 @@ def candidates_of(state: EngagementState) -> list[CandidateView]:
             continue
         seen.add(c.staff_id)
         found.append(_candidate(c))
-    return found
+    found.sort(key=lambda c: (not c.anyway, -c.available_hours, c.name))
+    return found[:limit] if limit is not None else found
 
 
 def _candidate(c: CandidateScore) -> CandidateView:
@@ -314,7 +316,9 @@ def create_board_router(
             return message(503, "The engagement could not be read", "Try again.", viewer)
         return state
 
-    async def engagement_view(workflow_id: str, request: Request, template: str) -> HTMLResponse:
+    async def engagement_view(
+        workflow_id: str, request: Request, template: str, limit: int | None = None
+    ) -> HTMLResponse:
         viewer = viewer_of(request)
         if isinstance(viewer, HTMLResponse):
             return viewer
@@ -325,7 +329,8 @@ def create_board_router(
             template,
             viewer=viewer,
             s=state,
-            candidates=candidates_of(state),
+            candidates=candidates_of(state, limit),
+            shown=limit,
             waiting=state.status is DispatchStatus.NEEDS_PARTNER_REVIEW,
             event=secrets.token_urlsafe(18),
             outcome=request.query_params.get("outcome", "")[:300],
@@ -340,7 +345,9 @@ def create_board_router(
 
     @router.get("/e/{workflow_id}/candidates")
     async def candidates_fragment(workflow_id: str, request: Request) -> HTMLResponse:
-        return await engagement_view(workflow_id, request, "_candidates.html")
+        # The queue shows as many as the partner's Slack message; the page shows everyone.
+        shown = config.policy.partner_candidates_shown
+        return await engagement_view(workflow_id, request, "_candidates.html", shown)
 
     @router.post("/e/{workflow_id}/decide")
     async def decide(workflow_id: str, request: Request) -> Response:

@@ -132,6 +132,11 @@ async def test_a_partner_assigns_from_the_board_in_a_browser(stack: Stack) -> No
         finally:
             await browser.close()
 
+    async def assigned() -> bool | None:
+        state = await state_of(stack, tight_id)
+        return True if state.status is DispatchStatus.ASSIGNED and state.reviewer else None
+
+    # The reviewer follows the preparer; the engagement stays assigned to the partner's pick.
+    await eventually(assigned, timeout=60, what="the reviewer to be assigned too")
     state = await state_of(stack, tight_id)
-    assert state.status is DispatchStatus.ASSIGNED and state.preparer is not None
-    assert state.preparer.name == chosen
+    assert state.preparer is not None and state.preparer.name == chosen

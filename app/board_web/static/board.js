@@ -2,19 +2,21 @@
 // partner-review item's candidates. No framework: fetch, compare, replace.
 "use strict";
 (function () {
-  var cache = new Map();
+  var cache = new Map(); // candidates URL -> {html, at}: a queue item asks its engagement once a minute
+  var CACHE_MS = 60000;
   var busy = false;
 
   function fillCandidates(root) {
     root.querySelectorAll("[data-candidates]").forEach(function (slot) {
       var url = slot.getAttribute("data-candidates");
-      if (cache.has(url)) {
-        slot.innerHTML = cache.get(url);
-        return;
+      var kept = cache.get(url);
+      if (kept) {
+        slot.innerHTML = kept.html;
+        if (Date.now() - kept.at < CACHE_MS) { return; }
       }
       fetch(url, { credentials: "same-origin", headers: { "X-Board-Live": "1" } })
         .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-        .then(function (html) { cache.set(url, html); slot.innerHTML = html; })
+        .then(function (html) { cache.set(url, { html: html, at: Date.now() }); slot.innerHTML = html; })
         .catch(function () { slot.textContent = "Candidates could not be loaded; reload the page."; });
     });
   }
