@@ -220,6 +220,8 @@ def _print_started(stack: Stack, config: FirmConfig, console: Console) -> None:
     )
     if stack.ui_url:
         console.print(f"  Web UI:    {stack.ui_url}/namespaces/default/workflows")
+    console.print(f"  board:     {stack.starter_url}/board")
+    _print_demo_signin(stack, config, console)
     workers = [p.name for p in stack.processes if p.role == "worker"]
     if stack.metrics is not None:
         endpoints = (f"{w} http://{stack.metrics_address(w)}/metrics" for w in workers)
@@ -233,6 +235,24 @@ def _local_temporal() -> str | None:
     if port and not os.environ.get("TEMPORAL_ADDRESS"):
         return f"localhost:{port}"
     return None
+
+
+def _print_demo_signin(stack: Stack, config: FirmConfig, console: Console) -> None:
+    """On the sandbox firm, a sign-in link for the managing partner. A real firm's links are
+    bearer credentials and never go to a stream that may be logged: `dispatch board --link`."""
+    from app.board_web import NotAllowed, signin_link
+    from app.secrets_demo import BOARD_SECRET_ENV, DEMO_SECRETS
+
+    if os.environ.get(BOARD_SECRET_ENV) != DEMO_SECRETS[BOARD_SECRET_ENV]:
+        console.print("  [dim]board sign-in: dispatch board --link --as <partner id>[/]")
+        return
+    partner = config.escalation.managing_partner
+    try:
+        link = signin_link(config, partner, datetime.now(UTC), base=stack.starter_url)
+    except NotAllowed as refused:
+        console.print(f"  [dim]board sign-in: {escape(str(refused))}[/]")
+        return
+    console.print(f"  sign in:   {link}  (as {partner}, once, within 15 minutes)")
 
 
 def _board_link(args: argparse.Namespace, console: Console) -> int:

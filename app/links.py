@@ -228,7 +228,7 @@ def _retry_form(code: str | None) -> str:
     return f'<form method="post">{hidden}<button type="submit">Try again</button></form>'
 
 
-async def _form(request: Request) -> dict[str, str] | None:
+async def read_form(request: Request) -> dict[str, str] | None:
     """The posted form's fields (first value each); None when the body is over the limit."""
     body = await limits.read_limited(request, limits.LINK_BODY)
     if body is None:
@@ -349,7 +349,7 @@ def create_links_router(
         claims, key = checked
         code: str | None = None
         if claims.needs_code:
-            fields = await _form(request)
+            fields = await read_form(request)
             if fields is None:
                 return _page(413, "Too much data", "Nothing was done.", firm=firm)
             _, label = describe(claims, config)

@@ -57,10 +57,13 @@ DEMO_SECRETS: dict[str, str] = {
     "MS_TENANT_ID": "0f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f",
     "MS_CLIENT_ID": "sandbox-graph-client-id",
     "MS_CLIENT_SECRET": "sandbox-graph-client-secret",
+    "DISPATCH_BOARD_SECRET": "sandbox-dispatch-board-secret-0001",
 }
 
 RELAY_SECRET_ENV = "DISPATCH_WEBHOOK_SECRET"
 """The starter reads the relay route's secret under this name, whatever the firm's PM."""
+BOARD_SECRET_ENV = "DISPATCH_BOARD_SECRET"
+"""Signs the web board's sign-in links and sessions (app/board_web/auth.py reads it)."""
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -250,6 +253,13 @@ def plan_demo_secrets(
         # The relay route is open whatever the PM; on an all-sandbox firm it can only ever
         # reach the sandbox, so the demo may use it.
         plan.fill.setdefault(RELAY_SECRET_ENV, DEMO_SECRETS[RELAY_SECRET_ENV])
+    if all_sandbox and not environ.get(BOARD_SECRET_ENV):
+        # The board shows only what the sandbox firm holds; a real firm sets its own secret.
+        plan.fill.setdefault(BOARD_SECRET_ENV, DEMO_SECRETS[BOARD_SECRET_ENV])
+    elif not all_sandbox and environ.get(BOARD_SECRET_ENV) == DEMO_SECRETS[BOARD_SECRET_ENV]:
+        plan.missing.append(
+            f"the web board needs {BOARD_SECRET_ENV} (set to the public sandbox value)"
+        )
     return plan
 
 

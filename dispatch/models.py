@@ -848,7 +848,7 @@ class PartnerDecision(Model):
     staff_id: str
     override_capacity: bool = False
     """"Assign anyway": book over capacity, explicitly, and say so in the record."""
-    channel: Literal["slack", "teams", "api"]
+    channel: Literal["slack", "teams", "api", "board"]
     event_id: str
 
 

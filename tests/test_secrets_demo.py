@@ -75,6 +75,7 @@ def test_the_demo_twin_gets_every_demo_secret_it_needs() -> None:
             "SENDGRID_API_KEY",
             "CRM_WEBHOOK_SECRET",
             "DISPATCH_WEBHOOK_SECRET",  # the whole firm is on the sandbox
+            "DISPATCH_BOARD_SECRET",  # so is the board's sign-in
         )
     }
     assert plan.fill == expected
@@ -140,6 +141,20 @@ def test_the_relay_secret_defaults_only_when_the_whole_firm_is_on_the_sandbox() 
     assert any(
         line.startswith("pm (relay) needs DISPATCH_WEBHOOK_SECRET") for line in mixed.missing
     )
+
+
+def test_the_board_secret_defaults_on_the_sandbox_and_its_demo_value_is_refused_elsewhere() -> None:
+    mixed = plan_demo_secrets(crm_on_sandbox(example("default.yaml")), SANDBOX, {})
+    assert "DISPATCH_BOARD_SECRET" not in mixed.fill
+
+    environ = {
+        **real_secrets("CRM_WEBHOOK_SECRET"),
+        "DISPATCH_BOARD_SECRET": DEMO_SECRETS["DISPATCH_BOARD_SECRET"],
+    }
+    plan = plan_demo_secrets(crm_on_sandbox(example("default.yaml")), SANDBOX, environ)
+    assert plan.missing == [
+        "the web board needs DISPATCH_BOARD_SECRET (set to the public sandbox value)"
+    ]
 
 
 def test_teams_points_where_its_webhook_url_says() -> None:

@@ -33,9 +33,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import quote
 
+from app.secrets_demo import BOARD_SECRET_ENV
 from dispatch.config import FirmConfig, StaffMember, Tier
 
-SECRET_ENV = "DISPATCH_BOARD_SECRET"
+SECRET_ENV = BOARD_SECRET_ENV
 BASE_URL_ENV = "DISPATCH_BOARD_URL"
 """Where people reach the webhook server (behind the firm's TLS proxy); default: loopback."""
 LINK_TTL = timedelta(minutes=15)

@@ -44,7 +44,7 @@ from app.board_web.auth import (
     sign,
     verify,
 )
-from app.links import _form as read_form
+from app.links import read_form
 from app.responses import (
     RPC_TIMEOUT,
     Refused,
@@ -374,7 +374,7 @@ def create_board_router(
             partner_id=viewer.claims.staff_id,
             staff_id=staff_id,
             override_capacity=fields.get("anyway") == "1",
-            channel="api",
+            channel="board",
             event_id=f"board:{viewer.claims.staff_id}:{event}",
         )
         connected = await client()
