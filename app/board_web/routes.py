@@ -10,7 +10,6 @@ first (403) so nothing is even sent.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import secrets
@@ -29,7 +28,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.slack import blocked_reason
-from app import board
+from app import audit, board
 from app.board_web.auth import (
     COOKIE,
     SESSION_TTL,
@@ -394,7 +393,7 @@ def create_board_router(
     # --- audit export --------------------------------------------------------------------
 
     @router.get("/audit.{fmt}")
-    async def audit(fmt: str, request: Request) -> Response:
+    async def audit_export(fmt: str, request: Request) -> Response:
         viewer = viewer_of(request)
         if isinstance(viewer, HTMLResponse):
             return viewer
@@ -409,16 +408,16 @@ def create_board_router(
                 return message(422, f"Field {name}", "a date as YYYY-MM-DD", viewer)
         if span["to"] < span["from"]:
             return message(422, "Field to", "before from", viewer)
-        try:
-            # Written alongside: app/audit.py (collect_decisions, render_audit).
-            audit_module = importlib.import_module("app.audit")
-        except ModuleNotFoundError:
-            return message(501, "Audit export not installed", "This build has no export.", viewer)
+        if (span["to"] - span["from"]).days + 1 > audit.MAX_DAYS:
+            return message(422, "Field to", f"at most {audit.MAX_DAYS} days after from", viewer)
         connected = await client()
         if isinstance(connected, HTMLResponse):
             return connected
-        records = await audit_module.collect_decisions(connected, span["from"], span["to"])
-        body = audit_module.render_audit(records, fmt)
+        try:
+            records = await audit.collect_decisions(connected, span["from"], span["to"])
+        except audit.AuditUnavailable as err:
+            return message(503, "Audit export unavailable", str(err), viewer)
+        body = audit.render_audit(records, "csv" if fmt == "csv" else "json")
         name = f"dispatch-audit-{span['from']}-{span['to']}.{fmt}"
         return Response(
             body,
