@@ -20,7 +20,8 @@ each then waits on its checkpoint timers (the assignee's reminder, the
    evictions, size), before and after the sweep, and the sweep's time: whether the cache thrashes.
 
 The cache is the worker's ``DISPATCH_WORKFLOW_CACHE`` (default 2000, ``worker.py``); ``--cache``
-sets it for this run. The figures go to docs/benchmarks/memory.md.
+sets it for this run. The figures are in docs/benchmarks.md ("Memory with a season's open
+engagements").
 """
 
 from __future__ import annotations

@@ -55,6 +55,14 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         "v2/dispatcher_outage",
         "v2/dispatcher_after_continue",
     } <= names
+    # After the season's levers and the busy continue-as-new: every new patch in a history.
+    assert {
+        "v3/accepted_and_completed",
+        "v3/dispatcher_open_hours",
+        "v3/dispatcher_partner_review",
+        "v3/dispatcher_before_continue",
+        "v3/dispatcher_rebuilt",
+    } <= names
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

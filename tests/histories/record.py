@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record            # into tests/histories/v2/
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v3/
     .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
@@ -37,6 +37,7 @@ from dispatch.models import (
     EngagementState,
     PartnerDecision,
     PmUpdate,
+    Role,
 )
 from tests.conftest import start_dev_server, temporal_test_server
 from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
@@ -45,7 +46,11 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v2"
+CURRENT = "v3"
+DISPATCHER_TOO = {
+    "accepted_and_completed": "dispatcher_open_hours",
+    "partner_pick_does_not_fit": "dispatcher_partner_review",
+}
 
 
 def announced(state: EngagementState) -> bool:
@@ -104,6 +109,16 @@ async def accepted_and_completed(worker: RunningWorker) -> str:
             event_key="rec-started", details=eng.model_copy(update={"work_state": "in_progress"})
         ),
     )
+    await handle.signal(
+        EngagementWorkflow.pm_updated,
+        PmUpdate(
+            event_key="rec-ready",
+            details=eng.model_copy(update={"work_state": "ready_for_review"}),
+        ),
+    )
+    # The preparer's hours go back to the ledger at the hand-over (the open-hours ledger).
+    await worker.wait_state(handle.id, lambda s: s.held_hours.get(Role.PREPARER) == 0.0)
+    await worker.ledger()
     await handle.signal(
         EngagementWorkflow.pm_updated,
         PmUpdate(event_key="rec-done", details=eng.model_copy(update={"work_state": "completed"})),
@@ -312,6 +327,10 @@ async def main(only: set[str] | None) -> None:
                 sandbox.reset()
                 async with running_worker(env.client, config) as worker:
                     await save(env.client, await scenario(worker), name, folder)
+                    if name in DISPATCHER_TOO:
+                        # The dispatcher's side of it: open hours at the hand-over to review,
+                        # the partner's options when nobody fits.
+                        await save(env.client, worker.dispatcher.id, DISPATCHER_TOO[name], folder)
             # A reset dispatcher is not recorded: the Replayer takes the run id from the
             # history, which for a reset run names the original run, so it cannot replay one
             # faithfully; tests/workflows/test_ledger_survives.py replays it on a real worker.
