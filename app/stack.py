@@ -30,6 +30,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from app.codec_server import ORIGINS_ENV as CODEC_ORIGINS_ENV
 from app.schedules import POLLER_PREFIX, RECURRING_PREFIX
 from app.secrets_demo import plan_demo_secrets
 from app.telemetry import METRICS_ENV
@@ -341,8 +342,17 @@ class Stack:
         address = self.metrics_address(worker)
         return {METRICS_ENV: address} if address else {}
 
+    def starter_env(self) -> dict[str, str]:
+        """The codec endpoint answers the Web UI this stack started, on whatever port it has
+        (unless the operator named the UI origins)."""
+        if os.environ.get(CODEC_ORIGINS_ENV) or not self.started_temporal:
+            return {}
+        ui = self.ports.ui
+        return {CODEC_ORIGINS_ENV: f"http://localhost:{ui},http://127.0.0.1:{ui}"}
+
     async def start_starter(self) -> None:
-        starter = self.spawn("starter", "starter", [sys.executable, str(self.root / "starter.py")])
+        argv = [sys.executable, str(self.root / "starter.py")]
+        starter = self.spawn("starter", "starter", argv, self.starter_env())
         await self._wait_ready("the webhook server", starter)
 
     async def stop_role(self, role: str) -> None:

@@ -20,9 +20,17 @@ import pytest_asyncio
 from app.board_web import signin_link
 from app.board_web.auth import BASE_URL_ENV, SECRET_ENV
 from app.stack import Stack
+from app.temporal import connect
 from dispatch.config import load_firm_config
 from dispatch.models import DispatchStatus
-from tests.e2e.drive import free_ports, new_work_item, sandbox_firm_file, send_inserted, state_of
+from tests.e2e.drive import (
+    free_ports,
+    new_work_item,
+    sandbox_firm_file,
+    send_inserted,
+    settled,
+    state_of,
+)
 from tests.harness import eventually
 
 pytestmark = pytest.mark.e2e
@@ -140,3 +148,42 @@ async def test_a_partner_assigns_from_the_board_in_a_browser(stack: Stack) -> No
     await eventually(assigned, timeout=60, what="the reviewer to be assigned too")
     state = await state_of(stack, tight_id)
     assert state.preparer is not None and state.preparer.name == chosen
+
+
+async def test_the_web_ui_shows_encrypted_payloads_decoded_through_the_codec(stack: Stack) -> None:
+    # History holds ciphertext; the Web UI that `dispatch up` starts asks the webhook server's
+    # codec endpoint to decode it in the browser (CORS for the UI's own port).
+    key = await new_work_item(
+        stack,
+        "2026 1120-S review - Bayside Dental Group",
+        "cl-bayside-dental",
+        "Tax Return - S Corp",
+        15,
+    )
+    response = await send_inserted(stack, key)
+    assert response.status_code == 202, response.text
+    workflow_id = response.json()["workflow_id"]
+    await settled(stack, workflow_id, timeout=90)
+    client = await connect(stack.temporal_address)
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    assert stack.ui_url is not None
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            decoded: list[int] = []
+            page.on(
+                "response",
+                lambda r: decoded.append(r.status) if "/codec/decode" in r.url else None,
+            )
+            await page.goto(
+                f"{stack.ui_url}/namespaces/default/workflows/{workflow_id}/{run_id}/history"
+            )
+            # The input's field names are inside the ciphertext: readable only once decoded.
+            await expect(page.get_by_text('"external_id"').first).to_be_visible(timeout=60_000)
+            assert decoded and all(status == 200 for status in decoded), decoded
+            await expect(page.get_by_text("binary/encrypted")).to_have_count(0)
+        finally:
+            await browser.close()
