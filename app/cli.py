@@ -252,7 +252,12 @@ def _print_demo_signin(stack: Stack, config: FirmConfig, console: Console) -> No
     except NotAllowed as refused:
         console.print(f"  [dim]board sign-in: {escape(str(refused))}[/]")
         return
-    console.print(f"  sign in:   {link}  (as {partner}, once, within 15 minutes)")
+    # One line, never wrapped: a link broken in two does not open.
+    console.print(
+        f"  sign in:   {link}  (as {partner}, once, within 15 minutes)",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def _board_link(args: argparse.Namespace, console: Console) -> int:

@@ -55,3 +55,32 @@ def test_the_dev_server_keeps_its_sqlite_file_in_wal_mode(tmp_path: Path) -> Non
     pragmas = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--sqlite-pragma"]
     assert pragmas == ["journal_mode=wal", "synchronous=normal"]
     assert argv[argv.index("--db-filename") + 1] == str(tmp_path / "temporal.db")
+
+
+def test_the_demo_prints_a_sign_in_link_on_one_line_that_signs_the_partner_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from rich.console import Console
+
+    from app.board_web.auth import verify
+    from app.cli import _print_demo_signin
+    from app.secrets_demo import BOARD_SECRET_ENV, DEMO_SECRETS
+
+    config = load_firm_config()
+    stack = Stack(config, tmp_path / "firm.yaml", data=tmp_path)
+    console = Console(width=60, record=True)
+
+    monkeypatch.delenv(BOARD_SECRET_ENV, raising=False)
+    _print_demo_signin(stack, config, console)  # a real firm's secret: no link printed
+    assert "signin?t=" not in console.export_text()
+
+    monkeypatch.setenv(BOARD_SECRET_ENV, DEMO_SECRETS[BOARD_SECRET_ENV])
+    _print_demo_signin(stack, config, console)
+    line = next(x for x in console.export_text().splitlines() if "signin?t=" in x)
+    url = line.split()[2]  # "sign in:", then the link, whole on one line at 60 columns
+    token = unquote(parse_qs(urlsplit(url).query)["t"][0])
+    claims = verify(DEMO_SECRETS[BOARD_SECRET_ENV], "signin", token, datetime.now(UTC))
+    assert claims.staff_id == config.escalation.managing_partner
