@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
 from app.audit import AuditRecord, collect_decisions, render_audit
+from app.board_web.auth import SECRET_ENV
 from dispatch.models import (
     AssignmentResponse,
     DispatchStatus,
@@ -34,7 +36,9 @@ from dispatch.models import (
 from tests.conftest import start_dev_server
 from tests.harness import RunningWorker, details, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
+from tests.test_board_flow import sign_in
 from tests.workflows.conftest import relay_firm
+from tests.workflows.test_webhook_server import http_for
 from workflows.engagement import EngagementWorkflow
 
 
@@ -117,9 +121,10 @@ def ours(records: list[AuditRecord], states: dict[str, EngagementState]) -> list
 
 
 async def test_every_decision_and_override_is_exported_with_who_made_it(
-    own_client: Client, sandbox: RunningSandbox, tmp_path: Path
+    own_client: Client, sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = own_client
+    monkeypatch.setenv(SECRET_ENV, "audit-board-secret-0123456789")
     sandbox.reset()
     async with running_worker(client, relay_firm(sandbox.config)) as worker:
         states = await story(worker, uuid.uuid4().hex[:6])
@@ -130,6 +135,11 @@ async def test_every_decision_and_override_is_exported_with_who_made_it(
             client, today - timedelta(days=9), today - timedelta(days=2)
         )
         exported = await asyncio.to_thread(command_export, client, window, tmp_path)
+        # The board's download: a partner signed in gets the same file.
+        async with http_for(worker) as http:
+            await sign_in(http, worker, "ava")
+            span = {"from": f"{window[0]}", "to": f"{window[1]}"}
+            download = await http.get("/board/audit.csv", params=span)
     records = ours(everything, states)
     # Only these engagements ran on this server (the dispatcher is not an engagement).
     assert records == everything
@@ -167,6 +177,9 @@ async def test_every_decision_and_override_is_exported_with_who_made_it(
 
     # The command writes the same records, and no client name or email.
     assert exported["csv"] == render_audit(records, "csv")
+    assert download.status_code == 200, download.text
+    assert download.headers["content-disposition"].startswith("attachment;")
+    assert download.text == exported["csv"]
     loaded = [AuditRecord.model_validate(r) for r in json.loads(exported["json"])]
     assert loaded == records
     text = exported["csv"] + exported["json"]
