@@ -32,6 +32,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from app.links import LinkOutcome, decision_for, response_for
 from dispatch.links import LinkClaims
@@ -41,6 +42,7 @@ from workflows.engagement import EngagementWorkflow
 log = logging.getLogger("app.responses")
 
 T = TypeVar("T")
+A = TypeVar("A", AssignmentResponse, PartnerDecision)
 
 CALL_BUDGET_SECONDS = 10.0
 """The longest a healthy but busy server may take for one call (start, signal, update)."""
@@ -158,30 +160,32 @@ def _rpc_failure(err: RPCError) -> Exception:
 async def deliver_response(
     client: Client, workflow_id: str, response: AssignmentResponse
 ) -> ResponseOutcome:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await bounded(
-            client,
-            handle.execute_update(
-                EngagementWorkflow.respond, response, id=response.event_id, rpc_timeout=RPC_TIMEOUT
-            ),
-        )
-    except WorkflowUpdateFailedError as err:
-        raise _refusal(err) from None
-    except RPCError as err:
-        raise _rpc_failure(err) from None
+    return await _execute(
+        client, workflow_id, EngagementWorkflow.respond, response, response.event_id
+    )
 
 
 async def deliver_decision(
     client: Client, workflow_id: str, decision: PartnerDecision
 ) -> ResponseOutcome:
+    return await _execute(
+        client, workflow_id, EngagementWorkflow.decide, decision, decision.event_id
+    )
+
+
+async def _execute(
+    client: Client,
+    workflow_id: str,
+    update: UpdateMethodMultiParam[[EngagementWorkflow, A], ResponseOutcome],
+    arg: A,
+    event_id: str,
+) -> ResponseOutcome:
+    """One Update on the engagement, its id the click's event id (a retry counts once), refusals
+    and Temporal failures turned into what the surface tells the person."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         return await bounded(
-            client,
-            handle.execute_update(
-                EngagementWorkflow.decide, decision, id=decision.event_id, rpc_timeout=RPC_TIMEOUT
-            ),
+            client, handle.execute_update(update, arg, id=event_id, rpc_timeout=RPC_TIMEOUT)
         )
     except WorkflowUpdateFailedError as err:
         raise _refusal(err) from None

@@ -28,6 +28,14 @@ class Integration:
     """schedule_to_close: every try together."""
     max_interval: timedelta
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=self.max_interval,
+        )
+
     def run_local(
         self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str
     ) -> Awaitable[R]:
@@ -38,11 +46,7 @@ class Integration:
             arg,
             start_to_close_timeout=self.attempt,
             schedule_to_close_timeout=self.total,
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=self.max_interval,
-            ),
+            retry_policy=self.retry_policy,
             summary=summary,
         )
 
@@ -53,11 +57,7 @@ class Integration:
             arg,
             start_to_close_timeout=self.attempt,
             schedule_to_close_timeout=self.total,
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=self.max_interval,
-            ),
+            retry_policy=self.retry_policy,
             summary=summary,
         )
 
