@@ -32,6 +32,7 @@ from dispatch.models import (
     DispatchStatus,
     EngagementDetails,
     LoadEngagementInput,
+    PmDueDateInput,
     PmWriteBackInput,
     PmWriteBackResult,
     WorkState,
@@ -400,13 +401,7 @@ class KarbonActivities(PmActivities):
         refused = foreign_source(SYSTEM, SOURCE, input.source)
         if refused:
             raise ApplicationError(refused, type="ForeignSource", non_retryable=True)
-        item = await self.client.get_work_item(key)
-        if item is None:
-            raise ApplicationError(
-                f"{SYSTEM} work item {key} was not found",
-                type="EngagementNotFound",
-                non_retryable=True,
-            )
+        item = await self._work_item(key)
         work_type = item.get("WorkType")
         service = self.config.service_type_for_work_type(work_type)
         if service is None:
@@ -485,6 +480,16 @@ class KarbonActivities(PmActivities):
             name = " ".join(p for p in (first, record.get("LastName")) if p) or None
         return _primary_email(record), name
 
+    async def _work_item(self, key: str) -> dict[str, Any]:
+        item = await self.client.get_work_item(key)
+        if item is None:
+            raise ApplicationError(
+                f"{SYSTEM} work item {key} was not found",
+                type="EngagementNotFound",
+                non_retryable=True,
+            )
+        return item
+
     @activity.defn(name="pm_write_back")
     async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
         refused = foreign_source(SYSTEM, SOURCE, input.source)
@@ -493,13 +498,7 @@ class KarbonActivities(PmActivities):
         key = input.external_id
         target = _target_status(self.connector, input.status)
         for attempt in range(CONFLICT_RETRIES + 1):
-            item = await self.client.get_work_item(key)
-            if item is None:
-                raise ApplicationError(
-                    f"{SYSTEM} work item {key} was not found",
-                    type="EngagementNotFound",
-                    non_retryable=True,
-                )
+            item = await self._work_item(key)
             change_assignee = bool(input.assignee_email) and not _same_email(
                 item.get("AssigneeEmailAddress"), input.assignee_email
             )
@@ -533,6 +532,23 @@ class KarbonActivities(PmActivities):
             )
             return PmWriteBackResult(written=True, detail=f"Karbon {what} updated")
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @activity.defn(name="pm_move_due_date")
+    async def move_due_date(self, input: PmDueDateInput) -> PmWriteBackResult:
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            return PmWriteBackResult(written=False, manual_update_required=True, detail=refused)
+        key = input.external_id
+        item = await self._work_item(key)
+        if _date(item.get("DueDate")) == input.due_date:
+            # A retry after a lost answer, or someone moved it in Karbon too.
+            return PmWriteBackResult(written=False, detail="Karbon due date already set")
+        # A PATCH of one property: nothing else on the work item is sent back, so a change
+        # someone makes in Karbon meanwhile is not overwritten.
+        await self.client.patch_work_item(
+            key, {"DueDate": f"{input.due_date.isoformat()}T00:00:00Z"}
+        )
+        return PmWriteBackResult(written=True, detail="Karbon due date updated")
 
 
 def _scope(item: Mapping[str, Any], service: ServiceType) -> str:

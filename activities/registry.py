@@ -116,6 +116,7 @@ def build_activities(config: FirmConfig) -> list[Callable[..., Any]]:
         (tracker or NoTrackerActivities()).job_hours,
         pm.load_engagement,
         pm.write_back,
+        pm.move_due_date,
         chat.notify_assignment,
         chat.notify_partner,
         chat.staff_notice,

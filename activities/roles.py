@@ -31,6 +31,7 @@ from dispatch.models import (
     ListJobsInput,
     LoadEngagementInput,
     PartnerReviewNotice,
+    PmDueDateInput,
     PmWriteBackInput,
     PmWriteBackResult,
     StaffNotice,
@@ -50,6 +51,11 @@ class PmActivities:
 
     @activity.defn(name="pm_write_back")
     async def write_back(self, input: PmWriteBackInput) -> PmWriteBackResult:
+        raise NotImplementedError
+
+    @activity.defn(name="pm_move_due_date")
+    async def move_due_date(self, input: PmDueDateInput) -> PmWriteBackResult:
+        """A partner moved the due date; systems without a write API say so in the result."""
         raise NotImplementedError
 
     @activity.defn(name="pm_list_new_jobs")

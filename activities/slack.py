@@ -64,6 +64,8 @@ ACCEPT_ACTION = "assignment_accept"
 REASSIGN_ACTION = "assignment_reassign"
 PARTNER_ACTION_PREFIX = "partner_assign:"
 PARTNER_FORCE_PREFIX = "partner_force:"
+PARTNER_DUE_ACTION = "partner_due"
+"""The partner's date picker: a new due date (the engagement is named by the block id)."""
 NOTICE_EVENT = "engagement_notice"
 HISTORY_PAGE = 100
 HISTORY_PAGES = 3
@@ -538,6 +540,26 @@ def partner_blocks(
         # What each choice costs (overtime, a later date, other work at risk), best first.
         options = "\n".join(f"• {_escape(o.summary)}" for o in notice.options[:limit])
         blocks.append(_section(_clip(f"*Options*\n{options}", 3000)))
+    blocks.append(
+        _section(
+            "*Or move the due date:* written back to the PM system, and the search for someone "
+            "with room runs again for the new date."
+        )
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": _block_id("partner", s.workflow_id, "due"),
+            "elements": [
+                {
+                    "type": "datepicker",
+                    "action_id": PARTNER_DUE_ACTION,
+                    "initial_date": s.due_date.isoformat(),
+                    "placeholder": _plain("New due date"),
+                }
+            ],
+        }
+    )
     if not candidates:
         blocks.append(_section("No candidates to offer: add capacity or change the engagement."))
         return blocks
@@ -561,6 +583,7 @@ __all__ = [
     "ACCEPT_ACTION",
     "ASSIGNMENT_EVENT",
     "PARTNER_ACTION_PREFIX",
+    "PARTNER_DUE_ACTION",
     "PARTNER_EVENT",
     "REASSIGN_ACTION",
     "SlackActivities",

@@ -34,6 +34,7 @@ from dispatch.models import (
     JobHoursInput,
     LoadEngagementInput,
     PartnerReviewNotice,
+    PmDueDateInput,
     PmWriteBackInput,
     PmWriteBackResult,
     StaffNotice,
@@ -64,6 +65,17 @@ class RelayPmActivities(PmActivities):
             written=False,
             manual_update_required=True,
             detail=f"{self._connector.system_name} has no write API: update it by hand",
+        )
+
+    @activity.defn(name="pm_move_due_date")
+    async def move_due_date(self, input: PmDueDateInput) -> PmWriteBackResult:
+        return PmWriteBackResult(
+            written=False,
+            manual_update_required=True,
+            detail=(
+                f"{self._connector.system_name} has no write API: move the due date there by "
+                "hand, or its next update moves it back"
+            ),
         )
 
 

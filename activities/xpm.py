@@ -54,6 +54,7 @@ from dispatch.models import (
     JobList,
     ListJobsInput,
     LoadEngagementInput,
+    PmDueDateInput,
     PmJob,
     PmWriteBackInput,
     PmWriteBackResult,
@@ -670,6 +671,19 @@ class XpmActivities(PmActivities):
             return PmWriteBackResult(written=False, detail=detail)
         return PmWriteBackResult(
             written=True, detail="; ".join([f"XPM {' and '.join(done)} updated", *notes])
+        )
+
+    @activity.defn(name="pm_move_due_date")
+    async def move_due_date(self, input: PmDueDateInput) -> PmWriteBackResult:
+        refused = foreign_source(SYSTEM, SOURCE, input.source)
+        if refused:
+            return PmWriteBackResult(written=False, manual_update_required=True, detail=refused)
+        # Dates go through `PUT job.api/update`, which rewrites the job's name, description and
+        # budget as well; a partner's date is not worth risking those, so it is done by hand.
+        return PmWriteBackResult(
+            written=False,
+            manual_update_required=True,
+            detail=f"{SYSTEM}: move the due date on job {input.external_id} by hand",
         )
 
     async def _staff_uuid(self, email: str) -> str:

@@ -6,9 +6,9 @@ it is there at all. A stopped server answers that at once and a hung one not wit
 so either way the caller hears "unavailable" (HTTP 503 with Retry-After) in a second or two
 instead of waiting out the client's own retries (10 s) or a hung call (30 s and a 500).
 
-A person's answer (Accept / Request reassignment, a partner's pick) is an Update on the
-engagement workflow with the surface's event id as the Update id, so a redelivered click
-counts once. The workflow's validator refuses the wrong person (or a closed engagement) before
+A person's answer (Accept / Request reassignment, a partner's pick or new due date) is an
+Update on the engagement workflow with the surface's event id as the Update id, so a redelivered
+click counts once. The workflow's validator refuses the wrong person (or a closed engagement) before
 anything is recorded; only those deliberate refusals are passed on word for word. Anything else
 Temporal says (a missing handler, a payload problem, a server error) becomes a plain sentence:
 internals never reach the person who clicked.
@@ -36,13 +36,13 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from app.links import LinkOutcome, decision_for, response_for
 from dispatch.links import LinkClaims
-from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
+from dispatch.models import AssignmentResponse, DueDateMove, PartnerDecision, ResponseOutcome
 from workflows.engagement import EngagementWorkflow
 
 log = logging.getLogger("app.responses")
 
 T = TypeVar("T")
-A = TypeVar("A", AssignmentResponse, PartnerDecision)
+A = TypeVar("A", AssignmentResponse, PartnerDecision, DueDateMove)
 
 CALL_BUDGET_SECONDS = 10.0
 """The longest a healthy but busy server may take for one call (start, signal, update)."""
@@ -66,7 +66,7 @@ UNAVAILABLE_STATUSES = frozenset(
 """Statuses that say "not now" rather than "no": the sender should retry later."""
 
 REFUSAL_TYPES = frozenset(
-    {"Closed", "NotAssigned", "NotAssignee", "Started", "NotPartner", "NotWaiting"}
+    {"Closed", "NotAssigned", "NotAssignee", "Started", "NotPartner", "NotWaiting", "BadDate"}
 )
 """ApplicationError types the engagement's validators raise on purpose, with messages written
 for the person who clicked. Any other failure is described in our own words."""
@@ -171,6 +171,10 @@ async def deliver_decision(
     return await _execute(
         client, workflow_id, EngagementWorkflow.decide, decision, decision.event_id
     )
+
+
+async def deliver_due_move(client: Client, workflow_id: str, move: DueDateMove) -> ResponseOutcome:
+    return await _execute(client, workflow_id, EngagementWorkflow.move_due, move, move.event_id)
 
 
 async def _execute(

@@ -1,5 +1,6 @@
-"""Slack interactivity: the Accept / Request reassignment and partner buttons, through Bolt,
-and the ``/board`` slash command ("Open the board": a sign-in link only its asker sees).
+"""Slack interactivity: the Accept / Request reassignment and partner buttons and the partner's
+due-date picker, through Bolt, and the ``/board`` slash command ("Open the board": a sign-in
+link only its asker sees).
 
 Mounted by the webhook server at ``POST /slack/events``. Before Bolt sees a request we check,
 ourselves, what Bolt would trip over or log:
@@ -36,9 +37,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -47,6 +49,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
+from activities.slack import PARTNER_DUE_ACTION
 from app.board_web import NotAllowed, signin_link
 from app.responses import (
     BUSY,
@@ -54,11 +57,13 @@ from app.responses import (
     ServiceUnavailable,
     UnknownEngagement,
     deliver_decision,
+    deliver_due_move,
     deliver_response,
 )
+from dispatch import limits
 from dispatch.config import FirmConfig, SlackConnector, secret
 from dispatch.ids import is_engagement_workflow_id
-from dispatch.models import AssignmentResponse, PartnerDecision, ResponseOutcome
+from dispatch.models import AssignmentResponse, DueDateMove, PartnerDecision, ResponseOutcome
 
 log = logging.getLogger("dispatch.slack")
 _bolt_log = logging.getLogger("dispatch.slack.bolt")
@@ -71,6 +76,9 @@ logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 ASSIGNMENT_ACTIONS = re.compile(r"^assignment_(accept|reassign)$")
 PARTNER_ACTIONS = re.compile(r"^partner_(assign|force):([a-z0-9][a-z0-9_.-]{0,62})$")
+PARTNER_DUE = re.compile(rf"^{PARTNER_DUE_ACTION}$")
+_DUE_BLOCK = re.compile(r"^partner:(.{1,240}):due$")
+_ISO_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _SLACK_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,20}(\.[0-9]{1,12})?$")
 _PAYLOAD_TYPE = re.compile(r"^[a-z_]{1,64}$")
@@ -181,11 +189,26 @@ def check_click(body: bytes) -> Problem | Ignored | None:
     action_id = _string(action.get("action_id"), MAX_ACTION_ID)
     if not action_id:
         return Problem("the action has no action_id")
-    if not (ASSIGNMENT_ACTIONS.match(action_id) or PARTNER_ACTIONS.match(action_id)):
+    if not (
+        ASSIGNMENT_ACTIONS.match(action_id)
+        or PARTNER_ACTIONS.match(action_id)
+        or PARTNER_DUE.match(action_id)
+    ):
         return Ignored("an action that is not ours")
+    for field in ("selected_date", "block_id"):
+        if action.get(field) is not None and _string(action.get(field), 255) is None:
+            return Problem(f"the action's {field} is not text")
     if action.get("value") is not None and _string(action.get("value"), MAX_VALUE) is None:
         return Problem("the action's value is not text")
     return None
+
+
+def _day(value: object) -> date | None:
+    text = value if isinstance(value, str) else ""
+    try:
+        return date.fromisoformat(text) if _ISO_DAY.match(text) else None
+    except ValueError:
+        return None
 
 
 def event_id(body: dict[str, Any], action: dict[str, Any]) -> str:
@@ -258,6 +281,8 @@ class SlackEvents:
         )
         self._bolt.action(ASSIGNMENT_ACTIONS)(self._on_assignment)
         self._bolt.action(PARTNER_ACTIONS)(self._on_partner)
+        self._bolt.action(PARTNER_DUE)(self._on_due)
+        self._zone = ZoneInfo(config.firm.time_zone)
 
     async def handle(self, request: Request, body: bytes) -> Response:
         headers = request.headers
@@ -386,6 +411,40 @@ class SlackEvents:
             workflow_id,
             lambda client: deliver_decision(client, workflow_id, decision),
             ":ballot_box_with_check:",
+        )
+
+    async def _on_due(
+        self,
+        ack: Callable[[], Awaitable[None]],
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond | None,
+    ) -> None:
+        """The partner picked a new due date in the review message's date picker."""
+        await ack()
+        block = _DUE_BLOCK.match(str(action.get("block_id") or ""))
+        workflow_id = block.group(1) if block else ""
+        due = _day(action.get("selected_date"))
+        if not is_engagement_workflow_id(workflow_id) or due is None:
+            log.info("Slack date pick with a damaged picker by %s", body["user"]["id"])
+            await self._tell(body, respond, DAMAGED)
+            return
+        problem = limits.due_date_problem(due, datetime.now(self._zone).date())
+        if problem is not None:
+            await self._tell(body, respond, f"That due date cannot be used: {problem}.")
+            return
+        partner_id = await self._who(body, respond)
+        if partner_id is None:
+            return
+        move = DueDateMove(
+            partner_id=partner_id, due_date=due, channel="slack", event_id=event_id(body, action)
+        )
+        await self._deliver(
+            body,
+            respond,
+            workflow_id,
+            lambda client: deliver_due_move(client, workflow_id, move),
+            ":calendar:",
         )
 
     # --- steps -------------------------------------------------------------------------------

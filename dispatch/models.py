@@ -648,6 +648,15 @@ class PmWriteBackInput(Model):
     status: DispatchStatus
 
 
+class PmDueDateInput(Model):
+    """A partner moved the due date: the PM record follows, so its next update agrees."""
+
+    workflow_id: str
+    source: str
+    external_id: str
+    due_date: date
+
+
 class PmWriteBackResult(Model):
     written: bool
     manual_update_required: bool = False
@@ -803,6 +812,7 @@ NoticeKind = Literal[
     "past_due",
     "reassigned_away",
     "partner_decision",
+    "due_moved",
     "review_ready",
     "completed",
     "capacity_outage",
@@ -848,6 +858,19 @@ class PartnerDecision(Model):
     staff_id: str
     override_capacity: bool = False
     """"Assign anyway": book over capacity, explicitly, and say so in the record."""
+    channel: Literal["slack", "teams", "api", "board"]
+    event_id: str
+
+
+class DueDateMove(Model):
+    """A partner moves an engagement's due date (the board, a Slack date picker, the API).
+
+    Written back to the PM system; the checkpoints, the reservation and a waiting dispatch
+    request follow the new date, so work nobody had room for by the old date may fit now.
+    """
+
+    partner_id: str
+    due_date: date
     channel: Literal["slack", "teams", "api", "board"]
     event_id: str
 

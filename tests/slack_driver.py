@@ -47,9 +47,13 @@ def message_with(
     else:
         found = dm_messages(sandbox, slack_user)
     for message in reversed(found):
-        for button in buttons(message):
-            if button["action_id"].startswith(action_prefix) and workflow_id in button["value"]:
-                return {**message, "channel": dm_channel_id(slack_user)}
+        for block in message.get("blocks") or []:
+            for button in block.get("elements", []) if block.get("type") == "actions" else []:
+                # A button names the engagement in its value; a date picker has none, and its
+                # block id names the engagement instead.
+                named = button.get("value", "") if "value" in button else block["block_id"]
+                if button["action_id"].startswith(action_prefix) and workflow_id in named:
+                    return {**message, "channel": dm_channel_id(slack_user)}
     raise AssertionError(f"no {action_prefix} button for {workflow_id} in {slack_user}'s DMs")
 
 
@@ -71,11 +75,35 @@ def click(
     signing_secret: str,
     timestamp: int | None = None,
     action_ts: str | None = None,
+    selected_date: str | None = None,
 ) -> Click:
-    """A signed click. ``sandbox`` is the in-process sandbox (the reply then updates the
-    message), or the base URL of a sandbox running in another process."""
+    """A signed click (or, with ``selected_date``, a date picked in a date picker).
+    ``sandbox`` is the in-process sandbox (the reply then updates the message), or the base URL
+    of a sandbox running in another process."""
     channel = str(message["channel"])
     button = next(b for b in buttons(message) if b["action_id"] == action_id)
+    block_id = next(
+        b["block_id"]
+        for b in message["blocks"]
+        if b.get("type") == "actions" and button in b["elements"]
+    )
+    if button["type"] == "datepicker":
+        action: dict[str, Any] = {
+            "type": "datepicker",
+            "action_id": action_id,
+            "block_id": block_id,
+            "selected_date": selected_date,
+            "initial_date": button.get("initial_date"),
+        }
+    else:
+        action = {
+            "action_id": action_id,
+            "block_id": block_id,
+            "text": button["text"],
+            "value": button["value"],
+            "type": "button",
+        }
+    action["action_ts"] = action_ts or f"{time.time():.6f}"
     token = uuid.uuid4().hex
     payload = {
         "type": "block_actions",
@@ -102,18 +130,7 @@ def click(
             if isinstance(sandbox, str)
             else response_url_for(sandbox.ctx, token, channel=channel, message_ts=message["ts"])
         ),
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": next(
-                    b["block_id"] for b in message["blocks"] if b.get("type") == "actions"
-                ),
-                "text": button["text"],
-                "value": button["value"],
-                "type": "button",
-                "action_ts": action_ts or f"{time.time():.6f}",
-            }
-        ],
+        "actions": [action],
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     stamp = str(timestamp if timestamp is not None else int(time.time()))

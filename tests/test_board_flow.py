@@ -19,7 +19,7 @@ from temporalio.client import Client
 from app import board
 from app.board_web import signin_link
 from app.board_web.auth import SECRET_ENV
-from dispatch.models import DispatchStatus
+from dispatch.models import DispatchStatus, EngagementState
 from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox, run_sandbox
 from tests.workflows.conftest import relay_firm
@@ -173,3 +173,99 @@ async def test_the_list_needs_no_worker(client: Client, sandbox: RunningSandbox)
     assert row.workflow_id == handle.id and row.status == "Assigned" and row.preparer != "-"
     assert view.people == [] and view.capacity_note is not None
     assert "did not answer" in view.capacity_note
+
+
+async def test_a_partner_moves_the_due_date_and_the_work_fits(worker: RunningWorker) -> None:
+    """Nobody has 50 hours of audit preparation free in four days; by a date six weeks out
+    somebody does. The partner moves the date from the board: the PM system is told (a relay
+    cannot be written, and the engagement says so), the dispatcher asks again for the new date
+    and the work is assigned without booking anyone over capacity."""
+    due = workdays_ahead(worker.config, 4)
+    later = workdays_ahead(worker.config, 30)
+    huge = await worker.start(details("late", service_type="audit_prep", hours=50, due=due))
+    await worker.wait_state(
+        huge.id,
+        lambda s: (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and any(e.kind == "chat_partner" and e.state == "done" for e in s.side_effects)
+        ),
+    )
+    async with http_for(worker) as http:
+        csrf = await sign_in(http, worker, "mia")  # a manager: may look, may not move dates
+        page = await http.get(f"/board/e/{huge.id}")
+        assert page.status_code == 200
+        assert f'action="/board/e/{huge.id}/due"' not in page.text
+        refused = await http.post(
+            f"/board/e/{huge.id}/due",
+            data={"csrf": csrf, "event": "x" * 24, "due_date": later.isoformat()},
+        )
+        assert refused.status_code == 403
+
+    async with http_for(worker) as http:
+        csrf = await sign_in(http, worker, "ava")
+        page = await http.get(f"/board/e/{huge.id}")
+        assert f'action="/board/e/{huge.id}/due"' in page.text
+        found = re.search(
+            rf'action="/board/e/{huge.id}/due" class="inline">\s*'
+            r'<input type="hidden" name="csrf" value="[^"]+">\s*'
+            r'<input type="hidden" name="event" value="([^"]+)">',
+            page.text,
+        )
+        assert found is not None, page.text
+        event = found.group(1)
+        for bad, why in (
+            ("2020-01-31", "in the past"),
+            ("9999-12-31", "years ahead"),
+            ("31/01/2027", "YYYY-MM-DD"),
+            ("", "YYYY-MM-DD"),
+        ):
+            answer = await http.post(
+                f"/board/e/{huge.id}/due", data={"csrf": csrf, "event": event, "due_date": bad}
+            )
+            assert answer.status_code == 422 and why in answer.text, (bad, answer.text)
+        before = await worker.state(huge.id)
+        assert before.due_date == due and before.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+
+        moved = await http.post(
+            f"/board/e/{huge.id}/due",
+            data={"csrf": csrf, "event": event, "due_date": later.isoformat()},
+        )
+        assert moved.status_code == 303, moved.text
+        assert "Moving+the+due+date" in moved.headers["location"]
+
+        done = await worker.wait_state(huge.id, lambda s: s.status is DispatchStatus.ASSIGNED)
+        assert done.due_date == later and not done.forced
+        assert done.preparer is not None and done.reviewer is not None
+        assert any(
+            t.kind == "due date moved" and t.detail == f"{due} -> {later}" for t in done.timeline
+        )
+        written = next(e for e in done.side_effects if e.kind == "pm_due_date")
+        assert written.state == "skipped" and "by hand" in written.detail
+        # The same form again is the same Update: recorded once.
+        again = await http.post(
+            f"/board/e/{huge.id}/due",
+            data={"csrf": csrf, "event": event, "due_date": later.isoformat()},
+        )
+        assert again.status_code == 303 and again.headers["location"] == moved.headers["location"]
+        # While assigned, a move keeps the people and tells them.
+        page = await http.get(f"/board/e/{huge.id}")
+        event = re.search(r'name="event" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        nearer = workdays_ahead(worker.config, 28)
+        moved = await http.post(
+            f"/board/e/{huge.id}/due",
+            data={"csrf": csrf, "event": event, "due_date": nearer.isoformat()},
+        )
+        assert moved.status_code == 303, moved.text
+
+    def told(s: EngagementState) -> bool:
+        return s.due_date == nearer and all(
+            any(
+                e.name == f"notice:due_moved:{role}:{nearer.isoformat()}:chat" and e.state == "done"
+                for e in s.side_effects
+            )
+            for role in ("preparer", "reviewer")
+        )
+
+    after = await worker.wait_state(huge.id, told)
+    assert after.status is DispatchStatus.ASSIGNED
+    assert (after.preparer, after.reviewer) == (done.preparer, done.reviewer)

@@ -63,6 +63,13 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         "v3/dispatcher_before_continue",
         "v3/dispatcher_rebuilt",
     } <= names
+    # After the partner's due-date move: the move_due Update in a history, both sides.
+    assert {
+        "v4/partner_moved_due_date",
+        "v4/dispatcher_partner_moved_due_date",
+        "v4/accepted_and_completed",
+        "v4/past_due",
+    } <= names
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

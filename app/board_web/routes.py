@@ -3,7 +3,8 @@
 Pages are rendered on the server (Jinja2); a small script of ours (``static/board.js``)
 refreshes the live part of a page every few seconds and fills each partner-review item's
 candidates. Nothing is shown without a session (``auth``); the partner's actions go through
-the same Update, with the same authorization, as the Slack buttons (``deliver_decision``):
+the same Updates, with the same authorization, as the Slack buttons and date picker
+(``deliver_decision``, ``deliver_due_move``):
 the workflow's validator refuses anyone but a deciding partner, and the page refuses them
 first (403) so nothing is even sent.
 """
@@ -51,15 +52,19 @@ from app.responses import (
     UnknownEngagement,
     bounded,
     deliver_decision,
+    deliver_due_move,
 )
+from dispatch import limits
 from dispatch.config import FirmConfig
 from dispatch.ids import is_engagement_workflow_id
 from dispatch.models import (
     BlockReason,
     CandidateScore,
     DispatchStatus,
+    DueDateMove,
     EngagementState,
     PartnerDecision,
+    ResponseOutcome,
 )
 from workflows.engagement import EngagementWorkflow
 
@@ -84,6 +89,8 @@ framing. (``same-origin``, not ``no-referrer``: under the latter browsers send `
 with our own forms, and the origin check could not tell them from a sandboxed frame's.)"""
 
 ClientSource = Callable[[], Awaitable[Client]]
+PartnerAction = Callable[[Client], Awaitable[ResponseOutcome]] | tuple[str, str]
+"""The Update to send, or the form field that is wrong and why."""
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -332,6 +339,7 @@ def create_board_router(
             shown=limit,
             waiting=state.status is DispatchStatus.NEEDS_PARTNER_REVIEW,
             event=secrets.token_urlsafe(18),
+            today=today(),
             outcome=request.query_params.get("outcome", "")[:300],
             refresh=REFRESH_SECONDS,
         )
@@ -350,6 +358,50 @@ def create_board_router(
 
     @router.post("/e/{workflow_id}/decide")
     async def decide(workflow_id: str, request: Request) -> Response:
+        def decision(viewer: Viewer, fields: dict[str, str], event: str) -> PartnerAction:
+            staff_id = fields.get("staff_id", "")
+            if not any(s.id == staff_id for s in config.staff):
+                return ("staff_id", "not a person on the staff list")
+            made = PartnerDecision(
+                partner_id=viewer.claims.staff_id,
+                staff_id=staff_id,
+                override_capacity=fields.get("anyway") == "1",
+                channel="board",
+                event_id=event,
+            )
+            return lambda connected: deliver_decision(connected, workflow_id, made)
+
+        return await partner_action(workflow_id, request, "decide", decision)
+
+    @router.post("/e/{workflow_id}/due")
+    async def move_due(workflow_id: str, request: Request) -> Response:
+        def move(viewer: Viewer, fields: dict[str, str], event: str) -> PartnerAction:
+            raw = fields.get("due_date", "").strip()
+            try:
+                due = date.fromisoformat(raw) if len(raw) == 10 else None
+            except ValueError:
+                due = None
+            if due is None:
+                return ("due_date", "a date as YYYY-MM-DD")
+            problem = limits.due_date_problem(due, today())
+            if problem is not None:
+                return ("due_date", problem)
+            made = DueDateMove(
+                partner_id=viewer.claims.staff_id, due_date=due, channel="board", event_id=event
+            )
+            return lambda connected: deliver_due_move(connected, workflow_id, made)
+
+        return await partner_action(workflow_id, request, "due", move)
+
+    async def partner_action(
+        workflow_id: str,
+        request: Request,
+        what: str,
+        build: Callable[[Viewer, dict[str, str], str], PartnerAction],
+    ) -> Response:
+        """A partner's form: signed in, our own page, a partner, a real engagement, a fresh
+        event id; then the Update, and back to the engagement with what it said. The Update
+        id names the action too: the page's forms share one event token."""
         viewer = viewer_of(request)
         if isinstance(viewer, HTMLResponse):
             return viewer
@@ -357,36 +409,29 @@ def create_board_router(
         if isinstance(fields, HTMLResponse):
             return fields
         if not viewer.partner:
-            log.info("board decision by %s refused: not a deciding partner", viewer.claims.staff_id)
+            log.info("board %s by %s refused: not a deciding partner", what, viewer.claims.staff_id)
             return message(
                 403, "Only partners decide", "Only the firm's deciding partners can.", viewer
             )
         if not is_engagement_workflow_id(workflow_id):
             return message(404, "No such engagement", "The address is not an engagement.", viewer)
-        staff_id = fields.get("staff_id", "")
-        if not any(s.id == staff_id for s in config.staff):
-            return message(422, "Field staff_id", "not a person on the staff list", viewer)
         event = fields.get("event", "")
         if not _EVENT.match(event):
             return message(422, "Field event", "missing or damaged; reload the page", viewer)
-        decision = PartnerDecision(
-            partner_id=viewer.claims.staff_id,
-            staff_id=staff_id,
-            override_capacity=fields.get("anyway") == "1",
-            channel="board",
-            event_id=f"board:{viewer.claims.staff_id}:{event}",
-        )
+        call = build(viewer, fields, f"board:{viewer.claims.staff_id}:{what}:{event}")
+        if isinstance(call, tuple):
+            return message(422, f"Field {call[0]}", call[1], viewer)
         connected = await client()
         if isinstance(connected, HTMLResponse):
             return connected
         try:
-            outcome = await deliver_decision(connected, workflow_id, decision)
+            outcome = await call(connected)
         except (Refused, UnknownEngagement) as err:
-            log.info("board decision on %s refused", workflow_id)
+            log.info("board %s on %s refused", what, workflow_id)
             return message(409, "Not recorded", str(err), viewer)
         except ServiceUnavailable:
             return message(503, "Not recorded yet", "The service is busy; try again.", viewer)
-        log.info("board decision on %s by %s recorded", workflow_id, viewer.claims.staff_id)
+        log.info("board %s on %s by %s recorded", what, workflow_id, viewer.claims.staff_id)
         target = f"/board/e/{workflow_id}?" + urlencode({"outcome": outcome.message})
         return RedirectResponse(target, status_code=303, headers=_HEADERS)
 

@@ -30,6 +30,7 @@ from dispatch.models import (
     DispatchStatus,
     EngagementDetails,
     LoadEngagementInput,
+    PmDueDateInput,
     PmWriteBackInput,
     PmWriteBackResult,
 )
@@ -315,6 +316,48 @@ async def test_assignee_only_change_is_a_patch(
     assert writes(sandbox) == ["PATCH"]
     await write_back(acts, key, "noah@harborfinch.example", DispatchStatus.READY_FOR_REVIEW)
     assert writes(sandbox) == ["PATCH"]
+
+
+async def move_due(acts: KarbonActivities, key: str, due: date, source: str = "karbon") -> Any:
+    return await ActivityEnvironment().run(
+        acts.move_due_date,
+        PmDueDateInput(
+            workflow_id=f"engagement-{source}-{key}", source=source, external_id=key, due_date=due
+        ),
+    )
+
+
+async def test_a_partners_due_date_is_one_patch_of_the_due_date_only(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(client)
+
+    moved = await move_due(acts, key, date(2027, 1, 20))
+
+    assert moved.written and not moved.manual_update_required
+    patches = sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}", method="PATCH")
+    assert [json.loads(str(p["body"])) for p in patches] == [{"DueDate": "2027-01-20T00:00:00Z"}]
+    item = await client.get_work_item(key)
+    assert item is not None and item["DueDate"] == "2027-01-20T00:00:00Z"
+    # Karbon's next read gives the engagement the new date: the echo does not move it back.
+    loaded = await load(acts, key)
+    assert loaded.due_date == date(2027, 1, 20)
+    assert item["Description"] == "Federal and state 1120-S with shareholder K-1s"
+    # A retry after a lost answer writes nothing.
+    again = await move_due(acts, key, date(2027, 1, 20))
+    assert not again.written and writes(sandbox) == ["PATCH"]
+
+
+async def test_a_due_date_is_never_written_to_another_sources_item(
+    sandbox: RunningSandbox, client: KarbonClient, acts: KarbonActivities
+) -> None:
+    key = await new_item(client)
+    refused = await move_due(acts, key, date(2027, 1, 20), source="canopy")
+    assert not refused.written and refused.manual_update_required
+    assert sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}") == []
+    with pytest.raises(ApplicationError) as caught:
+        await move_due(acts, "nope", date(2027, 1, 20))
+    assert caught.value.type == "EngagementNotFound" and caught.value.non_retryable
 
 
 async def test_completed_clears_the_secondary_status(

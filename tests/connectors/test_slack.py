@@ -474,7 +474,12 @@ async def test_partner_sees_candidates_and_why_each_was_blocked(sandbox: Running
         "tier, skill",
     ):
         assert expected in text, expected
-    found = buttons(stored["blocks"])
+    [picker, *found] = buttons(stored["blocks"])
+    # A date picker first: moving the due date is the partner's other way out.
+    assert picker["type"] == "datepicker" and picker["action_id"] == "partner_due"
+    assert picker["initial_date"] == input.summary.due_date.isoformat()
+    due_block = next(b for b in stored["blocks"] if picker in b.get("elements", []))
+    assert due_block["block_id"] == f"partner:{WORKFLOW_ID}:due"
     # Lucas is blocked only by capacity: his button books him anyway, and says so.
     assert [b["action_id"] for b in found] == [
         "partner_force:lucas",
@@ -506,7 +511,8 @@ async def test_partner_candidates_are_capped_by_policy(sandbox: RunningSandbox) 
     )
     await notify_partner(activities_of(sandbox), input)
     [stored] = store_of(sandbox).messages[dm_channel_id("U01AVA")]
-    assert len(buttons(stored["blocks"])) == sandbox.config.policy.partner_candidates_shown
+    assign = [b for b in buttons(stored["blocks"]) if b["type"] == "button"]
+    assert len(assign) == sandbox.config.policy.partner_candidates_shown
 
 
 # --- the emulator's contract -----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record            # into tests/histories/v3/
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v4/
     .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
@@ -27,13 +27,14 @@ import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from app.responses import deliver_response
+from app.responses import deliver_due_move, deliver_response
 from app.secrets_demo import export_demo_secrets
 from app.temporal import data_converter
 from dispatch.codec import KEYS_ENV
 from dispatch.models import (
     AssignmentResponse,
     DispatchStatus,
+    DueDateMove,
     EngagementState,
     PartnerDecision,
     PmUpdate,
@@ -46,10 +47,12 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v3"
+CURRENT = "v4"
+"""v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""
 DISPATCHER_TOO = {
     "accepted_and_completed": "dispatcher_open_hours",
     "partner_pick_does_not_fit": "dispatcher_partner_review",
+    "partner_moved_due_date": "dispatcher_partner_moved_due_date",
 }
 
 
@@ -166,6 +169,47 @@ async def due_date_moved(worker: RunningWorker) -> str:
         handle.id,
         lambda s: s.awaiting is None and any(t.kind == "reservation adjusted" for t in s.timeline),
     )
+    return handle.id
+
+
+async def partner_moved_due_date(worker: RunningWorker) -> str:
+    """Nobody has room by the due date; a partner moves it and the work fits. Then, assigned,
+    the partner moves it again: the people stay and are told."""
+    handle = await worker.start(
+        details(
+            "rec-partner-due",
+            service_type="audit_prep",
+            hours=50,
+            due=workdays_ahead(worker.config, 4),
+        )
+    )
+    await worker.wait_state(
+        handle.id,
+        lambda s: (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and not any(e.state == "pending" for e in s.side_effects)
+        ),
+    )
+    for n, days in enumerate((30, 28)):
+        moved = workdays_ahead(worker.config, days)
+        await deliver_due_move(
+            worker.client,
+            handle.id,
+            DueDateMove(partner_id="ava", due_date=moved, channel="api", event_id=f"rec-due-{n}"),
+        )
+        told = f"notice:due_moved:preparer:{moved.isoformat()}:chat" if n else None
+        await worker.wait_state(
+            handle.id,
+            lambda s, moved=moved, told=told: (  # type: ignore[misc]
+                announced(s)
+                and s.due_date == moved
+                and s.awaiting is None
+                and (
+                    told is None
+                    or any(e.name == told and e.state == "done" for e in s.side_effects)
+                )
+            ),
+        )
     return handle.id
 
 
@@ -320,6 +364,7 @@ async def main(only: set[str] | None) -> None:
                 "due_date_moved": due_date_moved,
                 "partner_pick_does_not_fit": partner_pick_does_not_fit,
                 "cancelled_in_temporal": cancelled_in_temporal,
+                "partner_moved_due_date": partner_moved_due_date,
             }
             for name, scenario in scenarios.items():
                 if not wanted(name):

@@ -18,7 +18,7 @@ from dispatch.config import FirmConfig
 from dispatch.models import DispatchStatus, EngagementState
 from tests.harness import RunningWorker, details, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox
-from tests.slack_driver import Click, click, message_with, replies
+from tests.slack_driver import Click, buttons, click, message_with, replies
 from tests.workflows.conftest import relay_firm
 from tests.workflows.test_webhook_server import http_for
 
@@ -181,6 +181,59 @@ async def test_two_declines_go_to_partner_review(
     assert done.preparer is not None
     assert done.preparer.id == choice["value"].split("|")[1]
     assert any(d.outcome == "forced" for d in done.decisions)
+
+
+async def test_a_partner_moves_the_due_date_from_slack(
+    relay: RunningWorker, sandbox: RunningSandbox
+) -> None:
+    """The partner's review message carries a date picker: a new date is the engagement's
+    ``move_due`` Update, refused for anyone but a partner and for a date nobody can use; a
+    good one makes the dispatcher look again, and the work fits by then."""
+    due = workdays_ahead(relay.config, 4)
+    handle = await relay.start(details("slackdue", service_type="audit_prep", hours=50, due=due))
+    await relay.wait_state(
+        handle.id,
+        lambda s: (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and any(e.kind == "chat_partner" and e.state == "done" for e in s.side_effects)
+        ),
+    )
+    partner = slack_id(relay.config, relay.config.escalation.managing_partner)
+    dm = message_with(sandbox, partner, "partner_due", handle.id)
+    picker = next(b for b in buttons(dm) if b["action_id"] == "partner_due")
+    assert picker["type"] == "datepicker" and picker["initial_date"] == due.isoformat()
+    later = workdays_ahead(relay.config, 30).isoformat()
+
+    staff = click(
+        sandbox,
+        dm,
+        "partner_due",
+        slack_id(relay.config, "noah"),
+        signing_secret=SECRET,
+        selected_date=later,
+    )
+    assert (await post(relay, staff)).status_code == 200
+    assert "partners" in replies(sandbox, staff)[0]["text"]
+    past = click(
+        sandbox, dm, "partner_due", partner, signing_secret=SECRET, selected_date="2020-02-03"
+    )
+    assert (await post(relay, past)).status_code == 200
+    assert "in the past" in replies(sandbox, past)[0]["text"]
+    damaged = click(
+        sandbox, dm, "partner_due", partner, signing_secret=SECRET, selected_date="2027-02-30"
+    )
+    assert (await post(relay, damaged)).status_code == 200
+    assert "damaged" in replies(sandbox, damaged)[0]["text"]
+    assert (await relay.state(handle.id)).due_date == due
+
+    moved = click(sandbox, dm, "partner_due", partner, signing_secret=SECRET, selected_date=later)
+    assert (await post(relay, moved)).status_code == 200
+    assert (await post(relay, moved)).status_code == 200  # redelivered: the same Update
+    [*_, reply] = replies(sandbox, moved)
+    assert "Moving the due date" in reply["text"]
+    done = await relay.wait_state(handle.id, announced)
+    assert done.due_date is not None and done.due_date.isoformat() == later and not done.forced
+    assert [t.kind for t in done.timeline].count("due date moved") == 1
 
 
 async def test_replayed_click_older_than_five_minutes_is_refused(

@@ -3,7 +3,7 @@ it is one of the engagement's own refusals, written for the person who clicked."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -12,11 +12,12 @@ from app.responses import (
     Refused,
     UnknownEngagement,
     deliver_decision,
+    deliver_due_move,
     deliver_link,
     deliver_response,
 )
 from dispatch.links import LinkClaims
-from dispatch.models import AssignmentResponse, PartnerDecision
+from dispatch.models import AssignmentResponse, DueDateMove, PartnerDecision
 from tests.harness import RunningWorker, details, workdays_ahead
 from tests.workflows.test_webhook_server import relay as relay
 
@@ -63,3 +64,39 @@ async def test_the_engagements_own_refusals_pass_through(relay: RunningWorker) -
     assert f"Only {state.preparer.name}" in str(caught.value)
     with pytest.raises(UnknownEngagement):
         await deliver_response(relay.client, "engagement-relay-nope", answer(other, "api:r-3"))
+
+
+async def test_a_due_date_move_is_checked_by_the_engagement_itself(relay: RunningWorker) -> None:
+    """The surfaces check dates first, but an API caller reaches the Update directly: the
+    engagement refuses a non-partner, a date nobody could meet or one in 9999, and a date
+    before the work starts, and records nothing for any of them."""
+    start = workdays_ahead(relay.config, 3)
+    handle = await relay.start(
+        details("movedue", due=workdays_ahead(relay.config, 8)).model_copy(
+            update={"start_date": start}
+        )
+    )
+    state = await relay.wait_state(handle.id, lambda s: s.preparer is not None)
+
+    def move(partner: str, due: date, event: str) -> DueDateMove:
+        return DueDateMove(partner_id=partner, due_date=due, channel="api", event_id=event)
+
+    later = workdays_ahead(relay.config, 12)
+    for made, why in (
+        (move("noah", later, "api:m-1"), "deciding partners"),
+        (move("ava", date(2020, 1, 31), "api:m-2"), "in the past"),
+        (move("ava", date(9999, 12, 31), "api:m-3"), "years ahead"),
+        (move("ava", start - timedelta(days=1), "api:m-4"), "before the start date"),
+    ):
+        with pytest.raises(Refused) as caught:
+            await deliver_due_move(relay.client, handle.id, made)
+        assert why in str(caught.value), (made, caught.value)
+    after = await relay.state(handle.id)
+    assert after.due_date == state.due_date and after.seen_events == state.seen_events
+    assert state.due_date is not None
+    same = await deliver_due_move(relay.client, handle.id, move("ava", state.due_date, "api:m-5"))
+    assert not same.changed and "already due" in same.message
+    moved = await deliver_due_move(relay.client, handle.id, move("ava", later, "api:m-6"))
+    assert moved.changed
+    done = await relay.wait_state(handle.id, lambda s: s.due_date == later)
+    assert done.preparer is not None and done.preparer == state.preparer

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ContactsInput,
         CrmLogInput,
         DispatchStatus,
+        DueDateMove,
         EngagementContext,
         EngagementContextInput,
         EngagementDetails,
@@ -120,6 +121,7 @@ class EngagementBase:
     _pm_updates: list[PmUpdate]
     _reassignments: list[tuple[Role, str, str]]
     _decisions: list[PartnerDecision]
+    _due_moves: list[DueDateMove]
     _last_candidates: list[CandidateScore]
 
     @property

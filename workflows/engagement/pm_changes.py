@@ -1,5 +1,6 @@
 """Loading the engagement from its PM system and following the changes the PM system reports
-(started, ready for review, completed, cancelled, a moved due date, a new estimate).
+(started, ready for review, completed, cancelled, a moved due date, a new estimate), and a
+partner moving the due date here, which the PM system is then told of.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ with workflow.unsafe.imports_passed_through():
     from dispatch import lifecycle
     from dispatch.models import (
         DispatchStatus,
+        DueDateMove,
         EngagementDetails,
         LoadEngagementInput,
+        PmDueDateInput,
         PmUpdate,
         Role,
     )
@@ -99,6 +102,42 @@ class PmChanges(DispatchClient):
                         f"{self._summary().title}; it is ready for your review."
                     ],
                     f"review_ready:{s.assignment_round}",
+                )
+            )
+
+    async def _move_due(self, move: DueDateMove) -> None:
+        """A partner's new due date: the PM record first (else the PM system's next update
+        would move it back), then the same path as a date moved in the PM system."""
+        s, previous = self._state, self._details
+        if previous is None or previous.due_date == move.due_date:
+            return
+        await self._effect(
+            f"pm_due_date:{move.due_date.isoformat()}",
+            options.PM.run(
+                PmActivities.move_due_date,
+                PmDueDateInput(
+                    workflow_id=s.workflow_id,
+                    source=previous.source,
+                    external_id=previous.external_id,
+                    due_date=move.due_date,
+                ),
+                "PM due date",
+            ),
+        )
+        fresh = previous.model_copy(update={"due_date": move.due_date})
+        self._apply_details(fresh)
+        await self._plan_changed(previous, fresh)
+        day = f"{move.due_date:%a %d %b %Y}"
+        for role, person in ((Role.PREPARER, s.preparer), (Role.REVIEWER, s.reviewer)):
+            if person is None:
+                continue
+            await self._notify(
+                self._notice(
+                    "due_moved",
+                    person,
+                    f"New due date: {day}",
+                    [f"{self._summary().title} is now due {day} (moved by a partner)."],
+                    f"due_moved:{role.value}:{move.due_date.isoformat()}",
                 )
             )
 

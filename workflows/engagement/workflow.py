@@ -9,7 +9,9 @@
 4. Live until completed or cancelled, on durable timers and messages:
    - answers (Update ``respond``): Accept, or Request reassignment -> release, exclude, dispatch
      again; after ``max_declines`` declines -> partner review;
-   - partner decisions (Update ``decide``), including "assign anyway" over capacity;
+   - partner decisions (Update ``decide``), including "assign anyway" over capacity, and a
+     partner moving the due date (Update ``move_due``: written back to the PM system, and the
+     checkpoints and any waiting dispatch request follow it);
    - PM changes (signal ``pm_updated``): started, ready for review, in review, completed,
      cancelled, due date moved, estimate changed;
    - checkpoints (``dispatch.lifecycle``): reminders, 48 h not started, midpoint, due - 3 days,
@@ -23,7 +25,7 @@ click cannot produce a second PM write, message, calendar event or email.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -35,11 +37,13 @@ from workflows.engagement.base import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from dispatch import limits
     from dispatch.models import (
         AssignmentResponse,
         AssignmentResult,
         CandidateScore,
         DispatchStatus,
+        DueDateMove,
         EngagementContext,
         EngagementDetails,
         EngagementHoldings,
@@ -78,6 +82,7 @@ class EngagementWorkflow(PmChanges):
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
         self._decisions: list[PartnerDecision] = []
+        self._due_moves: list[DueDateMove] = []
         self._last_candidates: list[CandidateScore] = []
 
     @workflow.signal(name=RESULT_SIGNAL)
@@ -226,6 +231,60 @@ class EngagementWorkflow(PmChanges):
                 type="NotWaiting",
             )
 
+    @workflow.update
+    def move_due(self, move: DueDateMove) -> ResponseOutcome:
+        """A partner moves the due date (board, Slack date picker, API)."""
+        s = self._state
+        if self._seen(move.event_id):
+            return ResponseOutcome(changed=False, status=s.status, message="Already recorded.")
+        if move.due_date == self._due_after_moves():
+            return ResponseOutcome(
+                changed=False, status=s.status, message=f"It is already due {_day(move.due_date)}."
+            )
+        self._due_moves.append(move)
+        self._note("due date move", f"{move.partner_id} chose {move.due_date.isoformat()}")
+        return ResponseOutcome(
+            changed=True,
+            status=s.status,
+            message=(
+                f"Moving the due date to {_day(move.due_date)}: the PM system, the deadlines "
+                "and the people on it follow."
+            ),
+        )
+
+    @move_due.validator
+    def _check_move(self, move: DueDateMove) -> None:
+        s = self._state
+        if move.event_id in s.seen_events:
+            return
+        context = self._context
+        if context is None or move.partner_id not in context.deciding_partners:
+            raise ApplicationError(
+                "Only the firm's deciding partners can move a due date.", type="NotPartner"
+            )
+        if s.status.is_closed:
+            raise ApplicationError(
+                f"This engagement is already {s.status.value.lower()}.", type="Closed"
+            )
+        d = self._details
+        if d is None:
+            raise ApplicationError(
+                "This engagement has not been read from the PM system yet.", type="NotWaiting"
+            )
+        # The surfaces check against the firm's own today; this bound (a day's grace for time
+        # zones) keeps a date nobody could meet, or one in 9999, out of the workflow.
+        today = max(context.today, (workflow.now() - timedelta(days=1)).date())
+        problem = limits.due_date_problem(move.due_date, today)
+        if problem is None and d.start_date is not None and move.due_date < d.start_date:
+            problem = f"{move.due_date.isoformat()} is before the start date"
+        if problem is not None:
+            raise ApplicationError(f"That due date cannot be used: {problem}.", type="BadDate")
+
+    def _due_after_moves(self) -> date | None:
+        if self._due_moves:
+            return self._due_moves[-1].due_date
+        return self._details.due_date if self._details is not None else None
+
     @workflow.query
     def state(self) -> EngagementState:
         return self._state
@@ -307,6 +366,7 @@ class EngagementWorkflow(PmChanges):
             or (self._v2 and self._results)
             or self._reassignments
             or self._decisions
+            or self._due_moves
             or self._pm_updates
         )
 
@@ -322,6 +382,8 @@ class EngagementWorkflow(PmChanges):
             await self._reassign(role, staff_id, reason)
         while self._decisions and not self._state.status.is_closed:
             await self._partner_decision(self._decisions.pop(0))
+        while self._due_moves and not self._state.status.is_closed:
+            await self._move_due(self._due_moves.pop(0))
         while self._pm_updates and not self._state.status.is_closed:
             await self._pm_update(self._pm_updates.pop(0))
         if not self._state.status.is_closed:
@@ -350,3 +412,7 @@ class EngagementWorkflow(PmChanges):
         if read is not None:
             moments.append(read)
         return min(moments) if moments else None
+
+
+def _day(day: date) -> str:
+    return f"{day:%a %d %b %Y}"
