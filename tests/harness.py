@@ -19,7 +19,10 @@ from zoneinfo import ZoneInfo
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import ActivityEnvironment
 
+from activities.firm import FirmActivities
+from activities.registry import tracker_for
 from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig
 from dispatch.ids import dispatcher_workflow_id, engagement_workflow_id
@@ -33,6 +36,7 @@ from dispatch.models import (
     LedgerEntryView,
     LedgerQuery,
     LedgerView,
+    SnapshotInput,
 )
 from tests.sandbox_server import RunningSandbox
 from worker import build_worker, ensure_dispatcher
@@ -62,6 +66,19 @@ class RunningWorker:
 
     async def snapshot(self) -> CapacitySnapshot | None:
         return await self.dispatcher.query(DispatcherWorkflow.snapshot)
+
+    async def capacity(self) -> CapacitySnapshot:
+        """What the dispatcher decides against: its snapshot, or, when it holds none, a fresh
+        read made the same way (a run that has just continued as new reads capacity only when
+        it next has something to decide, so a quiet dispatcher may hold no snapshot at all)."""
+        held = await self.snapshot()
+        if held is not None:
+            return held
+        firm = FirmActivities(self.config, tracker_for(self.config))
+        fresh: CapacitySnapshot = await ActivityEnvironment().run(
+            firm.capacity_snapshot, SnapshotInput(firm_id=self.config.firm.id)
+        )
+        return fresh
 
     async def ledger(self) -> tuple[LedgerView, list[LedgerEntryView]]:
         """The dispatcher's ledger, every page of it."""

@@ -82,8 +82,7 @@ async def faults(sandbox: RunningSandbox, rules: list[dict[str, Any]]) -> None:
 
 async def assert_truth(worker: RunningWorker, live: list[str]) -> dict[str, float]:
     """Nobody over capacity by what the engagements hold; the ledger agrees with them."""
-    snapshot = await worker.snapshot()
-    assert snapshot is not None
+    snapshot = await worker.capacity()
     held = {w: await worker.holdings(w) for w in live}
     by_staff: dict[str, list[Booking]] = {}
     for facts in held.values():
