@@ -45,7 +45,6 @@ from activities.roles import ChatActivities
 from dispatch.config import FirmConfig, SlackConnector, secret
 from dispatch.models import (
     AssignmentNotice,
-    BlockReason,
     CandidateScore,
     ChatResult,
     MessageRef,
@@ -54,6 +53,7 @@ from dispatch.models import (
     StaffNotice,
     StaffRef,
 )
+from dispatch.partner_review import blocked_reason, only_capacity
 
 SYSTEM = "Slack"
 TIMEOUT_SECONDS = 20
@@ -464,19 +464,11 @@ def partner_text(notice: PartnerReviewNotice) -> str:
     )
 
 
-def blocked_reason(candidate: CandidateScore) -> str:
-    if candidate.why_blocked:
-        return candidate.why_blocked
-    if candidate.blocked:
-        return ", ".join(reason.value for reason in candidate.blocked)
-    return "eligible"
-
-
 def _partner_button(workflow_id: str, candidate: CandidateScore) -> dict[str, Any]:
     """ "Assign <name>", or "Assign <name> anyway" when only capacity blocks them: that one
     books them over capacity, explicitly, and the engagement records it as such."""
     value = f"{workflow_id}|{candidate.staff_id}"
-    if candidate.blocked == [BlockReason.CAPACITY]:
+    if only_capacity(candidate):
         return {
             "type": "button",
             "action_id": f"{PARTNER_FORCE_PREFIX}{candidate.staff_id}",

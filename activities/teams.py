@@ -38,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import error_for_status, transport_error
 from activities.roles import ChatActivities
-from activities.slack import blocked_reason, review_sequence
+from activities.slack import review_sequence
 from dispatch.config import FirmConfig, FirmConfigError, TeamsConnector, secret
 from dispatch.links import (
     ACCEPT,
@@ -49,7 +49,6 @@ from dispatch.links import (
 )
 from dispatch.models import (
     AssignmentNotice,
-    BlockReason,
     CandidateScore,
     ChatResult,
     PartnerReviewNotice,
@@ -57,6 +56,8 @@ from dispatch.models import (
     StaffNotice,
     StaffRef,
 )
+from dispatch.partner_review import blocked_reason
+from dispatch.partner_review import only_capacity as capacity_only
 
 SYSTEM = "Teams"
 OPERATION = "workflow webhook post"
@@ -392,11 +393,6 @@ def unique_candidates(candidates: list[CandidateScore]) -> list[CandidateScore]:
             seen.add(c.staff_id)
             unique.append(c)
     return unique
-
-
-def capacity_only(candidate: CandidateScore) -> bool:
-    """Blocked by capacity and nothing else: the only case a partner may book anyway."""
-    return set(candidate.blocked) == {BlockReason.CAPACITY}
 
 
 def partner_card(notice: PartnerReviewNotice, offered: list[CandidateLinks]) -> dict[str, Any]:

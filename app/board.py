@@ -3,7 +3,9 @@
 A page is answered with one visibility list (the engagements' search attributes and memo, ids
 only) and one query of the firm's dispatcher (``bookings``: every reservation and each
 person's capacity) — never one query per engagement, so a season of hundreds of engagements
-costs the same two calls. Only an engagement's own page queries that engagement (``state``).
+costs the same two calls. The partner-review queue's candidates come from the same list (each
+waiting engagement keeps its short list in its memo). Only an engagement's own page queries
+that engagement (``state``).
 
 Names come from the firm file (staff ids -> names); client names never come from visibility,
 which holds ids only, so the list shows client ids and the engagement page the rest.
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client, WorkflowExecution
 
+from dispatch import partner_review
 from dispatch import search_attributes as sa
 from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig
@@ -122,6 +125,19 @@ def _midnight(day: date) -> datetime:
 
 
 @dataclass(frozen=True)
+class QueueCandidate:
+    """Someone a partner could give waiting work to, as the engagement's memo lists them."""
+
+    staff_id: str
+    name: str
+    tier: str
+    available_hours: float
+    blocked: str
+    anyway: bool
+    """Only capacity blocks them: the action books them over capacity, explicitly."""
+
+
+@dataclass(frozen=True)
 class EngagementRow:
     """One engagement as visibility knows it: ids, people, status, why."""
 
@@ -136,6 +152,10 @@ class EngagementRow:
     reviewer: str
     why: str
     running: bool
+    review_round: int | None = None
+    """Waiting for a partner: the engagement's request number (None: no short list in its
+    memo, e.g. an engagement from before it kept one; the board then asks the engagement)."""
+    candidates: tuple[QueueCandidate, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -219,7 +239,31 @@ async def row_of(execution: WorkflowExecution, names: Mapping[str, str]) -> Enga
         reviewer=names.get(str(reviewer), str(reviewer)) if reviewer else "-",
         why=str(memo.get("why") or ""),
         running=execution.close_time is None,
+        **_review(memo.get(partner_review.MEMO_KEY), names),
     )
+
+
+def _review(entry: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """The memo's partner-review short list, read defensively: a memo is whatever the
+    engagement wrote, of any version, and a damaged entry means "ask the engagement"."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("round"), int):
+        return {}
+    found: list[QueueCandidate] = []
+    for item in entry.get("candidates") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            return {}
+        hours = item.get("hours")
+        found.append(
+            QueueCandidate(
+                staff_id=item["id"],
+                name=names.get(item["id"], item["id"]),
+                tier=str(item.get("tier") or ""),
+                available_hours=float(hours) if isinstance(hours, int | float) else 0.0,
+                blocked=str(item.get("blocked") or ""),
+                anyway=item.get("anyway") is True,
+            )
+        )
+    return {"review_round": entry["round"], "candidates": tuple(found)}
 
 
 async def list_engagements(

@@ -20,6 +20,7 @@ from app import board
 from app.board_web import signin_link
 from app.board_web.auth import SECRET_ENV
 from dispatch.models import DispatchStatus, EngagementState
+from dispatch.partner_review import partner_candidates
 from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
 from tests.sandbox_server import RunningSandbox, run_sandbox
 from tests.workflows.conftest import relay_firm
@@ -93,6 +94,19 @@ async def test_the_board_lists_assigns_and_shows_capacity(worker: RunningWorker)
 
     view = await eventually(both_listed, what="visibility to list both engagements")
     assert [e.workflow_id for e in view.review_queue] == [huge.id]
+    # The queue's candidates come from the list itself (the engagement's memo), in the order
+    # the engagement's own state gives them: no query per waiting engagement.
+    [waiting] = view.review_queue
+    huge_state = await worker.state(huge.id)
+    assert waiting.review_round == huge_state.request_seq
+    expected = partner_candidates(
+        huge_state.decisions, worker.config.policy.partner_candidates_shown
+    )
+    assert [c.staff_id for c in waiting.candidates] == [c.staff_id for c in expected]
+    assert expected and all(
+        c.name == worker.config.staff_by_id(c.staff_id).name for c in waiting.candidates
+    )
+    assert any(c.anyway for c in waiting.candidates)
     row = next(e for e in view.engagements if e.workflow_id == fits.id)
     assert row.preparer == assigned.preparer.name and row.client_id == "cl-bayside-dental"
     assert row.due_date == due and row.service_type == "individual_tax"
@@ -115,6 +129,13 @@ async def test_the_board_lists_assigns_and_shows_capacity(worker: RunningWorker)
         assert "Partner review" in page.text and 'id="capacity"' in page.text
         # The client's name is not on the list (visibility holds ids only).
         assert "Client cl-bayside-dental" not in page.text
+
+        # The queue's forms are on the page itself, with a token that holds across refreshes.
+        assert f'data-candidates="/board/e/{huge.id}/candidates"' not in page.text
+        assert f'action="/board/e/{huge.id}/decide"' in page.text
+        tokens = re.findall(r'name="event" value="([^"]+)"', page.text)
+        again = await http.get("/board", headers={"X-Board-Live": "1"})
+        assert tokens and re.findall(r'name="event" value="([^"]+)"', again.text) == tokens
 
         fragment = await http.get(f"/board/e/{huge.id}/candidates")
         assert fragment.status_code == 200

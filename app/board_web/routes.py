@@ -11,6 +11,8 @@ first (403) so nothing is even sent.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -28,7 +30,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.slack import blocked_reason
 from app import audit, board
 from app.board_web.auth import (
     COOKIE,
@@ -58,7 +59,6 @@ from dispatch import limits
 from dispatch.config import FirmConfig
 from dispatch.ids import is_engagement_workflow_id
 from dispatch.models import (
-    BlockReason,
     CandidateScore,
     DispatchStatus,
     DueDateMove,
@@ -66,6 +66,7 @@ from dispatch.models import (
     PartnerDecision,
     ResponseOutcome,
 )
+from dispatch.partner_review import blocked_reason, only_capacity, partner_candidates
 from workflows.engagement import EngagementWorkflow
 
 log = logging.getLogger("app.board")
@@ -123,20 +124,8 @@ class CandidateView:
 
 
 def candidates_of(state: EngagementState, limit: int | None = None) -> list[CandidateView]:
-    """The partner's choices: the latest blocked decision's candidates, each once; those only
-    capacity blocks first, then the most hours free (the order the partner weighs them in)."""
-    blocked = next((d for d in reversed(state.decisions) if d.outcome == "blocked"), None)
-    if blocked is None:
-        return []
-    seen: set[str] = set()
-    found = []
-    for c in blocked.candidates:
-        if c.staff_id in seen:
-            continue
-        seen.add(c.staff_id)
-        found.append(_candidate(c))
-    found.sort(key=lambda c: (not c.anyway, -c.available_hours, c.name))
-    return found[:limit] if limit is not None else found
+    """The partner's choices, as every surface orders them (``dispatch.partner_review``)."""
+    return [_candidate(c) for c in partner_candidates(state.decisions, limit)]
 
 
 def _candidate(c: CandidateScore) -> CandidateView:
@@ -148,8 +137,16 @@ def _candidate(c: CandidateScore) -> CandidateView:
         blocked=blocked_reason(c),
         total=c.total,
         scores=c.scores,
-        anyway=c.blocked == [BlockReason.CAPACITY],
+        anyway=only_capacity(c),
     )
+
+
+def queue_event(key: str, claims: Claims, row: board.EngagementRow) -> str:
+    """A queue item's event token: the same on every refresh of the page (so the live part
+    only changes when the queue does), new for each request the engagement makes, and the
+    session's own (the Update id names the partner too)."""
+    text = f"queue-event:{claims.nonce}:{row.workflow_id}:{row.review_round}"
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()[:40]
 
 
 def create_board_router(
@@ -287,10 +284,17 @@ def create_board_router(
             log.warning("board not read: %s", type(err).__name__)
             return message(503, "The board could not be read", "Try again in a minute.", viewer)
         live = request.headers.get("X-Board-Live") == "1"
+        key = board_secret() or ""
         return page(
             "_live.html" if live else "board.html",
             viewer=viewer,
             view=view,
+            events={
+                e.workflow_id: queue_event(key, viewer.claims, e)
+                for e in view.review_queue
+                if e.review_round is not None
+            },
+            shown=config.policy.partner_candidates_shown,
             filters=filters,
             statuses=[s.value for s in DispatchStatus],
             staff=sorted(config.staff, key=lambda s: s.name),

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         CrmActivities,
         EmailActivities,
     )
+    from dispatch import partner_review
     from dispatch import search_attributes as sa
     from dispatch.ids import side_effect_key
     from dispatch.models import (
@@ -355,6 +356,14 @@ class EngagementBase:
         }
         if why is not None:
             memo["why"] = why
+        # The partner-review queue's short list, so the board reads the queue from the list
+        # alone (one visibility query per page, never one query per waiting engagement).
+        memo[partner_review.MEMO_KEY] = None
+        if s.status is DispatchStatus.NEEDS_PARTNER_REVIEW:
+            shown = self._context.partner_candidates_shown if self._context else None
+            picks = partner_review.partner_candidates(s.decisions, shown)
+            if picks:
+                memo[partner_review.MEMO_KEY] = partner_review.review_memo(s.request_seq, picks)
         workflow.upsert_memo(memo)
         # The Web UI's "current details" (served by a query, never written to history, so it
         # needs no patch): where the engagement stands, by ids, as the memo.
