@@ -1,6 +1,6 @@
 """Property-based fuzz of the webhook server's inbound routes, against a real Temporal server.
 
-    .venv/bin/python -m benchmarks.fuzz_routes --cases 10000
+    .venv/bin/python -m benchmarks.fuzz_routes --cases 10000 [--board-cases N]
 
 Generates requests for ``POST /webhooks/karbon``, ``POST /webhooks/engagements`` and
 ``POST /slack/events`` with hypothesis — valid ones, valid ones with one to three mutations
@@ -18,6 +18,9 @@ Properties checked on every case:
   202 as a new start passes the same validation on its own (visibility is listed at the end);
 - no client data in any log line written during the run (every client-data field carries a
   marker that must never appear in a log).
+
+The web board's routes (``/board``) are fuzzed first, on the same fresh server, by
+benchmarks/fuzz_board.py (``--board-cases``, default ``--cases``): see its docstring.
 
 Generation is derandomized (``derandomize=True``, no example database): the same
 ``--cases`` gives the same requests on every machine, so CI never fails at random. The test
