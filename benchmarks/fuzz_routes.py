@@ -1,6 +1,6 @@
 """Property-based fuzz of the webhook server's inbound routes, against a real Temporal server.
 
-    .venv/bin/python -m benchmarks.fuzz_routes --cases 10000
+    .venv/bin/python -m benchmarks.fuzz_routes --cases 10000 [--board-cases N]
 
 Generates requests for ``POST /webhooks/karbon``, ``POST /webhooks/engagements`` and
 ``POST /slack/events`` with hypothesis — valid ones, valid ones with one to three mutations
@@ -18,6 +18,9 @@ Properties checked on every case:
   202 as a new start passes the same validation on its own (visibility is listed at the end);
 - no client data in any log line written during the run (every client-data field carries a
   marker that must never appear in a log).
+
+The web board's routes (``/board``) are fuzzed first, on the same fresh server, by
+benchmarks/fuzz_board.py (``--board-cases``, default ``--cases``): see its docstring.
 
 Generation is derandomized (``derandomize=True``, no example database): the same
 ``--cases`` gives the same requests on every machine, so CI never fails at random. The test
@@ -40,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -49,7 +52,16 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 
 from activities.signing import dispatch_signature_header, hmac_sha256_hex
+from app.board_web.auth import board_secret
 from app.webhooks import PayloadError, parse_engagement_event, parse_karbon
+from benchmarks.fuzz_board import (
+    MARKER,
+    BoardCase,
+    BoardFindings,
+    board_case_strategy,
+    run_board_cases,
+)
+from benchmarks.fuzz_board import report as report_board
 from dispatch import limits
 from dispatch.config import FirmConfig, SlackConnector, secret
 from starter import create_app
@@ -60,8 +72,6 @@ Signing = Literal["valid", "none", "wrong", "malformed"]
 FUZZ_TODAY = date(2027, 1, 4)
 """The app's "today" during the fuzz (``create_app(today=...)``), so the cases do not change
 with the calendar."""
-MARKER = "Pq7Mark"
-"""Every piece of client data the fuzz sends contains this; no log line may."""
 KARBON_SECRET_ENV = "KARBON_WEBHOOK_SIGNING_KEY"
 
 
@@ -428,9 +438,12 @@ def _strategies_only() -> Iterator[None]:
         cache.cache.clear()
 
 
-def draw_cases(strategy: st.SearchStrategy[Case], n: int) -> list[Case]:
+C = TypeVar("C")
+
+
+def draw_cases(strategy: st.SearchStrategy[C], n: int) -> list[C]:
     """``n`` cases, the same ones on every run (no shrinking: each case is checked later)."""
-    found: list[Case] = []
+    found: list[C] = []
 
     @settings(
         max_examples=n,
@@ -441,7 +454,7 @@ def draw_cases(strategy: st.SearchStrategy[Case], n: int) -> list[Case]:
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
-    def collect(case: Case) -> None:
+    def collect(case: C) -> None:
         found.append(case)
 
     with _strategies_only():
@@ -647,6 +660,24 @@ async def terminate_all(client: Client, task_queue: str) -> None:
         await client.get_workflow_handle(execution.id).terminate("fuzz finished")
 
 
+async def run_board(
+    cases: list[BoardCase], config: FirmConfig, client: Client, today: date, task_queue: str
+) -> BoardFindings:
+    """The board's cases (benchmarks.fuzz_board) against the same app, logs tapped."""
+    key = board_secret()
+    if key is None:
+        raise RuntimeError("the board fuzz needs DISPATCH_BOARD_SECRET")
+    with tapped_logs() as tap:
+        return await run_board_cases(
+            cases,
+            config,
+            client,
+            key,
+            lambda tapped: create_app(config, tapped, today=lambda: today, task_queue=task_queue),
+            lambda: tap.lines,
+        )
+
+
 def run_label() -> str:
     return uuid.uuid4().hex[:6]
 
@@ -654,7 +685,7 @@ def run_label() -> str:
 # --- the full run ----------------------------------------------------------------------------
 
 
-async def main(n: int) -> int:
+async def main(n: int, board_n: int) -> int:
     from app.secrets_demo import export_demo_secrets
     from tests.conftest import start_dev_server
     from tests.sandbox_server import run_sandbox
@@ -668,16 +699,24 @@ async def main(n: int) -> int:
         today = FUZZ_TODAY
         env = await start_dev_server()
         try:
+            queue = f"fuzz-{run_label()}"
+            # The board first, while the server holds no engagement: the audit export asks
+            # every engagement for its decisions, and with no worker none would answer.
+            began = time.monotonic()
+            board_cases = draw_cases(board_case_strategy(config), board_n)
+            board_drawn = time.monotonic() - began
+            board = await run_board(board_cases, config, env.client, today, queue)
             began = time.monotonic()
             cases = draw_cases(case_strategy(config, today, sandbox.base_url, "00"), n)
             drawn = time.monotonic() - began
-            queue = f"fuzz-{run_label()}"
             findings = await run_cases(cases, config, env.client, today, queue)
             await terminate_all(env.client, queue)
         finally:
             await env.shutdown()
     report(findings, drawn)
-    return 1 if findings.problems() else 0
+    print(f"board cases generated in {board_drawn:.1f} s (derandomized)")
+    report_board(board)
+    return 1 if findings.problems() or board.problems() else 0
 
 
 def report(findings: Findings, drawn: float) -> None:
@@ -716,5 +755,9 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument(
+        "--board-cases", type=int, default=None, help="cases for /board (default: --cases)"
+    )
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args.cases)))
+    board_n = args.cases if args.board_cases is None else args.board_cases
+    raise SystemExit(asyncio.run(main(args.cases, board_n)))

@@ -41,6 +41,8 @@ BASE_URL_ENV = "DISPATCH_BOARD_URL"
 """Where people reach the webhook server (behind the firm's TLS proxy); default: loopback."""
 LINK_TTL = timedelta(minutes=15)
 SESSION_TTL = timedelta(hours=8)
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of ours the clock of the process that made a link may be (the CLI's, say)."""
 COOKIE = "dispatch_board"
 MIN_SECRET_LENGTH = 16
 MAX_TOKEN = 1024
@@ -49,8 +51,8 @@ SIGNIN_TIERS = frozenset({Tier.PARTNER, Tier.MANAGER})
 
 Purpose = Literal["signin", "session"]
 Reason = Literal["expired", "forged", "malformed", "used"]
-_STAFF_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_STAFF_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 class BoardAuthError(Exception):
@@ -100,30 +102,39 @@ def sign(key: str, purpose: Purpose, staff_id: str, expires: datetime) -> str:
     return f"{body}.{_mac(key, purpose, body)}"
 
 
+_TTL: dict[Purpose, timedelta] = {"signin": LINK_TTL, "session": SESSION_TTL}
+
+
 def verify(key: str, purpose: Purpose, token: str, now: datetime) -> Claims:
-    """The token's claims; ``BoardAuthError`` when forged, expired or damaged."""
+    """The token's claims; ``BoardAuthError`` when forged, expired or damaged.
+
+    Claims are checked even under a good signature (a signing bug or a leaked secret must
+    not turn into a 500 or an everlasting session): ids whole-string, the expiry an integer
+    no later than the purpose's lifetime from now."""
     if not token or len(token) > MAX_TOKEN or token.count(".") != 1:
         raise BoardAuthError("malformed")
     body, mac = token.split(".")
     if not hmac.compare_digest(mac.encode(), _mac(key, purpose, body).encode()):
         raise BoardAuthError("forged")
     try:
-        claims = json.loads(_unb64(body))
+        claims = json.loads(_unb64(body).decode("utf-8"))  # ours: UTF-8, nothing else
         staff_id, expiry, nonce = claims["s"], claims["e"], claims["n"]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise BoardAuthError("malformed") from None
     if not (
         isinstance(staff_id, str)
-        and _STAFF_ID.match(staff_id)
-        and isinstance(expiry, int)
+        and _STAFF_ID.fullmatch(staff_id)
+        and type(expiry) is int  # not a bool, not a float
         and isinstance(nonce, str)
-        and _NONCE.match(nonce)
+        and _NONCE.fullmatch(nonce)
     ):
         raise BoardAuthError("malformed")
-    expires = datetime.fromtimestamp(expiry, tz=now.tzinfo)
-    if expires <= now:
+    # Compared as numbers first: a timestamp outside datetime's range cannot be converted.
+    if expiry <= now.timestamp():
         raise BoardAuthError("expired")
-    return Claims(staff_id, expires, nonce)
+    if expiry > (now + _TTL[purpose] + CLOCK_SKEW).timestamp():
+        raise BoardAuthError("malformed")
+    return Claims(staff_id, datetime.fromtimestamp(expiry, tz=now.tzinfo), nonce)
 
 
 def may_sign_in(config: FirmConfig, staff_id: str) -> StaffMember:
