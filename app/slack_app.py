@@ -206,7 +206,7 @@ def check_click(body: bytes) -> Problem | Ignored | None:
 def _day(value: object) -> date | None:
     text = value if isinstance(value, str) else ""
     try:
-        return date.fromisoformat(text) if _ISO_DAY.match(text) else None
+        return date.fromisoformat(text) if _ISO_DAY.fullmatch(text) else None
     except ValueError:
         return None
 

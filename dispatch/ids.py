@@ -22,11 +22,11 @@ class InvalidIdError(ValueError):
 
 def engagement_workflow_id(source: str, external_id: str) -> str:
     """``engagement-{source}-{external_id}``; raises InvalidIdError naming the bad part."""
-    if not _SOURCE.match(source):
+    if not _SOURCE.fullmatch(source):
         raise InvalidIdError(
             "source must be lowercase letters, digits or '_' (max 31 chars), starting with a letter"
         )
-    if not _EXTERNAL_ID.match(external_id):
+    if not _EXTERNAL_ID.fullmatch(external_id):
         raise InvalidIdError(
             "external_id must be 1-128 chars of letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit"
@@ -36,7 +36,7 @@ def engagement_workflow_id(source: str, external_id: str) -> str:
 
 def is_engagement_workflow_id(value: str) -> bool:
     """Whether ``value`` could be an engagement's workflow id (a button's or link's target)."""
-    return _ENGAGEMENT_ID.match(value) is not None
+    return _ENGAGEMENT_ID.fullmatch(value) is not None
 
 
 def dispatcher_workflow_id(firm_id: str) -> str:

@@ -420,7 +420,7 @@ def create_board_router(
         if not is_engagement_workflow_id(workflow_id):
             return message(404, "No such engagement", "The address is not an engagement.", viewer)
         event = fields.get("event", "")
-        if not _EVENT.match(event):
+        if not _EVENT.fullmatch(event):
             return message(422, "Field event", "missing or damaged; reload the page", viewer)
         call = build(viewer, fields, f"board:{viewer.claims.staff_id}:{what}:{event}")
         if isinstance(call, tuple):
@@ -455,6 +455,10 @@ def create_board_router(
                 span[name] = date.fromisoformat(raw) if raw else default
             except ValueError:
                 return message(422, f"Field {name}", "a date as YYYY-MM-DD", viewer)
+            latest = limits.latest_due(today())
+            if not limits.EARLIEST_DATE <= span[name] <= latest:
+                reason = f"a date from {limits.EARLIEST_DATE} to {latest}"
+                return message(422, f"Field {name}", reason, viewer)
         if span["to"] < span["from"]:
             return message(422, "Field to", "before from", viewer)
         if (span["to"] - span["from"]).days + 1 > audit.MAX_DAYS:
@@ -490,7 +494,11 @@ def create_board_router(
     async def _check_post(request: Request, viewer: Viewer) -> dict[str, str] | HTMLResponse:
         """The form, when it comes from our own page: same origin and the session's token."""
         origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
-        if origin and urlsplit(origin).netloc != request.url.netloc:
+        try:
+            foreign = bool(origin) and urlsplit(origin).netloc != request.url.netloc
+        except ValueError:  # not a URL at all ("http://["): not from our page either
+            foreign = True
+        if foreign:
             log.info("refused a board form from another origin")
             return message(403, "Refused", "That form did not come from the board.", viewer)
         fields = await read_form(request)
