@@ -928,6 +928,9 @@ class EngagementState(Model):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     side_effects: list[SideEffect] = Field(default_factory=list)
     needs_partner_review_reason: str | None = None
+    tell_partner_again: bool = False
+    """A partner moved the due date while it waited for them: if nobody fits by the new date
+    either, the partner gets a fresh message (the one they answered lost its buttons)."""
     pm_manual_update_required: bool = False
     chat_message: MessageRef | None = None
     """The preparer's assignment DM."""

@@ -66,6 +66,7 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     # After the partner's due-date move: the move_due Update in a history, both sides.
     assert {
         "v4/partner_moved_due_date",
+        "v4/partner_moved_due_date_twice",
         "v4/dispatcher_partner_moved_due_date",
         "v4/accepted_and_completed",
         "v4/past_due",

@@ -213,6 +213,41 @@ async def partner_moved_due_date(worker: RunningWorker) -> str:
     return handle.id
 
 
+async def partner_moved_due_date_twice(worker: RunningWorker) -> str:
+    """The first new date is still too soon: the partner gets a fresh message; the second
+    fits."""
+    handle = await worker.start(
+        details(
+            "rec-partner-due-2",
+            service_type="audit_prep",
+            hours=50,
+            due=workdays_ahead(worker.config, 4),
+        )
+    )
+
+    def told(times: int) -> Callable[[EngagementState], bool]:
+        return lambda s: (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and sum(e.kind == "chat_partner" and e.state == "done" for e in s.side_effects) == times
+            and not any(e.state == "pending" for e in s.side_effects)
+        )
+
+    await worker.wait_state(handle.id, told(1))
+    for n, days in enumerate((5, 30)):
+        await deliver_due_move(
+            worker.client,
+            handle.id,
+            DueDateMove(
+                partner_id="ava",
+                due_date=workdays_ahead(worker.config, days),
+                channel="api",
+                event_id=f"rec-due-twice-{n}",
+            ),
+        )
+        await worker.wait_state(handle.id, told(2) if n == 0 else announced)
+    return handle.id
+
+
 async def fill(worker: RunningWorker, tag: str, n: int, days: int) -> list[str]:
     handles = await asyncio.gather(
         *(
@@ -365,6 +400,7 @@ async def main(only: set[str] | None) -> None:
                 "partner_pick_does_not_fit": partner_pick_does_not_fit,
                 "cancelled_in_temporal": cancelled_in_temporal,
                 "partner_moved_due_date": partner_moved_due_date,
+                "partner_moved_due_date_twice": partner_moved_due_date_twice,
             }
             for name, scenario in scenarios.items():
                 if not wanted(name):

@@ -226,14 +226,38 @@ async def test_a_partner_moves_the_due_date_from_slack(
     assert "damaged" in replies(sandbox, damaged)[0]["text"]
     assert (await relay.state(handle.id)).due_date == due
 
-    moved = click(sandbox, dm, "partner_due", partner, signing_secret=SECRET, selected_date=later)
+    # One day later is still too soon for 50 hours: the partner hears so in a fresh message
+    # (the one they answered lost its buttons), with the new date in its picker.
+    sooner = workdays_ahead(relay.config, 5).isoformat()
+    first = click(sandbox, dm, "partner_due", partner, signing_secret=SECRET, selected_date=sooner)
+    assert (await post(relay, first)).status_code == 200
+    [*_, reply] = replies(sandbox, first)
+    assert "Moving the due date" in reply["text"]
+    still = await relay.wait_state(
+        handle.id,
+        lambda s: (
+            s.due_date is not None
+            and s.due_date.isoformat() == sooner
+            and s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and sum(e.kind == "chat_partner" and e.state == "done" for e in s.side_effects) == 2
+        ),
+    )
+    assert not still.tell_partner_again
+    again = message_with(sandbox, partner, "partner_due", handle.id)
+    assert again["ts"] != dm["ts"]
+    picker = next(b for b in buttons(again) if b["action_id"] == "partner_due")
+    assert picker["initial_date"] == sooner
+
+    moved = click(
+        sandbox, again, "partner_due", partner, signing_secret=SECRET, selected_date=later
+    )
     assert (await post(relay, moved)).status_code == 200
     assert (await post(relay, moved)).status_code == 200  # redelivered: the same Update
     [*_, reply] = replies(sandbox, moved)
     assert "Moving the due date" in reply["text"]
     done = await relay.wait_state(handle.id, announced)
     assert done.due_date is not None and done.due_date.isoformat() == later and not done.forced
-    assert [t.kind for t in done.timeline].count("due date moved") == 1
+    assert [t.kind for t in done.timeline].count("due date moved") == 2
 
 
 async def test_replayed_click_older_than_five_minutes_is_refused(

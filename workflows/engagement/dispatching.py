@@ -203,6 +203,7 @@ class DispatchClient(Checkpoints):
 
     async def _on_result(self, result: AssignmentResult, pending: PendingRequest) -> None:
         s = self._state
+        tell_again, s.tell_partner_again = s.tell_partner_again, False
         s.decisions = [*s.decisions, *result.decisions][-DECISIONS_KEPT:]
         if result.decisions:
             self._last_candidates = result.decisions[-1].candidates
@@ -228,7 +229,7 @@ class DispatchClient(Checkpoints):
                 return
             # The dispatcher keeps the request parked and answers again on the same id.
             pending.parked = True
-            if s.status is not DispatchStatus.NEEDS_PARTNER_REVIEW:
+            if s.status is not DispatchStatus.NEEDS_PARTNER_REVIEW or tell_again:
                 await self._needs_partner(
                     result.reason,
                     self._last_candidates,

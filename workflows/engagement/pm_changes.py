@@ -126,6 +126,9 @@ class PmChanges(DispatchClient):
         )
         fresh = previous.model_copy(update={"due_date": move.due_date})
         self._apply_details(fresh)
+        # Waiting for a partner: the answer for the new date goes back to them either way
+        # (assigned shows on the board; still nobody, and they get a fresh message).
+        s.tell_partner_again = s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
         await self._plan_changed(previous, fresh)
         day = f"{move.due_date:%a %d %b %Y}"
         for role, person in ((Role.PREPARER, s.preparer), (Role.REVIEWER, s.reviewer)):
