@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -133,6 +134,10 @@ def _refused(err: PayloadError, route: str) -> JSONResponse:
     return _error(422, "invalid payload", fields=[e.model_dump() for e in err.errors])
 
 
+_LOGGABLE_PATH = re.compile(r"[^A-Za-z0-9/_.:-]")
+"""A path is the sender's text: only characters a route of ours could hold reach the log."""
+
+
 class NoTracebacks:
     """A bug of ours becomes a plain 500, never a traceback: the log line gets the error's type
     and where it happened, never its message (it may quote the payload), never the body.
@@ -159,7 +164,9 @@ class NoTracebacks:
         except Exception as err:
             frame = traceback.extract_tb(err.__traceback__)[-1:]
             where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
-            log.error("unexpected %s on %r at %s", type(err).__name__, scope.get("path"), where)
+            # The route's first two segments, never what follows (ids, a sender's text).
+            path = _LOGGABLE_PATH.sub("?", "/".join(str(scope.get("path", "")).split("/")[:3]))
+            log.error("unexpected %s on %s at %s", type(err).__name__, path, where)
             if not answered:
                 response = _error(500, "internal error; the request was not recorded")
                 await response(scope, receive, send)

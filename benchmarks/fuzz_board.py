@@ -839,6 +839,8 @@ def expected(case: BoardCase, size: int) -> set[int] | None:
         if case.target in ("board.js", "board.css"):
             return {200}
         return None if _reshaped(case.target) else {404}
+    if route == "POST /board/signin" and case.origin not in OWN_ORIGINS:
+        return {403}  # another site may not sign a browser in, whatever its link
     if route in ("GET /board/signin", "POST /board/signin"):
         token = case.token or "text"
         if token not in ("valid", "reused"):  # refused, however the request is shaped
@@ -923,7 +925,12 @@ def check(case: BoardCase, sent: Sent, minter: Minter, findings: BoardFindings) 
     cookie_set = _SESSION_SET.search(response.headers.get("set-cookie", ""))
     if cookie_set is not None:
         findings.sessions_issued += 1
-        earned = case.route == "POST /board/signin" and case.token == "valid" and status == 303
+        earned = (
+            case.route == "POST /board/signin"
+            and case.token == "valid"
+            and case.origin in OWN_ORIGINS
+            and status == 303
+        )
         if not earned:
             findings.unearned_cookies.append(said)
     if promised is not None and status not in promised:

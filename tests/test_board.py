@@ -265,6 +265,12 @@ async def test_an_expired_link_or_session_is_refused(http: httpx.AsyncClient, cl
 
 async def test_a_link_signs_in_once(http: httpx.AsyncClient, clock: Clock) -> None:
     link = signin_link(demo_config(), "ava", clock(), base=BASE)
+    # Another site posting someone's link (signing a victim's browser in as them) is refused,
+    # and the link is not spent by it.
+    elsewhere = await http.post(
+        "/board/signin", data={"t": token_of(link)}, headers={"Origin": "https://evil.example"}
+    )
+    assert elsewhere.status_code == 403 and COOKIE not in elsewhere.headers.get("set-cookie", "")
     assert (await http.post("/board/signin", data={"t": token_of(link)})).status_code == 303
     again = await http.post("/board/signin", data={"t": token_of(link)})
     assert again.status_code == 409

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
+from starlette.types import Message, Receive, Scope, Send
 
 from dispatch.config import SlackConnector
+from starter import NoTracebacks
 from tests.sandbox_server import RunningSandbox, run_sandbox
 from worker import configure_logging
 
@@ -84,3 +86,28 @@ def test_a_quieter_root_stays_quieter(
     caplog.set_level(logging.WARNING)
     configure_logging()
     assert sdk_logger.getEffectiveLevel() == logging.WARNING
+
+
+async def test_a_bug_of_ours_is_a_plain_500_and_logs_no_path_beyond_the_route(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The path is the sender's text: the log names the route, never the rest of it."""
+
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise KeyError("Bayside Dental Group")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/board/e/Bayside-Dental-Group/x"}
+    with caplog.at_level(logging.ERROR):
+        await NoTracebacks(broken)(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert b"Bayside" not in b"".join(m.get("body", b"") for m in sent)
+    assert "unexpected KeyError on /board/e at" in caplog.text
+    assert "Bayside" not in caplog.text

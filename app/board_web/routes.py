@@ -216,6 +216,10 @@ def create_board_router(
         key = board_secret()
         if key is None:
             return message(503, "The board is not set up", "Ask the operator to set it up.")
+        if _from_elsewhere(request):
+            # Another site must not sign a browser in with a link of its own choosing.
+            log.info("refused a board sign-in from another origin")
+            return message(403, "Refused", "That sign-in did not come from the board.")
         fields = await read_form(request)
         try:
             claims = verify(key, "signin", (fields or {}).get("t", ""), clock())
@@ -493,12 +497,7 @@ def create_board_router(
 
     async def _check_post(request: Request, viewer: Viewer) -> dict[str, str] | HTMLResponse:
         """The form, when it comes from our own page: same origin and the session's token."""
-        origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
-        try:
-            foreign = bool(origin) and urlsplit(origin).netloc != request.url.netloc
-        except ValueError:  # not a URL at all ("http://["): not from our page either
-            foreign = True
-        if foreign:
+        if _from_elsewhere(request):
             log.info("refused a board form from another origin")
             return message(403, "Refused", "That form did not come from the board.", viewer)
         fields = await read_form(request)
@@ -511,6 +510,16 @@ def create_board_router(
         return fields
 
     return router
+
+
+def _from_elsewhere(request: Request) -> bool:
+    """A form posted from another origin than ours (no Origin or Referer: a client that sends
+    neither is not a browser on another site)."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    try:
+        return bool(origin) and urlsplit(origin).netloc != request.url.netloc
+    except ValueError:  # not a URL at all ("http://["): not from our page either
+        return True
 
 
 _LINK_PAGES: dict[str, tuple[int, str, str]] = {
