@@ -585,6 +585,8 @@ class Simulator:
             hours=plan.est_hours,
             client=plan.client_id,
             job_type=plan.type_id,
+            skills=[jt.skill, *plan.required_skills],
+            preparer_tier=jt.preparer_tier.value,
             due=plan.due.isoformat(),
             is_return=jt.is_return,
             has_review=jt.reviewer_tier is not None,

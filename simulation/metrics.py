@@ -37,6 +37,10 @@ Nothing here looks at the simulator or the policy: only ``Record`` s. The defini
   longest queue of waiting reviews any reviewer had.
 * **Escalations fired**: not started 48 h after assignment, status checks (due - 3 days, not
   done), past due.
+* **Idle while work went up-tier** (``idle_while_up_tier``): person-weeks (peak weeks, with
+  capacity) in which the person worked under half their available hours while a job they
+  could have prepared (its skills theirs, their tier at least the job's preparer tier) was
+  given, as preparer, to someone of a higher tier than theirs in the same week.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from dispatch.config import Tier
 from simulation import calendar as cal
 from simulation.events import Record
 
@@ -77,6 +82,7 @@ METRICS = (
     "escalations_not_started",
     "escalations_status_check",
     "escalations_past_due",
+    "idle_while_up_tier",
 )
 """Every metric, in the order tables and JSON list them."""
 
@@ -115,6 +121,7 @@ LOWER_IS_BETTER = {
     "escalations_not_started",
     "escalations_status_check",
     "escalations_past_due",
+    "idle_while_up_tier",
 }
 
 
@@ -178,6 +185,7 @@ def compute(records: Iterable[Record]) -> RunMetrics:
 
     values: dict[str, float] = {}
     utilisation = _utilisation(staff, capacity, worked, values)
+    _idle_while_up_tier(log, jobs, utilisation, values)
     values.update(_overload(log, staff, capacity, leave))
     late_by_week, due_by_week = _deadlines(log, jobs, values)
     _dispatch(log, jobs, values)
@@ -212,6 +220,49 @@ def _utilisation(
     squares = sum(u * u for u in flat)
     values["utilisation_jain"] = _ratio(sum(flat) ** 2, len(flat) * squares)
     return per_week
+
+
+IDLE_BELOW = 0.5
+"""A person-week under this share of the person's available hours worked counts as idle."""
+
+
+def _idle_while_up_tier(
+    log: list[Record],
+    jobs: dict[str, Record],
+    utilisation: dict[str, list[float | None]],
+    values: dict[str, float],
+) -> None:
+    people: dict[str, tuple[int, set[str]]] = {
+        r.person: (Tier(r.get("tier")).rank, set(r.get("skills") or []))
+        for r in log
+        if r.type == "staff" and r.person is not None and r.get("tier") is not None
+    }
+    up_tier: dict[int, list[tuple[set[str], int, int]]] = defaultdict(list)
+    """Week -> (skills the job needs, its preparer tier, the preparer's tier) per assignment."""
+    for r in log:
+        if r.type != "assigned" or r.role != "preparer" or r.job not in jobs:
+            continue
+        created = jobs[r.job]
+        if r.person not in people or created.get("preparer_tier") is None:
+            continue  # a log from before jobs carried their skills and tier
+        needs = set(created.get("skills") or [])
+        floor = Tier(created.get("preparer_tier")).rank
+        week = cal.week_of_day(cal.day_of(r.t))
+        up_tier[week].append((needs, floor, people[r.person][0]))
+    idle = 0
+    for person, row in utilisation.items():
+        if person not in people:
+            continue
+        rank, skills = people[person]
+        for week, used in zip(SCORED_WEEKS, row, strict=True):
+            if used is None or used >= IDLE_BELOW:
+                continue
+            if any(
+                needs <= skills and floor <= rank < given
+                for needs, floor, given in up_tier.get(week, [])
+            ):
+                idle += 1
+    values["idle_while_up_tier"] = float(idle)
 
 
 class _Commitment:

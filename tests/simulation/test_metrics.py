@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from simulation import calendar as cal
+from simulation import why_idle
 from simulation.events import Record
 from simulation.metrics import compute
 
@@ -212,3 +213,53 @@ def test_overload_counts_only_the_hours_still_to_do() -> None:
     assert v["overloaded_person_weeks"] == 1
     assert v["overbooked_hours"] == pytest.approx(16.0)
     assert v["utilisation_mean"] == pytest.approx(16.0 / 40.0)
+
+
+@pytest.mark.parametrize(
+    ("preparer", "worked", "expected"),
+    [
+        ("m", 2.0, 1.0),  # s had room and the skill; the manager got the close: counted
+        ("s", 2.0, 0.0),  # given to s itself
+        ("m", 6.0, 0.0),  # s worked 30 of 40 h that week: not idle
+    ],
+)
+def test_idle_while_up_tier_counts_qualified_people_left_idle(
+    preparer: str, worked: float, expected: float
+) -> None:
+    """A staff member who could do a monthly close works a quarter of their week while the
+    close goes to a manager: one idle person-week; not when it is theirs or they were busy."""
+    before = cal.opening(MON) - 1.0
+    out = [
+        rec(0.0, "staff", person="s", hours=40.0, tier="staff", skills=["bookkeeping"]),
+        rec(0.0, "staff", person="m", hours=40.0, tier="manager", skills=["bookkeeping", "tax"]),
+        rec(0.0, "staff", person="t", hours=40.0, tier="staff", skills=["tax"]),
+    ]
+    for day in range(MON, MON + 7):
+        hours = 8.0 if cal.is_working_day(day) else 0.0
+        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "smt"]
+    out += [
+        rec(before, "job_created", "c1", due=FRI_DATE, skills=["bookkeeping"],
+            preparer_tier="staff", prior_eligible=False, exogenous=False, is_return=False),
+        rec(before, "dispatch_requested", "c1", request="r1"),
+        rec(before, "assigned", "c1", preparer, "preparer", 4.0, request="r1", auto=True,
+            due=FRI_DATE),
+    ]  # fmt: skip
+    for day in range(MON, MON + 5):
+        out.append(rec(cal.closing(day), "work_logged", "x", "s", "preparer", worked, day=day))
+    # t is idle too, but has not the skill: never counted.
+    assert compute(out).values["idle_while_up_tier"] == expected
+    # And why: no prior preparer and no decision record here, so s was not a candidate.
+    why = why_idle.causes(out)
+    assert sum(why.values()) == expected
+    if expected:
+        assert list(why) == ["the idle person was not among the candidates"]
+        prior = {"prior_preparer": "m"}
+        kept = [
+            rec(r.t, r.type, r.job, r.person, r.role, r.hours, **{**(r.data or {}), **prior})
+            if r.type == "job_created"
+            else r
+            for r in out
+        ]
+        assert list(why_idle.causes(kept)) == [
+            "continuity: the client's prior preparer kept the client"
+        ]

@@ -1,0 +1,105 @@
+"""Why a qualified person sat idle while work they could do went to someone more senior.
+
+    .venv/bin/python -m simulation.why_idle --profile M15 --policy P3 --seeds 10 --load 0.95
+
+Replays the seasons and, for every preparer assignment that ``idle_while_up_tier`` counts
+against someone (a person under half their hours that week, with the job's skills and at
+least its preparer tier, below the assignee's tier), says why that person was not chosen,
+from the decision's own record in the event log: the client's prior preparer kept the
+client, the production rule blocked the idle person (and by what), they were eligible but
+ranked lower, or a partner forced the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+from dispatch.config import Tier
+from simulation import calendar as cal
+from simulation.engine import simulate
+from simulation.events import Record
+from simulation.metrics import IDLE_BELOW, SCORED_WEEKS, compute
+from simulation.policies import make_policy
+from simulation.runner import scenario
+
+
+def causes(log: list[Record]) -> collections.Counter[str]:
+    """(assignment, idle person) pairs by cause, for one season's log."""
+    found: collections.Counter[str] = collections.Counter()
+    metrics = compute(log)
+    jobs = {r.job: r for r in log if r.type == "job_created"}
+    people = {
+        r.person: (Tier(r.get("tier")).rank, set(r.get("skills") or []))
+        for r in log
+        if r.type == "staff" and r.person is not None
+    }
+    idle = {
+        (person, week)
+        for person, row in metrics.utilisation.items()
+        for week, used in zip(SCORED_WEEKS, row, strict=True)
+        if used is not None and used < IDLE_BELOW
+    }
+    for r in log:
+        if r.type != "assigned" or r.role != "preparer" or r.job not in jobs or r.person is None:
+            continue
+        created = jobs[r.job]
+        needs = set(created.get("skills") or [])
+        floor = Tier(created.get("preparer_tier")).rank
+        week = cal.week_of_day(cal.day_of(r.t))
+        given = people[r.person][0]
+        passed_over = [
+            p
+            for (p, w) in idle
+            if w == week and needs <= people[p][1] and floor <= people[p][0] < given
+        ]
+        blocked = _blocked(r.get("explanation"))
+        for person in passed_over:
+            found[_cause(r, created, person, blocked)] += 1
+    return found
+
+
+def _blocked(explanation: Any) -> dict[str, list[str]]:
+    """Each candidate's blocks, from production's ``AssignmentResult`` (None for others)."""
+    out: dict[str, list[str]] = {}
+    for decision in getattr(explanation, "decisions", None) or []:
+        for candidate in decision.candidates:
+            out[candidate.staff_id] = sorted(b.value for b in candidate.blocked)
+    return out
+
+
+def _cause(r: Record, created: Record, person: str, blocked: dict[str, list[str]]) -> str:
+    if r.get("forced"):
+        return "a partner chose"
+    if created.get("prior_preparer") == r.person:
+        return "continuity: the client's prior preparer kept the client"
+    if blocked.get(person):
+        return "the idle person was blocked: " + ", ".join(blocked[person])
+    if person in blocked:
+        return "the idle person was eligible and ranked lower"
+    return "the idle person was not among the candidates"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="M15")
+    parser.add_argument("--policy", default="P3")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--load", type=float, default=0.95)
+    args = parser.parse_args(argv)
+    total: collections.Counter[str] = collections.Counter()
+    for seed in range(1, args.seeds + 1):
+        season = scenario(args.profile, seed, args.load)
+        total += causes(simulate(season, make_policy(args.policy, seed=seed)))
+    pairs = sum(total.values())
+    print(f"{args.profile}, load {args.load}, {args.policy}, seeds 1-{args.seeds}:")
+    for cause, n in total.most_common():
+        print(f"{n:6d}  {100 * n / pairs:5.1f} %  {cause}")
+    print(f"{pairs:6d}  (assignment, idle qualified person) pairs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
