@@ -126,9 +126,16 @@ class PmChanges(DispatchClient):
         )
         fresh = previous.model_copy(update={"due_date": move.due_date})
         self._apply_details(fresh)
-        # Waiting for a partner: the answer for the new date goes back to them either way
-        # (assigned shows on the board; still nobody, and they get a fresh message).
-        s.tell_partner_again = s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+        # Waiting for a partner, with a request the new date goes out again: the answer goes
+        # back to them either way (assigned shows on the board; still nobody, and they get a
+        # fresh message). A partner's own pick on its way is answered as a pick.
+        pending = self._pending
+        s.tell_partner_again = (
+            s.status is DispatchStatus.NEEDS_PARTNER_REVIEW
+            and self._v2
+            and pending is not None
+            and pending.request is not None
+        )
         await self._plan_changed(previous, fresh)
         day = f"{move.due_date:%a %d %b %Y}"
         for role, person in ((Role.PREPARER, s.preparer), (Role.REVIEWER, s.reviewer)):
