@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatch.config import Tier
+from dispatch.models import Role
 from simulation import calendar as cal
 from simulation.engine import simulate
 from simulation.events import Record
@@ -62,9 +63,13 @@ def causes(log: list[Record]) -> collections.Counter[str]:
 
 
 def _blocked(explanation: Any) -> dict[str, list[str]]:
-    """Each candidate's blocks, from production's ``AssignmentResult`` (None for others)."""
+    """Each candidate's blocks as preparer, from production's ``AssignmentResult`` (None
+    for other policies). Only the preparer's decision: the reviewer's has a higher tier floor,
+    and reading it would blame a staff member's tier for a job they could prepare."""
     out: dict[str, list[str]] = {}
     for decision in getattr(explanation, "decisions", None) or []:
+        if decision.role is not Role.PREPARER:
+            continue
         for candidate in decision.candidates:
             out[candidate.staff_id] = sorted(b.value for b in candidate.blocked)
     return out

@@ -263,3 +263,46 @@ def test_idle_while_up_tier_counts_qualified_people_left_idle(
         assert list(why_idle.causes(kept)) == [
             "continuity: the client's prior preparer kept the client"
         ]
+
+
+def test_why_idle_reads_the_preparer_decision_not_the_reviewers() -> None:
+    """A staff member eligible to prepare but below the reviewer tier was ranked lower as
+    preparer; the reviewer's decision (where their tier blocks them) must not be the cause."""
+    from datetime import date
+
+    from dispatch.config import Tier
+    from dispatch.models import AssignmentResult, BlockReason, CandidateScore, Decision, Role
+
+    def candidate(staff_id: str, tier: Tier, blocked: list[BlockReason]) -> CandidateScore:
+        return CandidateScore(
+            staff_id=staff_id, name=staff_id, tier=tier, eligible=not blocked,
+            blocked=blocked, available_hours=20.0,
+        )  # fmt: skip
+
+    def decision(role: Role, s_blocked: list[BlockReason]) -> Decision:
+        return Decision(
+            role=role, outcome="assigned", chosen="m", reason="", required_hours=4.0,
+            window_start=date(2027, 1, 4), window_end=date(2027, 1, 8),
+            candidates=[candidate("s", Tier.STAFF, s_blocked), candidate("m", Tier.MANAGER, [])],
+        )  # fmt: skip
+
+    result = AssignmentResult(
+        request_id="r1", workflow_id="c1", outcome="assigned",
+        decisions=[decision(Role.PREPARER, []), decision(Role.REVIEWER, [BlockReason.TIER])],
+    )  # fmt: skip
+    before = cal.opening(MON) - 1.0
+    out = [
+        rec(0.0, "staff", person="s", hours=40.0, tier="staff", skills=["bookkeeping"]),
+        rec(0.0, "staff", person="m", hours=40.0, tier="manager", skills=["bookkeeping"]),
+    ]
+    for day in range(MON, MON + 7):
+        hours = 8.0 if cal.is_working_day(day) else 0.0
+        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "sm"]
+    out += [
+        rec(before, "job_created", "c1", due=FRI_DATE, skills=["bookkeeping"],
+            preparer_tier="staff", prior_eligible=False, exogenous=False, is_return=False),
+        rec(before, "dispatch_requested", "c1", request="r1"),
+        rec(before, "assigned", "c1", "m", "preparer", 4.0, request="r1", auto=True,
+            due=FRI_DATE, explanation=result),
+    ]  # fmt: skip
+    assert list(why_idle.causes(out)) == ["the idle person was eligible and ranked lower"]
