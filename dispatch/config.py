@@ -132,6 +132,13 @@ class Policy(_Strict):
     """Share of each tier's hours kept for reviews when its people prepare work a lower tier
     could do, e.g. ``{manager: 0.5}``: a manager takes a senior's return only while half of
     their hours stay free for the reviews only managers can do."""
+    continuity_yields_to_free_share: Annotated[float, Field(ge=0, le=1)] = 0
+    """Keep a client with a more senior prior preparer only while nobody eligible of a lower
+    sufficient tier has this share of their hours up to the due date free (0.9: a senior keeps
+    the client unless a qualified junior is nearly idle). 0: client history always counts.
+    A firm file that leaves it out gets ``CONTINUITY_YIELDS_DEFAULT`` (``FirmConfig``); the
+    model's own 0 is what a capacity snapshot recorded before the knob existed decodes to, so
+    a dispatcher's history replays as it ran. See README "Policy knobs for the season"."""
     workday_end_hour: Annotated[float, Field(gt=0, le=24)] = 17
     """With ``firm.workday_start_hour``: the working day. A decision counts only the share of
     today's hours still ahead (at 16:00 of a 9-to-5 day, one hour of eight)."""
@@ -415,15 +422,31 @@ class RecurringTemplate(_Strict):
     active: bool = True
 
 
+CONTINUITY_YIELDS_DEFAULT = 0.9
+"""The tax-season benchmark's pick (docs/benchmarks.md): on time +1.7 points and a tenth of the
+idle junior weeks, for 10 points of client continuity."""
+
+
 class FirmConfig(_Strict):
     firm: FirmInfo
     staff: list[StaffMember]
     service_types: list[ServiceType]
     escalation: Escalation
-    policy: Policy = Field(default_factory=Policy)
+    policy: Policy = Field(
+        default_factory=lambda: Policy(continuity_yields_to_free_share=CONTINUITY_YIELDS_DEFAULT)
+    )
     clients: list[ClientRecord] = Field(default_factory=list)
     recurring: list[RecurringTemplate] = Field(default_factory=list)
     connectors: Connectors
+
+    @field_validator("policy")
+    @classmethod
+    def _firm_defaults(cls, policy: Policy) -> Policy:
+        if "continuity_yields_to_free_share" in policy.model_fields_set:
+            return policy
+        return policy.model_copy(
+            update={"continuity_yields_to_free_share": CONTINUITY_YIELDS_DEFAULT}
+        )
 
     @model_validator(mode="after")
     def _references(self) -> FirmConfig:

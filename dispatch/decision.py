@@ -345,6 +345,9 @@ def choose(
         )
 
     eligible = [(c, a) for c, a in rows if c.eligible]
+    share = snapshot.policy.continuity_yields_to_free_share
+    if share > 0 and need.role is Role.PREPARER:
+        _yield_continuity(need, snapshot, eligible, share, day_left)
     best_avail = max((a for _, a in eligible), default=0.0)
     weights = snapshot.policy.weights.model_dump()
     for cand, avail in rows:
@@ -384,6 +387,42 @@ def choose(
         reason=_chosen_reason(need, winner, candidates),
         **base,
     )
+
+
+def _yield_continuity(
+    need: RoleNeed,
+    snapshot: CapacitySnapshot,
+    eligible: Sequence[tuple[CandidateScore, float]],
+    share: float,
+    day_left: float,
+) -> None:
+    """Drop the client-history score of a more senior prior preparer when someone eligible of
+    a lower sufficient tier has at least ``share`` of their hours to the due date free
+    (``Policy.continuity_yields_to_free_share``): the client moves down a tier rather than a
+    senior taking work a qualified junior, sitting idle, could do."""
+    holders = [c for c, _ in eligible if c.scores["client_history"] > 0]
+    if not holders or all(c.tier.rank <= need.min_tier.rank for c in holders):
+        return
+    calendar = calendar_of(snapshot)
+    by_id = {cap.member.id: cap for cap in snapshot.staff}
+    start = max(need.start, snapshot.today)
+
+    def working_hours(staff_id: str) -> float:
+        # Their hours in the window as if nothing were logged: hours logged this week are
+        # work done, so they count against "free", as bookings do.
+        cap = by_id[staff_id]
+        person = _person(cap.weekly_capacity_hours, 0.0, 0.0, tuple(cap.member.absences), day_left)
+        return capacity_between(person, start, need.due, calendar)
+
+    free_ranks = [
+        c.tier.rank for c, avail in eligible if avail >= share * working_hours(c.staff_id) - 1e-9
+    ]
+    if not free_ranks:
+        return
+    lowest_free = min(free_ranks)
+    for cand in holders:
+        if cand.tier.rank > lowest_free:
+            cand.scores["client_history"] = 0.0
 
 
 def _chosen_reason(need: RoleNeed, winner: CandidateScore, candidates: list[CandidateScore]) -> str:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any, Protocol
 
-from dispatch.config import Policy, ServiceType, StaffMember, Tier
+from dispatch.config import CONTINUITY_YIELDS_DEFAULT, Policy, ServiceType, StaffMember, Tier
 from dispatch.decision import (
     Ledger,
     RoleNeed,
@@ -467,6 +467,11 @@ class Levers:
     """Managers keep ``MANAGER_RESERVE`` of their hours for reviews when preparing lower-tier
     work (``Policy.review_reserve``)."""
 
+    free: bool = True
+    """A more senior prior preparer keeps the client only while no eligible person of a lower
+    sufficient tier has ``FREE_SHARE`` of their hours to the due date free
+    (``Policy.continuity_yields_to_free_share``, a firm's default)."""
+
     @classmethod
     def parse(cls, spec: str) -> Levers:
         """``""`` (the defaults), ``"base"`` (none), then ``+name`` / ``-name`` in turn."""
@@ -494,6 +499,7 @@ class Levers:
             update["weights"] = base.weights.model_copy(update={"lowest_tier": TIER_WEIGHT})
         if self.reserve:
             update["review_reserve"] = {Tier.MANAGER: MANAGER_RESERVE}
+        update["continuity_yields_to_free_share"] = FREE_SHARE if self.free else 0.0
         return base.model_copy(update=update)
 
 
@@ -502,6 +508,7 @@ HOLD_DAYS = 42
 SEED_REVIEWER_CEILING = 0.8
 TIER_WEIGHT = 50.0
 MANAGER_RESERVE = 0.5
+FREE_SHARE = CONTINUITY_YIELDS_DEFAULT
 
 
 class Production:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatch.capacity import Booking, WorkCalendar, available_hours, is_overbooked
-from dispatch.config import Absence, Tier
+from dispatch.config import CONTINUITY_YIELDS_DEFAULT, Absence, FirmConfig, Tier
 from dispatch.decision import (
     Ledger,
     calendar_of,
@@ -21,7 +21,7 @@ from dispatch.decision import (
     role_ceiling,
     role_needs,
 )
-from dispatch.models import AssignmentRequest, BlockReason, Reservation, Role
+from dispatch.models import AssignmentRequest, BlockReason, CapacitySnapshot, Reservation, Role
 from tests.factories import MONDAY, demo_config, request, snapshot
 
 FRIDAY = MONDAY + timedelta(days=4)
@@ -501,3 +501,63 @@ def test_replan_moves_only_work_whose_preparer_can_no_longer_do_it() -> None:
     assert not any(
         r.workflow_id == "engagement-test-1" and r.staff_id == at_risk for r in ledger.reservations
     )
+
+
+# --- continuity that yields to a free junior ---------------------------------------------------
+
+
+def _yielding(snap: CapacitySnapshot, share: float) -> CapacitySnapshot:
+    policy = snap.policy.model_copy(update={"continuity_yields_to_free_share": share})
+    return snap.model_copy(update={"policy": policy})
+
+
+def test_a_senior_keeps_the_client_unless_a_free_junior_could_do_the_work() -> None:
+    # Bayside Dental's last preparer is Priya (senior); an individual return is staff-level work.
+    job = request(client_id="cl-bayside-dental", hours=4, due=FRIDAY)
+    kept, _ = decide(job, _yielding(snapshot(), 0.0), Ledger(), {})
+    assert kept.preparer is not None and kept.preparer.id == "priya"
+
+    # With the knob on, Noah and Zoe (staff, nothing booked) are nearly idle this week: the
+    # client moves down a tier, and Priya's client history no longer counts.
+    moved, _ = decide(job, _yielding(snapshot(), 0.9), Ledger(), {})
+    assert moved.preparer is not None and moved.preparer.tier is Tier.STAFF
+    priya = next(c for c in moved.decisions[0].candidates if c.staff_id == "priya")
+    assert priya.eligible and priya.scores["client_history"] == 0.0
+
+    # Staff with work booked are not free, nor are staff who logged most of their week
+    # already (logged hours are work done): Priya keeps the client.
+    booked = Ledger(
+        [
+            Reservation(
+                workflow_id=f"other-{who}", role=Role.PREPARER, staff_id=who, hours=8.0,
+                start=MONDAY, due=FRIDAY, client_id="cl-other",
+            )
+            for who in ("noah", "zoe")
+        ]
+    )  # fmt: skip
+    stays, _ = decide(job, _yielding(snapshot(), 0.9), booked, {})
+    assert stays.preparer is not None and stays.preparer.id == "priya"
+    tired = _yielding(snapshot(logged_this_week={"noah": 30.0, "zoe": 20.0}), 0.5)
+    stays, _ = decide(job, tired, Ledger(), {})
+    assert stays.preparer is not None and stays.preparer.id == "priya"
+
+
+def test_continuity_at_the_lowest_sufficient_tier_is_never_given_up() -> None:
+    # The Okafor family's last preparer is Noah (staff, the return's own tier): the knob only
+    # moves clients down a tier, so Noah keeps them even with Zoe free too.
+    yielding = _yielding(snapshot(), 0.9)
+    result, _ = decide(request(client_id="cl-okafor-family", hours=4), yielding, Ledger(), {})
+    assert result.preparer is not None and result.preparer.id == "noah"
+
+
+def test_a_firm_file_gets_the_benchmarks_default_and_an_old_snapshot_keeps_its_own() -> None:
+    # A firm that says nothing gets the measured default; one that sets 0 keeps 0.
+    assert demo_config().policy.continuity_yields_to_free_share == CONTINUITY_YIELDS_DEFAULT
+    raw = demo_config().model_dump(mode="json", by_alias=True)
+    raw["policy"]["continuity_yields_to_free_share"] = 0
+    assert FirmConfig.model_validate(raw).policy.continuity_yields_to_free_share == 0
+    # A snapshot recorded before the knob existed (no such field) decodes to "off", so a
+    # running dispatcher's history replays the decisions it made.
+    recorded = snapshot().model_dump(mode="json")
+    del recorded["policy"]["continuity_yields_to_free_share"]
+    assert CapacitySnapshot.model_validate(recorded).policy.continuity_yields_to_free_share == 0

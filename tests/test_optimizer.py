@@ -129,8 +129,12 @@ def _service(requests: list[AssignmentRequest], result: AssignmentResult) -> str
 def test_preparer_and_reviewer_are_two_people_even_when_one_ranks_first_for_both() -> None:
     # Grace (senior) prepared this client's last return, and she is the only reviewer of the
     # two. The greedy rule makes her the preparer and then finds no reviewer; the plan has Noah
-    # prepare and Grace review.
+    # prepare and Grace review. (With client continuity yielding to a free junior, the greedy
+    # rule would give Noah the return itself: that knob is off here.)
     config = demo_config()
+    config = config.model_copy(
+        update={"policy": config.policy.model_copy(update={"continuity_yields_to_free_share": 0.0})}
+    )
     staff = [m for m in config.staff if m.id in {"grace", "noah"}]
     snap = snapshot(config, staff=staff)
     job = request(1, service_type="individual_tax", hours=6, due=FRIDAY, client_id="cl-g")
