@@ -139,6 +139,11 @@ class Policy(_Strict):
     A firm file that leaves it out gets ``CONTINUITY_YIELDS_DEFAULT`` (``FirmConfig``); the
     model's own 0 is what a capacity snapshot recorded before the knob existed decodes to, so
     a dispatcher's history replays as it ran. See README "Policy knobs for the season"."""
+    available_hours_as_share: bool = False
+    """The "available hours" criterion ranks people by the share of their own hours up to the
+    due date still free, not by the hours: a part-timer with half their week free ranks with a
+    full-timer with half of theirs. A firm file that leaves it out gets ``FIRM_DEFAULTS``;
+    the model's own False is what a snapshot recorded before the knob decodes to."""
     workday_end_hour: Annotated[float, Field(gt=0, le=24)] = 17
     """With ``firm.workday_start_hour``: the working day. A decision counts only the share of
     today's hours still ahead (at 16:00 of a 9-to-5 day, one hour of eight)."""
@@ -425,6 +430,13 @@ class RecurringTemplate(_Strict):
 CONTINUITY_YIELDS_DEFAULT = 0.9
 """The tax-season benchmark's pick (docs/benchmarks.md): on time +1.7 points and a tenth of the
 idle junior weeks, for 10 points of client continuity."""
+FIRM_DEFAULTS: dict[str, Any] = {
+    "continuity_yields_to_free_share": CONTINUITY_YIELDS_DEFAULT,
+    "available_hours_as_share": True,
+}
+"""What a firm file's ``policy:`` gets for a knob it leaves out, where that differs from the
+model's own default (which is what a capacity snapshot recorded before the knob decodes to,
+so a dispatcher's history replays the decisions it made)."""
 
 
 class FirmConfig(_Strict):
@@ -432,9 +444,7 @@ class FirmConfig(_Strict):
     staff: list[StaffMember]
     service_types: list[ServiceType]
     escalation: Escalation
-    policy: Policy = Field(
-        default_factory=lambda: Policy(continuity_yields_to_free_share=CONTINUITY_YIELDS_DEFAULT)
-    )
+    policy: Policy = Field(default_factory=lambda: Policy(**FIRM_DEFAULTS))
     clients: list[ClientRecord] = Field(default_factory=list)
     recurring: list[RecurringTemplate] = Field(default_factory=list)
     connectors: Connectors
@@ -442,11 +452,8 @@ class FirmConfig(_Strict):
     @field_validator("policy")
     @classmethod
     def _firm_defaults(cls, policy: Policy) -> Policy:
-        if "continuity_yields_to_free_share" in policy.model_fields_set:
-            return policy
-        return policy.model_copy(
-            update={"continuity_yields_to_free_share": CONTINUITY_YIELDS_DEFAULT}
-        )
+        unset = {k: v for k, v in FIRM_DEFAULTS.items() if k not in policy.model_fields_set}
+        return policy.model_copy(update=unset) if unset else policy
 
     @model_validator(mode="after")
     def _references(self) -> FirmConfig:

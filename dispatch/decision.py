@@ -348,6 +348,22 @@ def choose(
     share = snapshot.policy.continuity_yields_to_free_share
     if share > 0 and need.role is Role.PREPARER:
         _yield_continuity(need, snapshot, eligible, share, day_left)
+    if snapshot.policy.available_hours_as_share:
+        # Rank by the share of each person's own hours still free, so a part-timer with half
+        # their week free ranks with a full-timer with half of theirs.
+        by_id = {cap.member.id: cap for cap in snapshot.staff}
+        start = max(need.start, today)
+        rows = [
+            (
+                c,
+                a
+                / max(_working_hours(by_id[c.staff_id], start, need.due, calendar, day_left), 1e-9),
+            )
+            if c.eligible
+            else (c, a)
+            for c, a in rows
+        ]
+        eligible = [(c, a) for c, a in rows if c.eligible]
     best_avail = max((a for _, a in eligible), default=0.0)
     weights = snapshot.policy.weights.model_dump()
     for cand, avail in rows:
@@ -389,6 +405,14 @@ def choose(
     )
 
 
+def _working_hours(
+    cap: StaffCapacity, start: date, due: date, calendar: WorkCalendar, day_left: float
+) -> float:
+    """The person's hours from ``start`` to ``due`` as if nothing were logged or booked."""
+    person = _person(cap.weekly_capacity_hours, 0.0, 0.0, tuple(cap.member.absences), day_left)
+    return capacity_between(person, start, due, calendar)
+
+
 def _yield_continuity(
     need: RoleNeed,
     snapshot: CapacitySnapshot,
@@ -399,23 +423,19 @@ def _yield_continuity(
     """Drop the client-history score of a more senior prior preparer when someone eligible of
     a lower sufficient tier has at least ``share`` of their hours to the due date free
     (``Policy.continuity_yields_to_free_share``): the client moves down a tier rather than a
-    senior taking work a qualified junior, sitting idle, could do."""
+    senior taking work a qualified junior, sitting idle, could do. Hours logged this week are
+    work done, so they count against "free", as bookings do."""
     holders = [c for c, _ in eligible if c.scores["client_history"] > 0]
     if not holders or all(c.tier.rank <= need.min_tier.rank for c in holders):
         return
     calendar = calendar_of(snapshot)
     by_id = {cap.member.id: cap for cap in snapshot.staff}
     start = max(need.start, snapshot.today)
-
-    def working_hours(staff_id: str) -> float:
-        # Their hours in the window as if nothing were logged: hours logged this week are
-        # work done, so they count against "free", as bookings do.
-        cap = by_id[staff_id]
-        person = _person(cap.weekly_capacity_hours, 0.0, 0.0, tuple(cap.member.absences), day_left)
-        return capacity_between(person, start, need.due, calendar)
-
     free_ranks = [
-        c.tier.rank for c, avail in eligible if avail >= share * working_hours(c.staff_id) - 1e-9
+        c.tier.rank
+        for c, avail in eligible
+        if avail
+        >= share * _working_hours(by_id[c.staff_id], start, need.due, calendar, day_left) - 1e-9
     ]
     if not free_ranks:
         return

@@ -472,6 +472,10 @@ class Levers:
     sufficient tier has ``FREE_SHARE`` of their hours to the due date free
     (``Policy.continuity_yields_to_free_share``, a firm's default)."""
 
+    share: bool = True
+    """Hours free rank as a share of each person's own hours
+    (``Policy.available_hours_as_share``, a firm's default)."""
+
     @classmethod
     def parse(cls, spec: str) -> Levers:
         """``""`` (the defaults), ``"base"`` (none), then ``+name`` / ``-name`` in turn."""
@@ -500,6 +504,7 @@ class Levers:
         if self.reserve:
             update["review_reserve"] = {Tier.MANAGER: MANAGER_RESERVE}
         update["continuity_yields_to_free_share"] = FREE_SHARE if self.free else 0.0
+        update["available_hours_as_share"] = self.share
         return base.model_copy(update=update)
 
 

@@ -41,13 +41,28 @@ def test_without_history_the_most_available_person_wins() -> None:
     # Seed order: available hours before tier. Grace (senior) has 40 h free, Zoe (staff) 30 h,
     # Noah (staff) only 10 h after logging 30 h already this week.
     snap = snapshot(logged_this_week={"noah": 30.0, "mia": 20.0, "priya": 20.0, "hannah": 20.0})
-    result, _ = decide(request(hours=4, due=FRIDAY), snap, Ledger(), {})
+    in_hours = snap.model_copy(
+        update={"policy": snap.policy.model_copy(update={"available_hours_as_share": False})}
+    )
+    result, _ = decide(request(hours=4, due=FRIDAY), in_hours, Ledger(), {})
     assert result.preparer is not None and result.preparer.id == "grace"
     scores = {c.staff_id: c for c in result.decisions[0].candidates}
     assert scores["grace"].scores["available_hours"] == 1.0
     assert scores["zoe"].scores["available_hours"] == 0.75
     assert scores["grace"].total is not None and scores["noah"].total is not None
     assert scores["grace"].total > scores["zoe"].total > scores["noah"].total  # type: ignore[operator]
+
+    # A firm's default ranks by the share of each person's own hours free: Zoe (30 of her
+    # 30 h) is as free as Grace (40 of 40), and the lower tier takes the tie; Noah has a
+    # quarter of his week left.
+    assert snap.policy.available_hours_as_share
+    result, _ = decide(request(hours=4, due=FRIDAY), snap, Ledger(), {})
+    assert result.preparer is not None and result.preparer.id == "zoe"
+    scores = {c.staff_id: c for c in result.decisions[0].candidates}
+    assert scores["zoe"].scores["available_hours"] == scores["grace"].scores["available_hours"]
+    assert scores["noah"].scores["available_hours"] == 0.25
+    # The hours themselves are still what the candidate list shows.
+    assert scores["zoe"].available_hours == 30.0
 
 
 def test_lowest_sufficient_tier_breaks_ties_on_hours() -> None:
