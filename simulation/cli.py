@@ -188,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
         for load in loads:
             subset = [r for r in results if r.cell.load == load]
             console.print(_table(firm.name, load, policies, seeds, subset))
+            verdicts = _targets(load, policies, subset)
+            if verdicts is not None:
+                console.print(verdicts)
         console.print(
             f"{len(cells)} seasons in {wall:.1f} s on {workers} processes "
             f"({cpu:.1f} s of simulation)."
@@ -257,6 +260,22 @@ def _table(
             cells.append(f"[bold]{text}[/]" if stats[p].mean == best else text)
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         table.add_row(f"{metric} {arrow}", *cells)
+    return table
+
+
+def _targets(load: float, policies: list[str], results: Sequence[CellResult]) -> Table | None:
+    """The issue's targets at this load, when P2 and P3 both ran (``simulation.targets``)."""
+    from simulation.targets import verdicts
+
+    values = {p: {m: _values(results, p, m) for m in METRICS} for p in policies}
+    found = verdicts(values)
+    if not found:
+        return None
+    table = Table(title=f"Against the targets at load {load:.2f}", title_justify="left")
+    for column in ("target", "figure", "met"):
+        table.add_column(column)
+    for v in found:
+        table.add_row(v.target, v.figure, "[green]yes[/]" if v.met else "[red]no[/]")
     return table
 
 
