@@ -306,3 +306,42 @@ def test_why_idle_reads_the_preparer_decision_not_the_reviewers() -> None:
             due=FRI_DATE, explanation=result),
     ]  # fmt: skip
     assert list(why_idle.causes(out)) == ["the idle person was eligible and ranked lower"]
+
+
+def test_why_partner_names_the_blocked_role_its_window_and_the_gap() -> None:
+    from datetime import date, timedelta
+
+    from dispatch.config import Tier
+    from dispatch.models import AssignmentResult, BlockReason, CandidateScore, Decision, Role
+    from simulation import why_partner
+
+    def blocked(role: Role, days: int, hours_free: float) -> AssignmentResult:
+        start = date(2027, 3, 1)
+        candidates = [
+            CandidateScore(
+                staff_id="m", name="m", tier=Tier.MANAGER, eligible=False,
+                blocked=[BlockReason.CAPACITY], available_hours=hours_free,
+            ),
+            CandidateScore(
+                staff_id="s", name="s", tier=Tier.STAFF, eligible=False,
+                blocked=[BlockReason.TIER], available_hours=40.0,
+            ),
+        ]  # fmt: skip
+        decision = Decision(
+            role=role, outcome="blocked", reason="", required_hours=6.0,
+            window_start=start, window_end=start + timedelta(days=days), candidates=candidates,
+        )  # fmt: skip
+        return AssignmentResult(
+            request_id="r", workflow_id="j", outcome="needs_partner_review", decisions=[decision]
+        )
+
+    out = [
+        rec(1.0, "npr_raised", "j1", explanation=blocked(Role.REVIEWER, 2, 5.0)),
+        rec(2.0, "npr_raised", "j2", explanation=blocked(Role.PREPARER, 9, 1.0)),
+        rec(3.0, "npr_raised", "j3", reason="declined twice", explanation=None),
+    ]
+    assert why_partner.causes(out) == {
+        "reviewer: no room, due within 3 days, short by ≤ 2 h": 1,
+        "preparer: no room, longer, short by more": 1,
+        "no role blocked: declined twice": 1,
+    }
