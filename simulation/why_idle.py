@@ -12,7 +12,6 @@ ranked lower, or a partner forced the choice.
 
 from __future__ import annotations
 
-import argparse
 import collections
 from collections.abc import Sequence
 from typing import Any
@@ -20,11 +19,9 @@ from typing import Any
 from dispatch.config import Tier
 from dispatch.models import Role
 from simulation import calendar as cal
-from simulation.engine import simulate
+from simulation import why
 from simulation.events import Record
 from simulation.metrics import IDLE_BELOW, SCORED_WEEKS, compute
-from simulation.policies import make_policy
-from simulation.runner import scenario
 
 
 def causes(log: list[Record]) -> collections.Counter[str]:
@@ -88,22 +85,9 @@ def _cause(r: Record, created: Record, person: str, blocked: dict[str, list[str]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="M15")
-    parser.add_argument("--policy", default="P3")
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--load", type=float, default=0.95)
-    args = parser.parse_args(argv)
-    total: collections.Counter[str] = collections.Counter()
-    for seed in range(1, args.seeds + 1):
-        season = scenario(args.profile, seed, args.load)
-        total += causes(simulate(season, make_policy(args.policy, seed=seed)))
-    pairs = sum(total.values())
-    print(f"{args.profile}, load {args.load}, {args.policy}, seeds 1-{args.seeds}:")
-    for cause, n in total.most_common():
-        print(f"{n:6d}  {100 * n / pairs:5.1f} %  {cause}")
-    print(f"{pairs:6d}  (assignment, idle qualified person) pairs")
-    return 0
+    return why.main(
+        __doc__.split("\n\n")[0], causes, "(assignment, idle qualified person) pairs", argv
+    )
 
 
 if __name__ == "__main__":

@@ -10,16 +10,13 @@ blocked (two "Request reassignment" answers, a date already past).
 
 from __future__ import annotations
 
-import argparse
 import collections
 from collections.abc import Sequence
 from typing import Any
 
 from dispatch.models import BlockReason
-from simulation.engine import simulate
+from simulation import why
 from simulation.events import Record
-from simulation.policies import make_policy
-from simulation.runner import scenario
 
 SHORT_WINDOW_DAYS = 3
 NEAR_MISS_HOURS = 2.0
@@ -52,22 +49,7 @@ def _cause(explanation: Any, reason: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="M15")
-    parser.add_argument("--policy", default="P3")
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--load", type=float, default=0.95)
-    args = parser.parse_args(argv)
-    total: collections.Counter[str] = collections.Counter()
-    for seed in range(1, args.seeds + 1):
-        season = scenario(args.profile, seed, args.load)
-        total += causes(simulate(season, make_policy(args.policy, seed=seed)))
-    requests = sum(total.values())
-    print(f"{args.profile}, load {args.load}, {args.policy}, seeds 1-{args.seeds}:")
-    for cause, n in sorted(total.items()):
-        print(f"{n:6d}  {100 * n / max(requests, 1):5.1f} %  {cause}")
-    print(f"{requests:6d}  requests sent to partner review")
-    return 0
+    return why.main(__doc__.split("\n\n")[0], causes, "requests sent to partner review", argv)
 
 
 if __name__ == "__main__":

@@ -345,3 +345,60 @@ def test_why_partner_names_the_blocked_role_its_window_and_the_gap() -> None:
         "preparer: no room, longer, short by more": 1,
         "no role blocked: declined twice": 1,
     }
+
+
+def test_why_continuity_reads_the_prior_preparers_own_candidate_row() -> None:
+    from datetime import date
+
+    from dispatch.config import Tier
+    from dispatch.models import AssignmentResult, BlockReason, CandidateScore, Decision, Role
+    from simulation import why_continuity
+
+    def result(prior_blocked: list[BlockReason], history: float) -> AssignmentResult:
+        prior = CandidateScore(
+            staff_id="p", name="p", tier=Tier.SENIOR, eligible=not prior_blocked,
+            blocked=prior_blocked, available_hours=2.0, scores={"client_history": history},
+        )  # fmt: skip
+        decision = Decision(
+            role=Role.PREPARER, outcome="assigned", chosen="s", reason="", required_hours=4.0,
+            window_start=date(2027, 3, 1), window_end=date(2027, 3, 5), candidates=[prior],
+        )  # fmt: skip
+        return AssignmentResult(
+            request_id="r", workflow_id="j", outcome="assigned", decisions=[decision]
+        )
+
+    created: dict[str, Any] = {"prior_preparer": "p", "prior_eligible": True}
+    out = [rec(0.0, "job_created", f"j{n}", **created) for n in range(1, 7)]
+    out += [
+        rec(1.0, "assigned", "j1", "s", "preparer", explanation=result([BlockReason.CAPACITY], 1)),
+        rec(1.0, "assigned", "j2", "s", "preparer", explanation=result([], 0.0)),
+        rec(1.0, "assigned", "j3", "s", "preparer", explanation=result([], 0.5)),
+        rec(1.0, "assigned", "j4", "p", "preparer", explanation=result([], 1.0)),
+        rec(2.0, "assigned", "j4", "s", "preparer", explanation=None),  # p declined
+        rec(1.0, "assigned", "j5", "s", "preparer", forced=True),
+        rec(1.0, "assigned", "j6", "p", "preparer", explanation=result([], 1.0)),  # kept
+    ]
+    assert why_continuity.causes(out) == {
+        "the prior preparer was blocked: capacity": 1,
+        "the prior preparer yielded the client to a nearly idle junior": 1,
+        "someone served the client more recently this season": 1,
+        "the prior preparer had it, then it moved (they asked to be reassigned)": 1,
+        "a partner chose someone else": 1,
+    }
+
+
+def test_spread_groups_each_persons_utilisation_by_tier() -> None:
+    from simulation import spread
+
+    out = [
+        rec(0.0, "staff", person="s", hours=40.0, tier="staff"),
+        rec(0.0, "staff", person="m", hours=40.0, tier="manager"),
+    ]
+    for day in range(MON, MON + 7):
+        hours = 8.0 if cal.is_working_day(day) else 0.0
+        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "sm"]
+    for day in range(MON, MON + 5):
+        out.append(rec(cal.closing(day), "work_logged", "x", "s", "preparer", 2.0, day=day))
+        out.append(rec(cal.closing(day), "work_logged", "y", "m", "preparer", 8.0, day=day))
+    tiers = spread.by_tier(out)
+    assert tiers["staff"] == [pytest.approx(0.25)] and tiers["manager"] == [pytest.approx(1.0)]
