@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -466,9 +466,8 @@ def _morning(books: _Books, day: int, week_max: dict[tuple[str, int], float]) ->
             week_max[(person, week)] = excess
 
 
-def _deadlines(
-    log: list[Record], jobs: dict[str, Record], values: dict[str, float]
-) -> tuple[list[int], list[int]]:
+def _finished(log: list[Record]) -> tuple[dict[str, float], set[str], int]:
+    """When each job was first completed, which were extended, and the log's last day."""
     completed: dict[str, float] = {}
     extended: set[str] = set()
     for r in log:
@@ -476,33 +475,52 @@ def _deadlines(
             completed[r.job] = r.t
         elif r.type == "extended" and r.job is not None:
             extended.add(r.job)
-    end_day = max((cal.day_of(r.t) for r in log), default=0)
-    first_day = cal.SEASON_START_DAY
+    return completed, extended, max((cal.day_of(r.t) for r in log), default=0)
+
+
+def _judged(
+    jobs: dict[str, Record], completed: dict[str, float], extended: set[str], end_day: int
+) -> Iterator[tuple[str, int, bool]]:
+    """(job, due day, on time) for every job due inside the scored season."""
+    for job_id, r in jobs.items():
+        day = cal.day_of_date(date.fromisoformat(str(r.get("due"))))
+        if not cal.SEASON_START_DAY <= day <= end_day:
+            continue
+        done_at = completed.get(job_id)
+        on_time = (
+            done_at is not None and done_at <= cal.closing(day) + 1e-6 and job_id not in extended
+        )
+        yield job_id, day, on_time
+
+
+def late_jobs(log: list[Record]) -> set[str]:
+    """The jobs ``on_time_rate`` counts as not on time (late, or on time only by extension)."""
+    jobs = {r.job: r for r in log if r.type == "job_created" and r.job is not None}
+    return {job for job, _, on_time in _judged(jobs, *_finished(log)) if not on_time}
+
+
+def _deadlines(
+    log: list[Record], jobs: dict[str, Record], values: dict[str, float]
+) -> tuple[list[int], list[int]]:
+    completed, extended, end_day = _finished(log)
     weeks = cal.week_of_day(end_day)
     late_by_week = [0] * weeks
     due_by_week = [0] * weeks
     due = on_time = late_plain = 0
-    returns = exogenous = 0
-    for job_id, r in jobs.items():
-        if r.get("is_return"):
-            returns += 1
-        if r.get("exogenous"):
-            exogenous += 1
-        day = cal.day_of_date(date.fromisoformat(str(r.get("due"))))
-        if not first_day <= day <= end_day:
-            continue
+    for job_id, day, in_time in _judged(jobs, completed, extended, end_day):
         due += 1
         week = cal.week_of_day(day)
         if 1 <= week <= weeks:
             due_by_week[week - 1] += 1
-        done_at = completed.get(job_id)
-        if done_at is not None and done_at <= cal.closing(day) + 1e-6 and job_id not in extended:
+        if in_time:
             on_time += 1
             continue
         if 1 <= week <= weeks:
             late_by_week[week - 1] += 1
         if job_id not in extended:
             late_plain += 1
+    returns = sum(1 for r in jobs.values() if r.get("is_return"))
+    exogenous = sum(1 for r in jobs.values() if r.get("exogenous"))
     values["on_time_rate"] = _ratio(on_time, due)
     values["late_without_extension_rate"] = _ratio(late_plain, due)
     values["extension_rate"] = _ratio(len(extended) + exogenous, returns + exogenous)

@@ -10,7 +10,7 @@ import pytest
 from simulation import calendar as cal
 from simulation import why_idle
 from simulation.events import Record
-from simulation.metrics import compute
+from simulation.metrics import compute, late_jobs
 
 MON = cal.SEASON_START_DAY  # Monday of week 1
 FRI = MON + 4
@@ -122,6 +122,7 @@ def test_metrics_match_hand_figures() -> None:
     assert v["overbooked_hours_auto"] == pytest.approx(21.0)
     # Due this week: j1 (late), j3 (on time), j4 (extended), j5 (on time).
     assert v["on_time_rate"] == pytest.approx(2 / 4)
+    assert late_jobs(log()) == {"j1", "j4"}  # the same judgement, job by job
     assert v["late_without_extension_rate"] == pytest.approx(1 / 4)
     # Returns j3 and j4 plus one return that never got documents (j5's exogenous extension).
     assert v["extension_rate"] == pytest.approx((1 + 1) / (2 + 1))
