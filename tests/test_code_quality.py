@@ -40,3 +40,22 @@ def test_mypy_strict_is_clean() -> None:
         "tests",
     )
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_every_property_test_draws_the_same_examples_on_every_run() -> None:
+    """A property test CI runs must be reproducible: a failure seen once is seen again."""
+    import re
+    from pathlib import Path
+
+    unpinned = []
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(
+            r"@settings\((.*?)\)\s*\n(?:@example\(.*\)\s*\n)*@given", text, re.S
+        ):
+            if "derandomize=True" not in match.group(1):
+                line = text.count("\n", 0, match.start()) + 1
+                unpinned.append(f"{path.name}:{line}")
+        if "@given" in text and "@settings" not in text:
+            unpinned.append(f"{path.name}: @given without @settings")
+    assert not unpinned, "property tests without derandomize=True: " + ", ".join(unpinned)
