@@ -53,8 +53,9 @@ def verdicts(values: Values) -> list[Verdict]:
     out = [
         Verdict(
             "booked past capacity by production's own decisions: 0 h in every season",
-            ", ".join(f"{p} at most {own[p]:.1f} h" for p in production),
-            all(own[p] == 0 for p in production),
+            ", ".join(f"{p} at most {own[p]:.2f} h" for p in production),
+            # To the hundredth of an hour: the ledger's float sums leave ~1e-9 h of noise.
+            all(round(own[p], 2) == 0 for p in production),
         ),
         Verdict("on time ≥ P2 + 3 pp", f"P3 - P2 {_pp(on_time)}", on_time.mean >= 0.03),
         Verdict("late without extension ≤ P2's", f"P3 - P2 {_pp(late)}", late.mean <= 0),
