@@ -345,25 +345,25 @@ def choose(
         )
 
     eligible = [(c, a) for c, a in rows if c.eligible]
-    share = snapshot.policy.continuity_yields_to_free_share
-    if share > 0 and need.role is Role.PREPARER:
-        _yield_continuity(need, snapshot, eligible, share, day_left)
-    if snapshot.policy.available_hours_as_share:
-        # Rank by the share of each person's own hours still free, so a part-timer with half
-        # their week free ranks with a full-timer with half of theirs.
-        by_id = {cap.member.id: cap for cap in snapshot.staff}
+    policy = snapshot.policy
+    share = policy.continuity_yields_to_free_share if need.role is Role.PREPARER else 0.0
+    if share > 0 or policy.available_hours_as_share:
+        # Each eligible person's own hours in the window, which both knobs measure "free" by.
         start = max(need.start, today)
-        rows = [
-            (
-                c,
-                a
-                / max(_working_hours(by_id[c.staff_id], start, need.due, calendar, day_left), 1e-9),
-            )
-            if c.eligible
-            else (c, a)
-            for c, a in rows
-        ]
-        eligible = [(c, a) for c, a in rows if c.eligible]
+        caps = {cap.member.id: cap for cap in snapshot.staff}
+        working = {
+            c.staff_id: _working_hours(caps[c.staff_id], start, need.due, calendar, day_left)
+            for c, _ in eligible
+        }
+        if share > 0:
+            _yield_continuity(need, eligible, working, share)
+        if policy.available_hours_as_share:
+            # Rank by the share of each person's own hours still free, so a part-timer with
+            # half their week free ranks with a full-timer with half of theirs.
+            rows = [
+                (c, a / max(working[c.staff_id], 1e-9)) if c.eligible else (c, a) for c, a in rows
+            ]
+            eligible = [(c, a) for c, a in rows if c.eligible]
     best_avail = max((a for _, a in eligible), default=0.0)
     weights = snapshot.policy.weights.model_dump()
     for cand, avail in rows:
@@ -415,27 +415,20 @@ def _working_hours(
 
 def _yield_continuity(
     need: RoleNeed,
-    snapshot: CapacitySnapshot,
     eligible: Sequence[tuple[CandidateScore, float]],
+    working: Mapping[str, float],
     share: float,
-    day_left: float,
 ) -> None:
     """Drop the client-history score of a more senior prior preparer when someone eligible of
-    a lower sufficient tier has at least ``share`` of their hours to the due date free
-    (``Policy.continuity_yields_to_free_share``): the client moves down a tier rather than a
-    senior taking work a qualified junior, sitting idle, could do. Hours logged this week are
-    work done, so they count against "free", as bookings do."""
+    a lower sufficient tier has at least ``share`` of their ``working`` hours to the due date
+    free (``Policy.continuity_yields_to_free_share``): the client moves down a tier rather
+    than a senior taking work a qualified junior, sitting idle, could do. Hours logged this
+    week are work done, so they count against "free", as bookings do."""
     holders = [c for c, _ in eligible if c.scores["client_history"] > 0]
     if not holders or all(c.tier.rank <= need.min_tier.rank for c in holders):
         return
-    calendar = calendar_of(snapshot)
-    by_id = {cap.member.id: cap for cap in snapshot.staff}
-    start = max(need.start, snapshot.today)
     free_ranks = [
-        c.tier.rank
-        for c, avail in eligible
-        if avail
-        >= share * _working_hours(by_id[c.staff_id], start, need.due, calendar, day_left) - 1e-9
+        c.tier.rank for c, avail in eligible if avail >= share * working[c.staff_id] - 1e-9
     ]
     if not free_ranks:
         return
