@@ -22,6 +22,25 @@ def rec(t: float, type_: str, job: str | None = None, person: str | None = None,
     return Record(t, type_, job, person, role, hours, data or None)
 
 
+def forty_hour_week(people: dict[str, tuple[str, list[str]]]) -> list[Record]:
+    """Staff records (tier, skills) and one week of 8-hour working days for each person."""
+    out = [
+        rec(0.0, "staff", person=p, hours=40.0, tier=tier, skills=skills)
+        for p, (tier, skills) in people.items()
+    ]
+    for day in range(MON, MON + 7):
+        hours = 8.0 if cal.is_working_day(day) else 0.0
+        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in people]
+    return out
+
+
+CLOSE_C1: dict[str, Any] = {
+    "due": FRI_DATE, "skills": ["bookkeeping"], "preparer_tier": "staff",
+    "prior_eligible": False, "exogenous": False, "is_return": False,
+}  # fmt: skip
+"""A staff-level monthly close due Friday, with no prior preparer."""
+
+
 def log() -> list[Record]:
     """Two people, a week; j1 late after a decline, j3 on time, j4 extended, j5 exogenous."""
     before = cal.opening(MON) - 1.0  # Monday 07:00
@@ -230,17 +249,15 @@ def test_idle_while_up_tier_counts_qualified_people_left_idle(
     """A staff member who could do a monthly close works a quarter of their week while the
     close goes to a manager: one idle person-week; not when it is theirs or they were busy."""
     before = cal.opening(MON) - 1.0
-    out = [
-        rec(0.0, "staff", person="s", hours=40.0, tier="staff", skills=["bookkeeping"]),
-        rec(0.0, "staff", person="m", hours=40.0, tier="manager", skills=["bookkeeping", "tax"]),
-        rec(0.0, "staff", person="t", hours=40.0, tier="staff", skills=["tax"]),
-    ]
-    for day in range(MON, MON + 7):
-        hours = 8.0 if cal.is_working_day(day) else 0.0
-        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "smt"]
+    out = forty_hour_week(
+        {
+            "s": ("staff", ["bookkeeping"]),
+            "m": ("manager", ["bookkeeping", "tax"]),
+            "t": ("staff", ["tax"]),
+        }
+    )
     out += [
-        rec(before, "job_created", "c1", due=FRI_DATE, skills=["bookkeeping"],
-            preparer_tier="staff", prior_eligible=False, exogenous=False, is_return=False),
+        rec(before, "job_created", "c1", **CLOSE_C1),
         rec(before, "dispatch_requested", "c1", request="r1"),
         rec(before, "assigned", "c1", preparer, "preparer", 4.0, request="r1", auto=True,
             due=FRI_DATE),
@@ -292,16 +309,9 @@ def test_why_idle_reads_the_preparer_decision_not_the_reviewers() -> None:
         decisions=[decision(Role.PREPARER, []), decision(Role.REVIEWER, [BlockReason.TIER])],
     )  # fmt: skip
     before = cal.opening(MON) - 1.0
-    out = [
-        rec(0.0, "staff", person="s", hours=40.0, tier="staff", skills=["bookkeeping"]),
-        rec(0.0, "staff", person="m", hours=40.0, tier="manager", skills=["bookkeeping"]),
-    ]
-    for day in range(MON, MON + 7):
-        hours = 8.0 if cal.is_working_day(day) else 0.0
-        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "sm"]
+    out = forty_hour_week({"s": ("staff", ["bookkeeping"]), "m": ("manager", ["bookkeeping"])})
     out += [
-        rec(before, "job_created", "c1", due=FRI_DATE, skills=["bookkeeping"],
-            preparer_tier="staff", prior_eligible=False, exogenous=False, is_return=False),
+        rec(before, "job_created", "c1", **CLOSE_C1),
         rec(before, "dispatch_requested", "c1", request="r1"),
         rec(before, "assigned", "c1", "m", "preparer", 4.0, request="r1", auto=True,
             due=FRI_DATE, explanation=result),
@@ -391,13 +401,7 @@ def test_why_continuity_reads_the_prior_preparers_own_candidate_row() -> None:
 def test_spread_groups_each_persons_utilisation_by_tier() -> None:
     from simulation import spread
 
-    out = [
-        rec(0.0, "staff", person="s", hours=40.0, tier="staff"),
-        rec(0.0, "staff", person="m", hours=40.0, tier="manager"),
-    ]
-    for day in range(MON, MON + 7):
-        hours = 8.0 if cal.is_working_day(day) else 0.0
-        out += [rec(cal.opening(day), "capacity", person=p, hours=hours, day=day) for p in "sm"]
+    out = forty_hour_week({"s": ("staff", []), "m": ("manager", [])})
     for day in range(MON, MON + 5):
         out.append(rec(cal.closing(day), "work_logged", "x", "s", "preparer", 2.0, day=day))
         out.append(rec(cal.closing(day), "work_logged", "y", "m", "preparer", 8.0, day=day))
