@@ -136,7 +136,7 @@ class Policy(_Strict):
     """Keep a client with a more senior prior preparer only while nobody eligible of a lower
     sufficient tier has this share of their hours up to the due date free (0.9: a senior keeps
     the client unless a qualified junior is nearly idle). 0: client history always counts.
-    A firm file that leaves it out gets ``CONTINUITY_YIELDS_DEFAULT`` (``FirmConfig``); the
+    A firm file that leaves it out gets ``FIRM_DEFAULTS`` (0.9, ``FirmConfig``); the
     model's own 0 is what a capacity snapshot recorded before the knob existed decodes to, so
     a dispatcher's history replays as it ran. See README "Policy knobs for the season"."""
     available_hours_as_share: bool = False
