@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
@@ -49,10 +50,16 @@ full at its next task (a checkpoint, a click): a firm's open engagements should 
 (docs/benchmarks.md measures the memory this takes)."""
 
 
-def build_worker(client: Client, config: FirmConfig, task_queue: str = TASK_QUEUE) -> Worker:
+def build_worker(
+    client: Client,
+    config: FirmConfig,
+    task_queue: str = TASK_QUEUE,
+    interceptors: Sequence[Interceptor] = (),
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
+        interceptors=interceptors,
         workflows=WORKFLOWS,
         activities=build_activities(config),
         # Blocking SDKs (SendGrid, Google) run in threads via asyncio.to_thread.

@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Interceptor
 
 from activities.firm import FirmActivities
 from activities.registry import tracker_for
@@ -27,8 +28,10 @@ from dispatch.capacity import WorkCalendar
 from dispatch.config import FirmConfig
 from dispatch.ids import dispatcher_workflow_id, engagement_workflow_id
 from dispatch.models import (
+    BlockReason,
     BookingsView,
     CapacitySnapshot,
+    DispatchStatus,
     EngagementDetails,
     EngagementHoldings,
     EngagementInput,
@@ -36,6 +39,7 @@ from dispatch.models import (
     LedgerEntryView,
     LedgerQuery,
     LedgerView,
+    PartnerDecision,
     SnapshotInput,
 )
 from tests.sandbox_server import RunningSandbox
@@ -126,14 +130,22 @@ class RunningWorker:
     async def wait_state(
         self, workflow_id: str, done: Callable[[EngagementState], bool], timeout: float = 30.0
     ) -> EngagementState:
+        seen: list[EngagementState] = []
+
         async def probe() -> EngagementState | None:
             try:
                 current = await self.state(workflow_id)
             except Exception:  # not started yet or no worker answer yet
                 return None
+            seen[:] = [current]
             return current if done(current) else None
 
-        return await eventually(probe, timeout=timeout, what=f"state condition for {workflow_id}")
+        return await eventually(
+            probe,
+            timeout=timeout,
+            what=f"state condition for {workflow_id}",
+            last=lambda: story(seen[0]) if seen else "no state yet",
+        )
 
 
 async def eventually(
@@ -142,22 +154,53 @@ async def eventually(
     timeout: float = 30.0,
     interval: float = 0.2,
     what: str = "condition",
+    last: Callable[[], object] | None = None,
 ) -> T:
+    """``probe`` until it returns a value; on timeout the error shows ``last()`` (what the probe
+    saw last), so a failure in CI says where things stood, not only that they did not arrive."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
         if value is not None:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; last seen: {last()}" if last is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         await asyncio.sleep(interval)
 
 
+def patches_in(history: WorkflowHistory) -> set[str]:
+    """The ids of the ``workflow.patched`` markers a history recorded."""
+    found = set()
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if (
+            event.HasField("marker_recorded_event_attributes")
+            and marker.marker_name == "core_patch"
+        ):
+            for payload in marker.details["patch-data"].payloads:
+                found.add(json.loads(payload.data)["id"])
+    return found
+
+
+def story(state: EngagementState) -> str:
+    """Where an engagement stands, for a failure message (the test's own data only)."""
+    timeline = "; ".join(f"{t.kind}: {t.detail}" for t in state.timeline)
+    return (
+        f"status={state.status.value} awaiting={state.awaiting} "
+        f"preparer={state.preparer and state.preparer.id} "
+        f"reviewer={state.reviewer and state.reviewer.id} "
+        f"reason={state.needs_partner_review_reason!r} timeline=[{timeline}]"
+    )
+
+
 @asynccontextmanager
-async def running_worker(client: Client, config: FirmConfig) -> AsyncIterator[RunningWorker]:
+async def running_worker(
+    client: Client, config: FirmConfig, interceptors: Sequence[Interceptor] = ()
+) -> AsyncIterator[RunningWorker]:
     config = isolated(config)
     task_queue = f"dispatch-test-{uuid.uuid4().hex[:8]}"
-    async with build_worker(client, config, task_queue=task_queue):
+    async with build_worker(client, config, task_queue=task_queue, interceptors=interceptors):
         await ensure_dispatcher(client, config, task_queue=task_queue)
         running = RunningWorker(client, config, task_queue)
         try:
@@ -202,6 +245,35 @@ def firm_today(config: FirmConfig) -> date:
 def workdays_ahead(config: FirmConfig, n: int) -> date:
     calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
     return calendar.add_working_days(firm_today(config), n)
+
+
+async def partner_picks_over_capacity(
+    worker: RunningWorker, tag: str
+) -> tuple[WorkflowHandle[Any, Any], str]:
+    """50 h of audit work due in four working days: nobody has room, so it waits for a partner,
+    who assigns the first person only capacity blocks anyway (as on the board). Returns the
+    engagement's handle and the person picked."""
+    handle = await worker.start(
+        details(tag, service_type="audit_prep", hours=50, due=workdays_ahead(worker.config, 4))
+    )
+    waiting = await worker.wait_state(
+        handle.id,
+        lambda s: s.status is DispatchStatus.NEEDS_PARTNER_REVIEW and s.awaiting is not None,
+    )
+    pick = next(
+        c.staff_id for c in waiting.decisions[-1].candidates if c.blocked == [BlockReason.CAPACITY]
+    )
+    await handle.execute_update(
+        EngagementWorkflow.decide,
+        PartnerDecision(
+            partner_id="ava",
+            staff_id=pick,
+            override_capacity=True,
+            channel="api",
+            event_id=f"{tag}-pick",
+        ),
+    )
+    return handle, pick
 
 
 def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:

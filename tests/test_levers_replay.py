@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from app.temporal import data_converter
+from tests.harness import patches_in
 from worker import WORKFLOWS
 from workflows.dispatcher import DAY_LEFT_PATCH, OPEN_HOURS_PATCH, PARTNER_OPTIONS_PATCH
 from workflows.engagement.base import LEVERS_PATCH
@@ -23,20 +24,6 @@ from workflows.engagement.base import LEVERS_PATCH
 BEFORE = Path(__file__).parent / "histories" / "v2"
 PATCHES = (DAY_LEFT_PATCH, OPEN_HOURS_PATCH, PARTNER_OPTIONS_PATCH, LEVERS_PATCH)
 IDS: dict[str, str] = json.loads((BEFORE / "workflow_ids.json").read_text())
-
-
-def patches_in(history: WorkflowHistory) -> set[str]:
-    """The ids of the ``workflow.patched`` markers a history recorded."""
-    found = set()
-    for event in history.events:
-        marker = event.marker_recorded_event_attributes
-        if (
-            event.HasField("marker_recorded_event_attributes")
-            and marker.marker_name == "core_patch"
-        ):
-            for payload in marker.details["patch-data"].payloads:
-                found.add(json.loads(payload.data)["id"])
-    return found
 
 
 def history(name: str) -> WorkflowHistory:

@@ -17,7 +17,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from app.temporal import data_converter
+from tests.harness import patches_in
+from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
+from workflows.engagement.base import ANSWER_IN_FLIGHT_PATCH
 
 FOLDER = Path(__file__).parent / "histories"
 
@@ -71,10 +74,37 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         "v4/accepted_and_completed",
         "v4/past_due",
     } <= names
+    # An answer arriving with its request's send: refused before the patch, taken after.
+    assert {
+        "v4/answer_in_flight",
+        "v5/answer_in_flight",
+        "v5/accepted_and_completed",
+        "v5/partner_moved_due_date",
+        "v5/dispatcher_partner_review",
+        "v5/past_due",
+    } <= names
+
+
+def test_the_answer_in_flight_histories_took_both_paths() -> None:
+    """v4's was recorded before the patch (the answer refused), v5's after (the answer taken):
+    replaying both proves running engagements keep the path they took."""
+    recorded = {
+        version: WorkflowHistory.from_json(workflow_id, TEXTS[name])
+        for name, workflow_id, _ in HISTORIES
+        for version in (name.split("/")[0],)
+        if name.endswith("/answer_in_flight")
+    }
+    assert ANSWER_IN_FLIGHT_PATCH not in patches_in(recorded["v4"])
+    assert ANSWER_IN_FLIGHT_PATCH in patches_in(recorded["v5"])
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])
 async def test_history_replays(name: str, workflow_id: str, path: Path) -> None:
     history = WorkflowHistory.from_json(workflow_id, TEXTS[name])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=data_converter(),
+        # Recorded with tasks put in a given order: replayed in the same order.
+        interceptors=RECORDED_WITH.get(path.stem, []),
+    )
     await replayer.replay_workflow(history)

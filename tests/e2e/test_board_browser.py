@@ -22,7 +22,7 @@ from app.board_web.auth import BASE_URL_ENV, SECRET_ENV
 from app.stack import Stack
 from app.temporal import connect
 from dispatch.config import load_firm_config
-from dispatch.models import DispatchStatus
+from dispatch.models import DispatchStatus, EngagementState
 from tests.e2e.drive import (
     free_ports,
     new_work_item,
@@ -31,7 +31,7 @@ from tests.e2e.drive import (
     settled,
     state_of,
 )
-from tests.harness import eventually
+from tests.harness import eventually, story
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,12 +140,20 @@ async def test_a_partner_assigns_from_the_board_in_a_browser(stack: Stack) -> No
         finally:
             await browser.close()
 
+    seen: list[EngagementState] = []
+
     async def assigned() -> bool | None:
-        state = await state_of(stack, tight_id)
+        seen[:] = [await state_of(stack, tight_id)]
+        state = seen[0]
         return True if state.status is DispatchStatus.ASSIGNED and state.reviewer else None
 
     # The reviewer follows the preparer; the engagement stays assigned to the partner's pick.
-    await eventually(assigned, timeout=60, what="the reviewer to be assigned too")
+    await eventually(
+        assigned,
+        timeout=60,
+        what="the reviewer to be assigned too",
+        last=lambda: story(seen[0]) if seen else "nothing",
+    )
     state = await state_of(stack, tight_id)
     assert state.preparer is not None and state.preparer.name == chosen
 

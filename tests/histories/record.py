@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record            # into tests/histories/v4/
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v5/
     .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
@@ -41,14 +41,23 @@ from dispatch.models import (
     Role,
 )
 from tests.conftest import start_dev_server, temporal_test_server
-from tests.harness import RunningWorker, details, eventually, running_worker, workdays_ahead
+from tests.harness import (
+    RunningWorker,
+    details,
+    eventually,
+    partner_picks_over_capacity,
+    running_worker,
+    workdays_ahead,
+)
+from tests.interceptors import RECORDED_WITH
 from tests.sandbox_server import RunningSandbox, run_sandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v4"
-"""v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""
+CURRENT = "v5"
+"""v5: after ``answer-in-flight-kept`` (an answer that arrives with its request's send is taken).
+v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""
 DISPATCHER_TOO = {
     "accepted_and_completed": "dispatcher_open_hours",
     "partner_pick_does_not_fit": "dispatcher_partner_review",
@@ -292,6 +301,25 @@ async def partner_pick_does_not_fit(worker: RunningWorker) -> str:
     return target
 
 
+async def answer_in_flight(worker: RunningWorker) -> str:
+    """A partner's pick over capacity, and the reviewer's answer arrives before the engagement
+    has finished sending its request (``AnswerBeforeSent``): taken since the patch
+    ``answer-in-flight-kept``; before it, refused ("answer not taken")."""
+    handle, _ = await partner_picks_over_capacity(worker, "rec-in-flight")
+    await worker.wait_state(
+        handle.id,
+        lambda s: (
+            (
+                (s.reviewer is not None and s.awaiting is None)
+                or any(t.kind == "answer not taken" for t in s.timeline)
+            )
+            and not any(e.state == "pending" for e in s.side_effects)
+        ),
+        timeout=60,
+    )
+    return handle.id
+
+
 async def cancelled_in_temporal(worker: RunningWorker) -> str:
     handle = await worker.start(details("rec-cancel", due=workdays_ahead(worker.config, 8)))
     await worker.wait_state(handle.id, announced)
@@ -401,12 +429,14 @@ async def main(only: set[str] | None) -> None:
                 "cancelled_in_temporal": cancelled_in_temporal,
                 "partner_moved_due_date": partner_moved_due_date,
                 "partner_moved_due_date_twice": partner_moved_due_date_twice,
+                "answer_in_flight": answer_in_flight,
             }
             for name, scenario in scenarios.items():
                 if not wanted(name):
                     continue
                 sandbox.reset()
-                async with running_worker(env.client, config) as worker:
+                intercepted = RECORDED_WITH.get(name, [])
+                async with running_worker(env.client, config, intercepted) as worker:
                     await save(env.client, await scenario(worker), name, folder)
                     if name in DISPATCHER_TOO:
                         # The dispatcher's side of it: open hours at the hand-over to review,

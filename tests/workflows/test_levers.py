@@ -29,11 +29,11 @@ from tests.harness import (
     chat_posts,
     details,
     eventually,
+    patches_in,
     running_worker,
     workdays_ahead,
 )
 from tests.sandbox_server import RunningSandbox
-from tests.test_levers_replay import patches_in
 from tests.workflows import test_checkpoints
 from tests.workflows.conftest import relay_firm
 from tests.workflows.test_checkpoints import advance

@@ -73,6 +73,10 @@ LEVERS_PATCH = "engagement-levers"
 """The season's levers on the engagement's side: it tells the ledger each role's open hours
 (``ReservationProgress``: the estimate less the hours its holder logged, read daily, nothing
 once the work is handed over), and the partner's message lists what each option would cost."""
+ANSWER_IN_FLIGHT_PATCH = "answer-in-flight-kept"
+"""The answer to the request just sent can arrive while the engagement is still finishing the
+previous answer's work (a reviewer asked for after a partner's pick, on a busy worker): it is
+the answer waited on, taken on the next turn, never refused as unasked."""
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200

@@ -11,6 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, FailureError
 
 from workflows.engagement.base import (
+    ANSWER_IN_FLIGHT_PATCH,
     DECISIONS_KEPT,
     LOGGED_READ_EVERY,
     RESULT_WAIT,
@@ -55,8 +56,17 @@ class DispatchClient(Checkpoints):
         """Answers to requests this engagement no longer waits on (superseded, withdrawn, or
         a second answer to one it took). It keeps what it holds and tells the ledger so, which
         gives back anything booked for it that it did not ask for."""
+        pending = self._pending
+        waited: dict[str, AssignmentResult] = {}
+        if (
+            pending is not None
+            and pending.request_id in self._results
+            and workflow.patched(ANSWER_IN_FLIGHT_PATCH)
+        ):
+            waited[pending.request_id] = self._results.pop(pending.request_id)
         unasked = [r for r in self._results.values() if r.outcome == "assigned"]
         self._results.clear()
+        self._results.update(waited)
         for result in unasked:
             self._note("answer not taken", result.request_id.rpartition(":")[2])
             await self._sync(result_sequence(result), "kept what it holds")
