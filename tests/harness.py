@@ -23,9 +23,10 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Interceptor
 
 from activities.firm import FirmActivities
+from activities.karbon import KarbonClient
 from activities.registry import tracker_for
 from dispatch.capacity import WorkCalendar
-from dispatch.config import FirmConfig
+from dispatch.config import FirmConfig, KarbonConnector
 from dispatch.ids import dispatcher_workflow_id, engagement_workflow_id
 from dispatch.models import (
     BlockReason,
@@ -42,6 +43,7 @@ from dispatch.models import (
     PartnerDecision,
     SnapshotInput,
 )
+from sandbox.karbon import client_type_for
 from tests.sandbox_server import RunningSandbox
 from worker import build_worker, ensure_dispatcher
 from workflows.dispatcher import DispatcherWorkflow
@@ -274,6 +276,31 @@ async def partner_picks_over_capacity(
         ),
     )
     return handle, pick
+
+
+async def karbon_work_item(
+    config: FirmConfig, title: str, client_id: str, work_type: str, due_in: int
+) -> str:
+    """A work item in the firm's Karbon (the emulator), starting today, due in ``due_in``
+    working days, assigned to the managing partner as a new job is; returns its key."""
+    pm = config.connectors.pm
+    assert isinstance(pm, KarbonConnector)
+    karbon = KarbonClient(pm)
+    try:
+        item = await karbon.create_work_item(
+            {
+                "Title": title,
+                "ClientKey": client_id,
+                "ClientType": client_type_for(client_id),
+                "AssigneeEmailAddress": config.managing_partner.email,
+                "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
+                "DueDate": f"{workdays_ahead(config, due_in).isoformat()}T00:00:00Z",
+                "WorkType": work_type,
+            }
+        )
+    finally:
+        await karbon.aclose()
+    return str(item["WorkItemKey"])
 
 
 def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from app.temporal import data_converter
 from tests.harness import patches_in
 from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
-from workflows.engagement.base import ANSWER_IN_FLIGHT_PATCH
+from workflows.engagement.base import ANSWER_IN_FLIGHT_PATCH, PM_LOAD_LOCAL_PATCH
 
 FOLDER = Path(__file__).parent / "histories"
 
@@ -83,19 +83,32 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         "v5/dispatcher_partner_review",
         "v5/past_due",
     } <= names
+    # A Karbon engagement (read from Karbon, the write-back's echo read again): before and after
+    # the read became a local activity.
+    assert {"v5/karbon_loaded", "v6/karbon_loaded", "v6/accepted_and_completed"} <= names
 
 
-def test_the_answer_in_flight_histories_took_both_paths() -> None:
-    """v4's was recorded before the patch (the answer refused), v5's after (the answer taken):
-    replaying both proves running engagements keep the path they took."""
-    recorded = {
-        version: WorkflowHistory.from_json(workflow_id, TEXTS[name])
-        for name, workflow_id, _ in HISTORIES
-        for version in (name.split("/")[0],)
-        if name.endswith("/answer_in_flight")
-    }
-    assert ANSWER_IN_FLIGHT_PATCH not in patches_in(recorded["v4"])
-    assert ANSWER_IN_FLIGHT_PATCH in patches_in(recorded["v5"])
+@pytest.mark.parametrize(
+    ("scenario", "patch", "before", "after"),
+    [
+        ("answer_in_flight", ANSWER_IN_FLIGHT_PATCH, "v4", "v5"),
+        ("karbon_loaded", PM_LOAD_LOCAL_PATCH, "v5", "v6"),
+    ],
+)
+def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
+    scenario: str, patch: str, before: str, after: str
+) -> None:
+    """The history from before was recorded on the code without the patch (the old path), the
+    one after took the new path: replaying both proves running workflows keep the path they
+    took (v4's answer refused, v5's taken; v5's Karbon reads as activities, v6's local)."""
+    ids = {name: workflow_id for name, workflow_id, _ in HISTORIES}
+
+    def recorded(version: str) -> set[str]:
+        name = f"{version}/{scenario}"
+        return patches_in(WorkflowHistory.from_json(ids[name], TEXTS[name]))
+
+    assert patch not in recorded(before)
+    assert patch in recorded(after)
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

@@ -10,15 +10,13 @@ from typing import Any
 import httpx
 import yaml
 
-from activities.karbon import KarbonClient
 from activities.signing import hmac_sha256_hex
 from app.secrets_demo import demo_secret
 from app.stack import Ports, Stack
 from app.temporal import connect
 from dispatch.config import KarbonConnector, load_firm_config, rebase_connectors
 from dispatch.models import DispatchStatus, EngagementState
-from sandbox.karbon import client_type_for
-from tests.harness import eventually, firm_today, workdays_ahead
+from tests.harness import eventually, karbon_work_item
 from tests.sandbox_server import DEMO_BASE, free_port
 from workflows.engagement import EngagementWorkflow
 
@@ -46,24 +44,7 @@ def sandbox_firm_file(folder: Path, ports: Ports) -> Path:
 async def new_work_item(
     stack: Stack, title: str, client_id: str, work_type: str, due_in: int
 ) -> str:
-    pm = stack.config.connectors.pm
-    assert isinstance(pm, KarbonConnector)
-    karbon = KarbonClient(pm)
-    try:
-        item = await karbon.create_work_item(
-            {
-                "Title": title,
-                "ClientKey": client_id,
-                "ClientType": client_type_for(client_id),
-                "AssigneeEmailAddress": stack.config.managing_partner.email,
-                "StartDate": f"{firm_today(stack.config).isoformat()}T00:00:00Z",
-                "DueDate": f"{workdays_ahead(stack.config, due_in).isoformat()}T00:00:00Z",
-                "WorkType": work_type,
-            }
-        )
-    finally:
-        await karbon.aclose()
-    return str(item["WorkItemKey"])
+    return await karbon_work_item(stack.config, title, client_id, work_type, due_in)
 
 
 async def send_inserted(stack: Stack, key: str) -> httpx.Response:

@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record            # into tests/histories/v5/
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v6/
     .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
@@ -45,6 +45,7 @@ from tests.harness import (
     RunningWorker,
     details,
     eventually,
+    karbon_work_item,
     partner_picks_over_capacity,
     running_worker,
     workdays_ahead,
@@ -55,8 +56,9 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v5"
-"""v5: after ``answer-in-flight-kept`` (an answer that arrives with its request's send is taken).
+CURRENT = "v6"
+"""v6: after ``pm-load-local`` (the engagement read from the PM system by a local activity).
+v5: after ``answer-in-flight-kept`` (an answer that arrives with its request's send is taken).
 v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""
 DISPATCHER_TOO = {
     "accepted_and_completed": "dispatcher_open_hours",
@@ -320,6 +322,29 @@ async def answer_in_flight(worker: RunningWorker) -> str:
     return handle.id
 
 
+async def karbon_loaded(worker: RunningWorker, sandbox: RunningSandbox) -> str:
+    """A thin Karbon webhook: the work item is read from Karbon, assigned and written back, and
+    Karbon's ``Updated`` echo of the write-back is read again (nothing changed)."""
+    key = await karbon_work_item(
+        worker.config,
+        "2026 1120-S - Bayside Dental",
+        "cl-bayside-dental",
+        "Tax Return - S Corp",
+        15,
+    )
+    handle = await worker.start(source="karbon", external_id=key)
+    await worker.wait_state(handle.id, announced)
+    await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(event_key=f"{key}:echo"))
+
+    async def read_twice() -> bool | None:
+        reads = sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}", method="GET")
+        return True if len(reads) >= 2 else None
+
+    await eventually(read_twice, what="the echo read")
+    await asyncio.sleep(1)  # its workflow task completes
+    return handle.id
+
+
 async def cancelled_in_temporal(worker: RunningWorker) -> str:
     handle = await worker.start(details("rec-cancel", due=workdays_ahead(worker.config, 8)))
     await worker.wait_state(handle.id, announced)
@@ -442,6 +467,12 @@ async def main(only: set[str] | None) -> None:
                         # The dispatcher's side of it: open hours at the hand-over to review,
                         # the partner's options when nobody fits.
                         await save(env.client, worker.dispatcher.id, DISPATCHER_TOO[name], folder)
+            if wanted("karbon_loaded"):
+                sandbox.reset()
+                async with running_worker(env.client, sandbox.config) as worker:
+                    await save(
+                        env.client, await karbon_loaded(worker, sandbox), "karbon_loaded", folder
+                    )
             # A reset dispatcher is not recorded: the Replayer takes the run id from the
             # history, which for a reset run names the original run, so it cannot replay one
             # faithfully; tests/workflows/test_ledger_survives.py replays it on a real worker.

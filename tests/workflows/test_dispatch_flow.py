@@ -19,7 +19,7 @@ from tests.harness import (
     chat_posts,
     details,
     eventually,
-    firm_today,
+    karbon_work_item,
     running_worker,
     workdays_ahead,
 )
@@ -126,18 +126,9 @@ async def test_karbon_engagement_is_loaded_and_written_back(
     assert isinstance(pm, KarbonConnector)
     karbon = KarbonClient(pm)
     try:
-        item = await karbon.create_work_item(
-            {
-                "Title": "2026 1120-S - Bayside Dental",
-                "ClientKey": "cl-bayside-dental",
-                "ClientType": "Organization",
-                "AssigneeEmailAddress": "ava@harborfinch.example",
-                "StartDate": firm_today(config).isoformat() + "T00:00:00Z",
-                "DueDate": workdays_ahead(config, 15).isoformat() + "T00:00:00Z",
-                "WorkType": "Tax Return - S Corp",
-            }
+        key = await karbon_work_item(
+            config, "2026 1120-S - Bayside Dental", "cl-bayside-dental", "Tax Return - S Corp", 15
         )
-        key = item["WorkItemKey"]
         async with running_worker(client, config) as worker:
             handle = await worker.start(source="karbon", external_id=key)
             state = await worker.wait_state(
@@ -157,6 +148,14 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             assert written["PrimaryStatus"] == "ReadyToStart"
             assert written["SecondaryStatus"] == "Assigned"
             assert {e.kind: e.state for e in state.side_effects}["pm_write_back"] == "done"
+            # The read from Karbon is a local activity: no activity task on the queue for it.
+            history = await handle.fetch_history()
+            scheduled = [
+                e.activity_task_scheduled_event_attributes.activity_type.name
+                for e in history.events
+                if e.HasField("activity_task_scheduled_event_attributes")
+            ]
+            assert "pm_write_back" in scheduled and "pm_load_engagement" not in scheduled
     finally:
         await karbon.aclose()
 

@@ -29,7 +29,7 @@ async def test_a_canopy_event_with_a_karbon_key_leaves_the_karbon_item_alone(
     config = sandbox.config
     karbon = karbon_client(sandbox)
     try:
-        key = await marlow_work_item(karbon, config)
+        key = await marlow_work_item(config)
         event = relay_event(key, workdays_ahead(config, 8))
         event["source"] = "canopy"
         async with running_worker(client, config) as worker, http_for(worker) as http:

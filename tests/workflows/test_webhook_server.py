@@ -20,9 +20,15 @@ from activities.signing import dispatch_signature_header, hmac_sha256_hex
 from dispatch.config import FirmConfig, KarbonConnector
 from dispatch.ids import engagement_workflow_id
 from dispatch.models import DispatchStatus
-from sandbox.karbon import client_type_for
 from starter import create_app
-from tests.harness import RunningWorker, chat_posts, firm_today, running_worker, workdays_ahead
+from tests.harness import (
+    RunningWorker,
+    chat_posts,
+    firm_today,
+    karbon_work_item,
+    running_worker,
+    workdays_ahead,
+)
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 
@@ -82,20 +88,15 @@ def karbon_client(sandbox: RunningSandbox) -> KarbonClient:
     return KarbonClient(pm)
 
 
-async def marlow_work_item(karbon: KarbonClient, config: FirmConfig) -> str:
+async def marlow_work_item(config: FirmConfig) -> str:
     """A Karbon work item for an individual return, assigned to Ava, due in ten workdays."""
-    item = await karbon.create_work_item(
-        {
-            "Title": "2026 Form 1040 - Marlow household",
-            "ClientKey": "cl-marlow-family",
-            "ClientType": client_type_for("cl-marlow-family"),
-            "AssigneeEmailAddress": "ava@harborfinch.example",
-            "StartDate": f"{firm_today(config).isoformat()}T00:00:00Z",
-            "DueDate": f"{workdays_ahead(config, 10).isoformat()}T00:00:00Z",
-            "WorkType": "Tax Return - Individual",
-        }
+    return await karbon_work_item(
+        config,
+        "2026 Form 1040 - Marlow household",
+        "cl-marlow-family",
+        "Tax Return - Individual",
+        10,
     )
-    return str(item["WorkItemKey"])
 
 
 def app_without_temporal(worker: RunningWorker) -> httpx.AsyncClient:
@@ -177,7 +178,7 @@ async def test_same_webhook_five_times_is_one_of_everything(
     sandbox.reset()
     config = sandbox.config
     karbon = karbon_client(sandbox)
-    key = await marlow_work_item(karbon, config)
+    key = await marlow_work_item(config)
     body = json.dumps(
         {
             "ResourcePermaKey": key,

@@ -77,6 +77,10 @@ ANSWER_IN_FLIGHT_PATCH = "answer-in-flight-kept"
 """The answer to the request just sent can arrive while the engagement is still finishing the
 previous answer's work (a reviewer asked for after a partner's pick, on a busy worker): it is
 the answer waited on, taken on the next turn, never refused as unasked."""
+PM_LOAD_LOCAL_PATCH = "pm-load-local"
+"""The engagement is read from the PM system by a local activity: one short read that needs no
+task-queue round trip (a workflow task and an activity task fewer per read, and Karbon reads
+twice per engagement: on ``Inserted`` and on the ``Updated`` echo of the write-back)."""
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200

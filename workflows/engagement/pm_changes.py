@@ -8,6 +8,8 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from workflows.engagement.base import PM_LOAD_LOCAL_PATCH
+
 with workflow.unsafe.imports_passed_through():
     from activities.roles import (
         PmActivities,
@@ -47,8 +49,9 @@ class PmChanges(DispatchClient):
         return True
 
     async def _load(self) -> EngagementDetails | None:
+        read = options.PM.run_local if workflow.patched(PM_LOAD_LOCAL_PATCH) else options.PM.run
         try:
-            return await options.PM.run(
+            return await read(
                 PmActivities.load_engagement,
                 LoadEngagementInput(source=self._state.source, external_id=self._state.external_id),
                 "load from PM",
