@@ -22,6 +22,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.karbon import ensure_work_subscription
 from activities.registry import build_activities
@@ -50,6 +51,16 @@ full at its next task (a checkpoint, a click): a firm's open engagements should 
 (docs/benchmarks.md measures the memory this takes)."""
 
 
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+)
+"""The sandbox re-imported the workflow modules for every new workflow run: a fifth of a
+worker's CPU in a month-end burst (py-spy, docs/benchmarks.md). They hold no module state, so
+they are imported once; what the sandbox's import isolation guarded in them (no clock, random,
+I/O or threads in workflow code) is checked by ``tests/test_layers.py`` over every workflow
+module instead."""
+
+
 def build_worker(
     client: Client,
     config: FirmConfig,
@@ -66,6 +77,7 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=32),
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=int(os.environ.get(CACHE_ENV, DEFAULT_CACHE)),
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 

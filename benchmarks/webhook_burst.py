@@ -736,7 +736,7 @@ def figures(run: Run) -> dict[str, float]:
         "failed_vendor_calls": float(sum(run.checks.failed_calls.values())),
         **{f"cpu_{role}_s": used for role, used in b.cpu.items()},
         **{f"cpu_{role}_util": used / cpu_wall for role, used in b.cpu.items()},
-        "reference_cpu_temporal_s": rb.cpu.get("temporal", 0.0),
+        **{f"reference_cpu_{role}_s": used for role, used in rb.cpu.items()},
         **run.memory,
     }
 
@@ -791,7 +791,11 @@ def report(args: argparse.Namespace, runs: list[Run]) -> dict[str, float]:
     roles = sorted(k[4:-2] for k in m if k.startswith("cpu_") and k.endswith("_s"))
     cpu = ", ".join(f"{r} {m[f'cpu_{r}_s']:.1f}s ({100 * m[f'cpu_{r}_util']:.0f}%)" for r in roles)
     print(f"  CPU in the burst, seconds (share of one core over the burst): {cpu}")
-    print(f"  CPU in the reference burst: server {m['reference_cpu_temporal_s']:.1f}s")
+    theirs = sorted(k[14:-2] for k in m if k.startswith("reference_cpu_") and k.endswith("_s"))
+    print(
+        "  CPU in the reference burst, seconds: "
+        + ", ".join(f"{r} {m[f'reference_cpu_{r}_s']:.1f}s" for r in theirs)
+    )
     print(
         f"  after the burst: largest worker {m['worker_rss_mb']:.0f} MB resident; "
         f"server database {m['database_mb']:.0f} MB (0 in memory)"

@@ -991,6 +991,10 @@ class PendingRequest(Model):
     """The dispatcher parked it (nobody fits yet) and will answer when someone does."""
 
 
+# Models that name a later one are completed here, at import, not on first use: the first use
+# may be in workflow code, where the module namespace pydantic would look in is the sandbox's.
+SnapshotInput.model_rebuild()
+CollectedHoldings.model_rebuild()
 EngagementInput.model_rebuild()
 AssignmentNotice.model_rebuild()
 HoldingsSync.model_rebuild()
