@@ -39,8 +39,10 @@ class Integration:
     def run_local(
         self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str
     ) -> Awaitable[R]:
-        """The same as a local activity: for quick reads of the worker's own config, which need
-        no task queue round trip (the workflow task waits for them instead)."""
+        """The same as a local activity: for quick reads (the worker's own config, one PM
+        record) that need no task-queue round trip; the workflow task waits for them instead.
+        Not for side effects: a local activity cannot heartbeat, and the exactly-once email
+        records its intent by heartbeat."""
         return workflow.execute_local_activity_method(
             activity,
             arg,
