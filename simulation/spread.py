@@ -8,16 +8,13 @@ utilisation (``simulation.metrics``' own per-person figures) and its lowest and 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 from collections.abc import Sequence
 
-from simulation.engine import simulate
 from simulation.events import Record
 from simulation.metrics import compute
-from simulation.policies import make_policy
-from simulation.runner import scenario
+from simulation.why import replay, season_parser
 
 
 def by_tier(log: list[Record]) -> dict[str, list[float]]:
@@ -32,18 +29,14 @@ def by_tier(log: list[Record]) -> dict[str, list[float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="M15")
+    parser = season_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--policies", default="P2,P3")
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--load", type=float, default=0.95)
     args = parser.parse_args(argv)
     print(f"{args.profile}, load {args.load}, seeds 1-{args.seeds}: utilisation %, mean (min-max)")
     for policy in args.policies.split(","):
         pooled: dict[str, list[float]] = collections.defaultdict(list)
         for seed in range(1, args.seeds + 1):
-            log = simulate(scenario(args.profile, seed, args.load), make_policy(policy, seed=seed))
-            for tier, values in by_tier(log).items():
+            for tier, values in by_tier(replay(args.profile, seed, args.load, policy)).items():
                 pooled[tier].extend(values)
         cells = [
             f"{tier} {100 * statistics.mean(v):.1f} ({100 * min(v):.0f}-{100 * max(v):.0f})"

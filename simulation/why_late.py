@@ -10,29 +10,22 @@ P2 is the P2-only jobs less the P3-only ones.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
-from simulation.engine import simulate
 from simulation.metrics import late_jobs
-from simulation.policies import make_policy
-from simulation.runner import scenario
+from simulation.why import replay, season_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="M15")
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--load", type=float, default=0.80)
+    parser = season_parser(__doc__.split("\n\n")[0], load=0.80)
     parser.add_argument("--against", default="P2")
     parser.add_argument("--policy", default="P3")
     args = parser.parse_args(argv)
     both = only_policy = only_base = waited = 0
     for seed in range(1, args.seeds + 1):
-        season = scenario(args.profile, seed, args.load)
-        log = simulate(season, make_policy(args.policy, seed=seed))
+        log = replay(args.profile, seed, args.load, args.policy)
         late = late_jobs(log)
-        base = late_jobs(simulate(season, make_policy(args.against, seed=seed)))
+        base = late_jobs(replay(args.profile, seed, args.load, args.against))
         both += len(late & base)
         only_policy += len(late - base)
         only_base += len(base - late)
