@@ -105,6 +105,7 @@ class Outcome:
     server_restarts: int
     faults: int
     duplicates: dict[str, int]
+    repeats: int
     truth: Truth
     failed_workflows: int
     outage_seen: float | None
@@ -242,6 +243,7 @@ async def run_chaos(running: Running, plan: Plan) -> Outcome:
         server_restarts=restarts,
         faults=applied,
         duplicates=duplicates(effects),
+        repeats=sum(effects.repeats.values()),
         truth=await truth(running, ids),
         failed_workflows=await failed_workflows(running),
         outage_seen=seen,
@@ -314,6 +316,7 @@ def report(plan: Plan, o: Outcome, workers: int) -> None:
         n = o.duplicates[kind]
         target = "0" if kind in PROMISED_ONCE else "≤ 0.5 %"
         rows.append((f"duplicate {kind} effects (rate)", f"{n} ({n / max(o.sent, 1):.2%})", target))
+    rows.append(("retries the CRM recognised (no new record)", f"{o.repeats}", ""))
     if plan.tracker_outage:
         shown = "never" if o.outage_seen is None else f"after {o.outage_seen:.0f} s"
         rows += [

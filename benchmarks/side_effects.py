@@ -88,6 +88,9 @@ class SideEffects:
     endings: dict[str, Ending] = field(default_factory=dict)
     failed_calls: Counter[str] = field(default_factory=Counter)
     """Non-2xx answers to our calls, by route and status (retried or not)."""
+    repeats: Counter[str] = field(default_factory=Counter)
+    """Calls the vendor recognised by their idempotency key and stored nothing for (the CRM
+    answers a repeated key ``200`` with the first record's id): a retry, not a duplicate."""
     since: int = 0
 
     async def start(self, http: httpx.AsyncClient) -> None:
@@ -113,6 +116,9 @@ class SideEffects:
             return
         if not 200 <= int(record["status"]) < 300:
             self.failed_calls[f"{key[0]} {record['status']}"] += 1
+            return
+        if key[0] == "crm" and int(record["status"]) == 200:
+            self.repeats[key[0]] += 1
             return
         self.counts[(workflow_id, key)] += 1
         self.seen.setdefault(workflow_id, {}).setdefault(key, now)
