@@ -19,7 +19,7 @@ reference is a bare workflow of five sequential no-op activities started through
 thin HTTP endpoint (``benchmarks/reference.py``, ``benchmarks/reference_web.py``), as many
 worker processes, same server, same run, same counts. Printed: figures against the targets,
 over-capacity and duplicate checks, CPU per process, and where the time goes (histories;
-``--py-spy DIR`` samples the workers).
+``--py-spy DIR`` samples the workers, the webhook server and the sandbox).
 """
 
 from __future__ import annotations
@@ -683,7 +683,7 @@ def start_profilers(folder: Path | None, processes: list[Process], tag: str) -> 
     folder.mkdir(parents=True, exist_ok=True)
     found = []
     for process in processes:
-        if process.role in ("worker", "starter"):
+        if process.role in ("worker", "starter", "sandbox"):
             out = folder / f"{tag}-{process.name}.txt"
             found.append((where_time_goes.start_py_spy(process.pid, out), out))
     return found

@@ -19,11 +19,13 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import string
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -574,6 +576,13 @@ def _notify(store: KarbonStore, key: str, action: str) -> None:
     _spawn(store, later())
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every delivery: building one loads the CA bundle, which cost the
+    emulator more CPU than everything else it does in a month-end burst."""
+    return httpx.create_ssl_context()
+
+
 async def _deliver(store: KarbonStore, event: dict[str, Any]) -> None:
     subscription = store.subscriptions.get("Work")
     if subscription is None:
@@ -588,7 +597,8 @@ async def _deliver(store: KarbonStore, event: dict[str, Any]) -> None:
         "error": None,
     }
     store.deliveries.append(record)
-    async with httpx.AsyncClient(timeout=store.delivery_timeout) as client:
+    # A client per delivery: no idle keep-alive connection to go stale between bursts.
+    async with httpx.AsyncClient(timeout=store.delivery_timeout, verify=_tls()) as client:
         for attempt in range(store.delivery_attempts):
             if store.subscriptions.get("Work") is not subscription:
                 record["error"] = "subscription deleted"
