@@ -3,14 +3,17 @@ are configured, the payload codec that encrypts client data (``dispatch.codec``)
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import time
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError, RPCStatusCode
 
 from app.telemetry import client_interceptors, metrics_runtime
 from dispatch.codec import KEYS_ENV, EncryptionCodec, KeyRing
@@ -90,4 +93,30 @@ async def ensure_search_attributes(client: Client) -> list[str]:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
+        await _until_usable(client, sorted(missing))
     return sorted(missing)
+
+
+SEARCH_ATTRIBUTES_USABLE_WITHIN = 60.0
+"""A server that caches its search-attribute table (production servers, and our dev server)
+uses an added attribute only after its next refresh, about 2 s on the dev server."""
+
+
+async def _until_usable(client: Client, names: list[str]) -> None:
+    """Return once the server accepts ``names``: a workflow started or upserting one before
+    then is refused ("no mapping defined for search attribute")."""
+    query = " OR ".join(f"{name} IS NOT NULL" for name in names)
+    deadline = time.monotonic() + SEARCH_ATTRIBUTES_USABLE_WITHIN
+    while True:
+        try:
+            await client.count_workflows(query)
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.INVALID_ARGUMENT:
+                raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"search attributes {', '.join(names)} were added but the server at "
+                    f"{client.service_client.config.target_host} still refuses them: {err}"
+                ) from err
+        await asyncio.sleep(0.5)
