@@ -48,7 +48,7 @@ DYNAMIC_CONFIG = ("system.forceSearchAttributesCacheRefreshOnRead=false",)
 start, upsert and visibility query, so that attributes added at run time show at once. Ours are
 registered before any workflow runs (``--search-attribute`` flags, or ``ensure_search_attributes``,
 which waits until the server uses them), and the cached table is the server's production
-behaviour. In a 500-engagement burst it removed 23,000 of the server's 56,000 database requests
+behaviour. In a 500-engagement burst it removed 24,000 of the server's 46,000 database requests
 (docs/benchmarks.md)."""
 
 STOP_ORDER = ("starter", "worker", "sandbox", "temporal")
