@@ -206,6 +206,8 @@ class Stack:
     metrics: tuple[str, int] | None = field(default_factory=lambda: metrics_base(None))
     """Host and first port of the workers' Prometheus endpoints (worker-N serves base + N - 1);
     None: no metrics. Default: ``DISPATCH_METRICS_ADDRESS``."""
+    server_metrics_port: int | None = None
+    """Where the dev server it starts serves its own Prometheus metrics (None: not served)."""
 
     @property
     def data_dir(self) -> Path:
@@ -418,6 +420,11 @@ class Stack:
             f"http://127.0.0.1:{self.ports.starter}/codec",
             *dev_server_flags(),
             *[arg for value in DYNAMIC_CONFIG for arg in ("--dynamic-config-value", value)],
+            *(
+                ["--metrics-port", str(self.server_metrics_port)]
+                if self.server_metrics_port
+                else []
+            ),
         ]
 
     async def _start_sandbox(self) -> None:

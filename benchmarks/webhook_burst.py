@@ -19,7 +19,8 @@ reference is a bare workflow of five sequential no-op activities started through
 thin HTTP endpoint (``benchmarks/reference.py``, ``benchmarks/reference_web.py``), as many
 worker processes, same server, same run, same counts. Printed: figures against the targets,
 over-capacity and duplicate checks, CPU per process, and where the time goes (histories;
-``--py-spy DIR`` samples the workers, the webhook server and the sandbox).
+``--py-spy DIR`` samples the workers, the webhook server and the sandbox; ``--server-metrics``
+counts the server's database requests in each burst).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from activities.signing import dispatch_signature_header, hmac_sha256_hex
 from app.demo import in_sandbox
 from app.stack import SQLITE_PRAGMAS, Ports, Process, Stack, default_workers
 from app.temporal import connect
-from benchmarks import reference, where_time_goes
+from benchmarks import reference, server_metrics, where_time_goes
 from benchmarks.side_effects import SideEffects
 from dispatch.capacity import Booking, WorkCalendar, is_overbooked
 from dispatch.config import FirmConfig, KarbonConnector, RelayConnector, load_firm_config
@@ -568,6 +569,7 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         workers=args.workers,
         sqlite_pragmas=SQLITE_PRAGMAS if args.pragmas == "on" else (),
         persist=args.server == "file",
+        server_metrics_port=free_port() if args.server_metrics else None,
     )
     os.environ.setdefault(reference.SECRET_ENV, uuid.uuid4().hex)
     try:
@@ -601,8 +603,10 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         single = await dispatch_phase([sent(e) for e in single_plan], effects, False, ours)
         say(f"dispatch, one at a time: p50 {pct(single.latencies, 50):.3f}s")
         single_ids = set(effects.follow)
+        database = [await _database_requests(stack)]
         reference_burst = await reference_phase(client, ref_burst, True, theirs)
         say(f"reference burst: {reference_burst.wall:.1f}s")
+        database.append(await _database_requests(stack))
         await stack.stop_role("reference-worker")
         await stack.stop_role("reference-web")
         ours = list(stack.processes)
@@ -613,6 +617,7 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         finally:
             profiled = stop_profilers(profilers)
         say(f"dispatch burst: {burst.wall:.1f}s ({burst.unfinished} unfinished)")
+        database.append(await _database_requests(stack))
         memory = memory_after(stack)
         checks = await check(client, config, effects)
         sample = sorted(effects.follow - single_ids)[: args.sample]
@@ -622,11 +627,23 @@ async def run_once(args: argparse.Namespace, tag: str) -> Run:
         lines = where_time_goes.render(found)
         for raw in profiled:
             lines += where_time_goes.summarize_py_spy(raw)
+        if stack.server_metrics_port:
+            reference_cost = database[1] - database[0]
+            ours_cost = database[2] - database[1]
+            lines += server_metrics.render(
+                {"reference": (reference_cost, args.burst), "ours": (ours_cost, args.burst)}
+            )
         return Run(single, reference_single, burst, reference_burst, checks, lines, memory)
     finally:
         await stack.stop()
         if not args.keep:
             shutil.rmtree(data, ignore_errors=True)
+
+
+async def _database_requests(stack: Stack) -> Counter[str]:
+    if not stack.server_metrics_port:
+        return Counter()
+    return await server_metrics.read(stack.server_metrics_port)
 
 
 def memory_after(stack: Stack) -> dict[str, float]:
@@ -865,6 +882,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="sample the workers and the webhook server "
         "with py-spy during the burst; raw output here",
+    )
+    parser.add_argument(
+        "--server-metrics",
+        action="store_true",
+        help="read the dev server's database requests before and after each burst",
     )
     parser.add_argument("--json", type=Path, help="also write the medians here")
     parser.add_argument(
