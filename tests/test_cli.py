@@ -55,9 +55,11 @@ def test_the_dev_server_keeps_its_sqlite_file_in_wal_mode(tmp_path: Path) -> Non
     pragmas = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--sqlite-pragma"]
     assert pragmas == ["journal_mode=wal", "synchronous=normal"]
     assert argv[argv.index("--db-filename") + 1] == str(tmp_path / "temporal.db")
-    # The search-attribute table is cached, not read from the database on every use.
+    # The search-attribute table is cached, not read from the database on every use, and the
+    # transfer queue is read often enough that a signal's next step does not wait 50 ms.
     config = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dynamic-config-value"]
     assert "system.forceSearchAttributesCacheRefreshOnRead=false" in config
+    assert "history.transferProcessorMaxPollRPS=50" in config
 
 
 def test_the_demo_prints_a_sign_in_link_on_one_line_that_signs_the_partner_in(
