@@ -59,6 +59,11 @@ DYNAMIC_CONFIG = (
   50 ms, four of them on an engagement's way through the dispatcher. At 50 reads a second one
   engagement at a time had its side effects done in 0.16-0.30 s instead of 0.35 s."""
 
+DYNAMIC_CONFIG_FLAGS = tuple(
+    arg for value in DYNAMIC_CONFIG for arg in ("--dynamic-config-value", value)
+)
+"""``DYNAMIC_CONFIG`` as ``temporal server start-dev`` arguments."""
+
 STOP_ORDER = ("starter", "worker", "sandbox", "temporal")
 """Webhooks stop first (no new work is accepted), then the workers finish what they hold."""
 
@@ -427,7 +432,7 @@ class Stack:
             "--ui-codec-endpoint",
             f"http://127.0.0.1:{self.ports.starter}/codec",
             *dev_server_flags(),
-            *[arg for value in DYNAMIC_CONFIG for arg in ("--dynamic-config-value", value)],
+            *DYNAMIC_CONFIG_FLAGS,
             *(
                 ["--metrics-port", str(self.server_metrics_port)]
                 if self.server_metrics_port

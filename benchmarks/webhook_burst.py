@@ -880,7 +880,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--py-spy",
         type=Path,
-        help="sample the workers and the webhook server "
+        help="sample the workers, the webhook server and the sandbox "
         "with py-spy during the burst; raw output here",
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from app.stack import DYNAMIC_CONFIG
+from app.stack import DYNAMIC_CONFIG_FLAGS
 from app.temporal import data_converter, ensure_search_attributes
 from dispatch import search_attributes as sa
 from tests.conftest import temporal_cli
@@ -27,7 +27,7 @@ async def test_attributes_added_to_a_caching_server_are_usable_when_registration
         data_converter=data_converter(),
         search_attributes=(),  # an existing data folder from before the attributes existed
         ui=False,
-        dev_server_extra_args=[a for v in DYNAMIC_CONFIG for a in ("--dynamic-config-value", v)],
+        dev_server_extra_args=list(DYNAMIC_CONFIG_FLAGS),
         dev_server_log_level="error",
     )
     try:
