@@ -95,15 +95,25 @@ async def assert_truth(worker: RunningWorker, live: list[str]) -> dict[str, floa
             person_of(capacity[staff_id]), bookings, snapshot.today, calendar
         ), f"{staff_id} is booked past capacity: {sum(b.hours for b in bookings)} h"
 
+    truth = {w: sorted(f.holdings, key=str) for w, f in held.items() if f.holdings and not f.closed}
+    differs: list[str] = []
+
     async def agrees() -> bool | None:
         _, entries = await worker.ledger()
         ledger = {e.workflow_id: sorted(e.holdings, key=str) for e in entries if e.holdings}
-        truth = {
-            w: sorted(f.holdings, key=str) for w, f in held.items() if f.holdings and not f.closed
-        }
-        return True if ledger == truth else None
+        differs[:] = [
+            f"{w}: ledger {ledger.get(w)} != held {truth.get(w)}"
+            for w in sorted(set(ledger) | set(truth))
+            if ledger.get(w) != truth.get(w)
+        ]
+        return True if not differs else None
 
-    await eventually(agrees, timeout=30, what="the ledger to equal the engagements' holdings")
+    await eventually(
+        agrees,
+        timeout=30,
+        what="the ledger to equal the engagements' holdings",
+        last=lambda: "; ".join(differs[:3]),
+    )
     return {s: sum(b.hours for b in bookings) for s, bookings in by_staff.items()}
 
 

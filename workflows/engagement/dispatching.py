@@ -114,7 +114,10 @@ class DispatchClient(Checkpoints):
         s, d, context = self._state, self._details, self._context
         if d is None:
             return []
-        start = max(d.start_date or workflow.now().date(), context.today if context else d.due_date)
+        # The firm's today, as the dispatcher books it: the UTC date runs a day ahead of it in
+        # the evening west of Greenwich, and the ledger would then disagree with what is held.
+        today = context.today if context else d.due_date
+        start = max(d.start_date or today, today)
         held = []
         for role, person, hours in (
             (Role.PREPARER, s.preparer, s.preparer_hours),
