@@ -503,7 +503,8 @@ async def test_job_hours_count_the_assignees_notes_that_name_the_job(
     seed = sandbox.ctx.seed
     store = store_of(sandbox)
     preparer, reviewer, other = [s for s in seed.staff if s.active][:3]
-    monday = seed.week_start
+    # Last week, wholly past on any weekday: on a Monday this week has no Tuesday yet.
+    monday = seed.week_start - timedelta(days=7)
     log_time(store, preparer.email, monday, 1.5, "T-1001 prep: W-2s")
     log_time(store, preparer.email, monday + timedelta(days=1), 0.25, "#t-1001 follow-up")
     log_time(store, reviewer.email, monday, 0.75, "Review (T-1001)")
@@ -519,7 +520,7 @@ async def test_job_hours_count_the_assignees_notes_that_name_the_job(
             TrackerStaff(staff_id="ghost", email=UNKNOWN_EMAIL),
         ],
         since=monday,
-        until=seed.today,
+        until=monday + timedelta(days=6),
     )
     result = await run_job(HarvestActivities(connector_of(sandbox), page_size=5), input)
 

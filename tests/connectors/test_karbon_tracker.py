@@ -267,7 +267,8 @@ async def test_job_hours_are_the_time_entries_on_the_work_item(sandbox: RunningS
     seed = sandbox.ctx.seed
     store = store_of(sandbox)
     a, b = [s for s in seed.staff if s.active][:2]
-    monday = seed.week_start
+    # Last week, wholly past on any weekday: on a Monday this week has no Tuesday yet.
+    monday = seed.week_start - timedelta(days=7)
     store.time_entries += [
         entry(a.email, monday, 90, "WI-7Q2"),
         entry(b.email, monday + timedelta(days=1), 45, "WI-7Q2"),  # not an assignee: counts
@@ -279,7 +280,7 @@ async def test_job_hours_are_the_time_entries_on_the_work_item(sandbox: RunningS
         external_id="WI-7Q2",
         staff=[TrackerStaff(staff_id=a.id, email=a.email)],
         since=monday,
-        until=seed.today,
+        until=monday + timedelta(days=6),
     )
     result = await run_job(KarbonTrackerActivities(connector_of(sandbox)), input)
     assert result.hours == 2.25

@@ -388,7 +388,8 @@ async def test_job_hours_count_the_assignees_notes_that_name_the_job(
     seed = sandbox.ctx.seed
     store = store_of(sandbox)
     preparer, reviewer, other = [s for s in seed.staff if s.active][:3]
-    monday = seed.week_start
+    # Last week, wholly past on any weekday: on a Monday this week has no Tuesday yet.
+    monday = seed.week_start - timedelta(days=7)
     store.add_timesheet(preparer.email, monday, 5400, "KB-77 prep: W-2s")
     store.add_timesheet(reviewer.email, monday + timedelta(days=1), 2700, "review kb-77")
     store.add_timesheet(preparer.email, monday, 3600, "KB-770 another job")
@@ -403,7 +404,7 @@ async def test_job_hours_count_the_assignees_notes_that_name_the_job(
             TrackerStaff(staff_id="ghost", email=UNKNOWN_EMAIL),
         ],
         since=monday,
-        until=seed.today,
+        until=monday + timedelta(days=6),
     )
     result = await run_job(QuickBooksTimeActivities(connector_of(sandbox)), input)
     assert result.hours == 2.25

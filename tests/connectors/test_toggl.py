@@ -132,9 +132,20 @@ def assert_matches_seed(user: TrackerUserHours, staff: SeedStaff, seed: SandboxS
 
 
 def few_people(sandbox: RunningSandbox, count: int) -> TrackerReadInput:
-    """The first few active staff with 20 entries each (two weeks of two a day)."""
+    """The first few active staff over last week: ten entries each (five days of two).
+
+    Last week, not this one, so the count is the same on any weekday (on a Monday this week
+    holds only today's entries).
+    """
     full = read_input(sandbox.ctx.seed)
-    return full.model_copy(update={"staff": full.staff[:count]})
+    monday = sandbox.ctx.seed.week_start
+    return full.model_copy(
+        update={
+            "staff": full.staff[:count],
+            "start": monday - timedelta(days=7),
+            "end": monday - timedelta(days=1),
+        }
+    )
 
 
 def search_bodies(sandbox: RunningSandbox) -> list[dict[str, Any]]:
@@ -403,13 +414,13 @@ async def test_429_is_waited_out_in_place(sandbox: RunningSandbox) -> None:
     store = store_of(sandbox)
     store.bucket_capacity, store.leak_per_second = 2, 1.0
     input = few_people(sandbox, 2)
-    result = await run_read(fast(sandbox, page_size=25), input)
+    result = await run_read(fast(sandbox, page_size=15), input)  # 20 entries: two pages
     statuses = [r["status"] for r in sandbox.requests(prefix="/toggl")]
     # The third call overflowed the bucket, waited for Retry-After, and the read went on
     # from the same page instead of starting over.
     assert statuses == [200, 200, 429, 200]
     bodies = search_bodies(sandbox)
-    assert bodies[-1] == bodies[-2] and bodies[-1]["first_row_number"] == 26
+    assert bodies[-1] == bodies[-2] and bodies[-1]["first_row_number"] == 16
     assert all(sum(u.logged_by_date.values()) > 0 for u in result.users)
 
 
@@ -482,7 +493,8 @@ async def test_job_hours_count_the_assignees_entries_that_name_the_job(
     seed = sandbox.ctx.seed
     store = store_of(sandbox)
     preparer, reviewer, other = [s for s in seed.staff if s.active][:3]
-    monday = seed.week_start
+    # Last week, wholly past on any weekday: on a Monday this week has no Tuesday yet.
+    monday = seed.week_start - timedelta(days=7)
     store.add_entry(preparer.email, monday, 5400, "T-1001 prep: W-2s")
     store.add_entry(preparer.email, monday + timedelta(days=1), 1800, "#t-1001 follow-up")
     store.add_entry(reviewer.email, monday, 2700, "Review (T-1001)")
@@ -498,7 +510,7 @@ async def test_job_hours_count_the_assignees_entries_that_name_the_job(
             TrackerStaff(staff_id="ghost", email=UNKNOWN_EMAIL),
         ],
         since=monday,
-        until=seed.today,
+        until=monday + timedelta(days=6),
     )
     result = await run_job(fast(sandbox), input)
 
