@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 import yaml
 from rich.console import Console
@@ -302,7 +301,7 @@ async def _board(args: argparse.Namespace, console: Console) -> int:
     except RuntimeError as err:
         console.print(f"[red]cannot reach Temporal:[/] {err}")
         return 1
-    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    today = config.firm.today_at(datetime.now(UTC))
     view = await board.read_board(
         client,
         firm_id=config.firm.id,

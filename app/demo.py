@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import yaml
@@ -72,6 +71,8 @@ class Planned:
     title: str
     client: str
     work_type: str
+    opened: date
+    """The firm's today when the scenario was loaded: the job's start date in the PM system."""
     due: date
     expect_status: str
     expect_preparer: str | None
@@ -164,7 +165,7 @@ def in_sandbox(config: FirmConfig, sandbox: str, starter: str) -> FirmConfig:
 
 def load_scenario(config: FirmConfig, path: Path = SCENARIO) -> list[Planned]:
     raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    today = config.firm.today_at(datetime.now(UTC))
     calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
     start = today if calendar.is_working_day(today) else calendar.add_working_days(today, 1)
     planned = []
@@ -175,6 +176,7 @@ def load_scenario(config: FirmConfig, path: Path = SCENARIO) -> list[Planned]:
                 title=item["title"],
                 client=item["client"],
                 work_type=item["work_type"],
+                opened=today,
                 due=calendar.add_working_days(start, int(item["due_in_workdays"])),
                 expect_status=expect.get("status", "Assigned"),
                 expect_preparer=expect.get("preparer"),
@@ -208,7 +210,7 @@ async def create_work_items(
                         "ClientType": client_type_for(p.client),
                         # Karbon needs an assignee on creation; the partner who opened the job.
                         "AssigneeEmailAddress": creator_email,
-                        "StartDate": f"{date.today().isoformat()}T00:00:00Z",
+                        "StartDate": f"{p.opened.isoformat()}T00:00:00Z",
                         "DueDate": f"{p.due.isoformat()}T00:00:00Z",
                         "WorkType": p.work_type,
                         "PrimaryStatus": "Planned",
@@ -302,7 +304,7 @@ async def deliver_xpm(
                 xpm.add_job(
                     name=p.title,
                     client_uuid=client_uuid_for(p.client),
-                    start=date.today(),
+                    start=p.opened,
                     due=p.due,
                     job_type=p.work_type,
                 )

@@ -20,7 +20,6 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio.client import Client, WorkflowHandle
@@ -45,7 +44,7 @@ def relay(config: FirmConfig) -> FirmConfig:
 
 
 def burst_details(config: FirmConfig, n: int, run: str) -> list[EngagementDetails]:
-    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    today = config.firm.today_at(datetime.now(UTC))
     calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
     kinds = ["monthly_bookkeeping", "individual_tax", "payroll", "s_corp_return"]
     return [

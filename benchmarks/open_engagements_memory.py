@@ -37,7 +37,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 import yaml
@@ -82,7 +81,7 @@ CACHE_METRICS = (
 def plan(config: FirmConfig, count: int, tag: str) -> list[Engagement]:
     """The burst benchmark's engagements, made small and due over the next year's working days,
     so the firm has capacity for them all."""
-    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    today = config.firm.today_at(datetime.now(UTC))
     calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
     found = webhook_burst.plan(config, count, f"mem-{tag}")
     for e in found:

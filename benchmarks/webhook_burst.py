@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import httpx
 import yaml
@@ -163,7 +162,7 @@ class Engagement:
 
 
 def plan(config: FirmConfig, count: int, tag: str) -> list[Engagement]:
-    today = datetime.now(UTC).astimezone(ZoneInfo(config.firm.time_zone)).date()
+    today = config.firm.today_at(datetime.now(UTC))
     calendar = WorkCalendar.of(config.firm.workday_numbers, config.firm.holidays)
     clients = [c.id for c in config.clients if c.email]
     found = []

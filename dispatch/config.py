@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -196,6 +196,12 @@ class FirmInfo(_Strict):
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown IANA time zone {value!r}") from err
         return value
+
+    def today_at(self, now: datetime) -> date:
+        """The firm's calendar date at the instant ``now`` (the evening before, west of UTC)."""
+        from zoneinfo import ZoneInfo
+
+        return now.astimezone(ZoneInfo(self.time_zone)).date()
 
     @property
     def workday_numbers(self) -> list[int]:

@@ -6,7 +6,7 @@ from this one seed, so the systems agree with each other the way a real firm's w
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,8 @@ def seed_from_firm(
     profile: dict[str, Any] = {}
     if profile_path is not None:
         profile = yaml.safe_load(Path(profile_path).read_text(encoding="utf-8")) or {}
-    day = today or date.today()
+    # The firm's date, not the machine's: in the evening west of UTC the UTC date is tomorrow's.
+    day = today or config.firm.today_at(datetime.now(UTC))
     elapsed = _elapsed_workdays(day)
     per_staff: dict[str, dict[str, Any]] = profile.get("staff", {}) or {}
     staff = []

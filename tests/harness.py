@@ -12,9 +12,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
@@ -241,7 +240,7 @@ def details(
 
 
 def firm_today(config: FirmConfig) -> date:
-    return datetime.now(ZoneInfo(config.firm.time_zone)).date()
+    return config.firm.today_at(datetime.now(UTC))
 
 
 def workdays_ahead(config: FirmConfig, n: int) -> date:

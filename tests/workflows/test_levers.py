@@ -84,7 +84,7 @@ async def test_a_decision_after_hours_counts_none_of_today(
     sandbox.reset()
     for hour, expected in ((6, DispatchStatus.ASSIGNED), (20, DispatchStatus.NEEDS_PARTNER_REVIEW)):
         config = firm_at_local_hour(relay_firm(sandbox.config), hour)
-        today = datetime.now(ZoneInfo(config.firm.time_zone)).date()
+        today = config.firm.today_at(datetime.now(UTC))
         async with running_worker(client, config) as worker:
             handle = await worker.start(
                 details(f"today-{hour}", service_type="monthly_bookkeeping", hours=2, due=today)
