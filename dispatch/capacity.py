@@ -242,6 +242,15 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def local_date(now: datetime, time_zone: str) -> date:
+    """The calendar date at the instant ``now`` (aware) on the firm's clock.
+
+    Not ``now.date()``: west of UTC the UTC date is tomorrow's by the evening, east of it
+    (Sydney, Auckland) it is still yesterday's in the morning.
+    """
+    return now.astimezone(ZoneInfo(time_zone)).date()
+
+
 def day_left_at(now: datetime, time_zone: str, start_hour: float, end_hour: float) -> float:
     """``share_of_day_left`` at the instant ``now`` (aware), on the firm's clock."""
     local = now.astimezone(ZoneInfo(time_zone))

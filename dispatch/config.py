@@ -199,9 +199,9 @@ class FirmInfo(_Strict):
 
     def today_at(self, now: datetime) -> date:
         """The firm's calendar date at the instant ``now`` (the evening before, west of UTC)."""
-        from zoneinfo import ZoneInfo
+        from dispatch.capacity import local_date  # capacity imports this module
 
-        return now.astimezone(ZoneInfo(self.time_zone)).date()
+        return local_date(now, self.time_zone)
 
     @property
     def workday_numbers(self) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHistory
@@ -54,6 +55,11 @@ def firm_at_local_hour(config: FirmConfig, hour: int) -> FirmConfig:
     offset = offset - 24 if offset > 14 else offset
     zone = "Etc/GMT" + (f"-{offset}" if offset > 0 else f"+{-offset}" if offset < 0 else "")
     assert datetime.now(ZoneInfo(zone)).hour == hour
+    return firm_in_zone(config, zone)
+
+
+def firm_in_zone(config: FirmConfig, zone: str) -> FirmConfig:
+    """The firm moved to ``zone``, working every day."""
     firm = config.firm.model_copy(
         update={
             "time_zone": zone,
@@ -236,3 +242,44 @@ async def test_hours_logged_on_the_job_come_off_the_ledger_the_next_day(
             return True if await ledger_hours(worker, handle.id) == {Role.PREPARER: 6.0} else None
 
         await eventually(ledger_follows, timeout=30, what="the ledger to hold the open hours")
+
+
+async def test_hours_logged_are_read_up_to_the_firms_today_not_the_utc_date(
+    skipping: WorkflowEnvironment, sandbox: RunningSandbox
+) -> None:
+    """A firm's time entries are dated on its own clock. East of UTC the morning's are dated a
+    day after the UTC date (Sydney, Auckland); a read up to the UTC date would miss them.
+
+    The zone is a day off UTC for at least the next hour: UTC-12 before 11:00 UTC, UTC+14 after.
+    """
+    sandbox.reset()
+    zone = "Etc/GMT+12" if datetime.now(UTC).hour < 11 else "Etc/GMT-14"
+    config = firm_in_zone(relay_firm(sandbox.config), zone)
+    async with running_worker(skipping.client, config) as worker:
+        job = details(
+            "local-day",
+            service_type="monthly_bookkeeping",
+            hours=10,
+            due=workdays_ahead(config, 10),
+        )
+        handle = await worker.start(job, indexed=False)
+        assigned = await worker.wait_state(
+            handle.id, lambda s: s.status is DispatchStatus.ASSIGNED, timeout=60
+        )
+        await advance(skipping, worker, handle.id, timedelta(hours=24, minutes=1), assigned)
+        state = await worker.wait_state(
+            handle.id, lambda s: s.logged_read_at is not None, timeout=30
+        )
+    assert state.logged_read_at is not None and assigned.assigned_at is not None
+    read_on = state.logged_read_at.astimezone(ZoneInfo(zone)).date()
+    assert read_on != state.logged_read_at.date()  # else this test could not fail
+    assigned_on = assigned.assigned_at.astimezone(ZoneInfo(zone)).date()
+    job_reads = [
+        parse_qs(str(r["query"]))
+        for r in sandbox.requests(prefix="/harvest/v2/time_entries")
+        if "user_id=" in str(r["query"])
+    ]
+    assert job_reads, "the daily read of hours logged did not reach Harvest"
+    for query in job_reads:
+        assert query["to"] == [read_on.isoformat()]
+        assert query["from"][0] <= assigned_on.isoformat()

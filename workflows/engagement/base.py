@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from dispatch import partner_review
     from dispatch import search_attributes as sa
+    from dispatch.capacity import local_date
     from dispatch.ids import side_effect_key
     from dispatch.models import (
         AssignmentRequest,
@@ -390,6 +391,16 @@ class EngagementBase:
         effects = [e for e in self._state.side_effects if e.name != name]
         effects.append(SideEffect(name=name, state=state, detail=detail))
         self._state.side_effects = effects[-SIDE_EFFECTS_KEPT:]
+
+    def _firm_date(self, at: datetime) -> date:
+        """The date at ``at`` on the firm's clock, which dates its time entries and due dates
+        (UTC until the firm's context has been read)."""
+        if self._context is None:
+            return at.date()
+        return local_date(at, self._context.time_zone)
+
+    def _firm_today(self) -> date:
+        return self._firm_date(workflow.now())
 
     def _note(self, kind: str, detail: str = "") -> None:
         self._state.timeline = [

@@ -160,7 +160,7 @@ class Checkpoints(Announcements):
         s, d = self._state, self._details
         assert d is not None and self._context is not None
         people = [p for p in (s.preparer, s.reviewer) if p is not None]
-        since = (s.assigned_at or workflow.now()).date()
+        since = self._firm_date(s.assigned_at or workflow.now())
         try:
             result = await self._job_hours(people, since, "hours logged on the job")
         except ActivityError:
@@ -181,7 +181,7 @@ class Checkpoints(Announcements):
                 external_id=d.external_id,
                 staff=[TrackerStaff(staff_id=p.id, email=p.email) for p in people],
                 since=since,
-                until=workflow.now().date(),
+                until=self._firm_today(),
             ),
             summary,
         )

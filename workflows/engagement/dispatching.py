@@ -470,12 +470,12 @@ class DispatchClient(Checkpoints):
         """The hours each working holder logged on the job, from the time tracker."""
         s, d = self._state, self._details
         assert d is not None
-        today = workflow.now().date()
+        today = self._firm_today()
         s.logged_read_at = workflow.now()
         starts = [
             d.start_date,
-            s.assigned_at.date() if s.assigned_at else None,
-            s.timeline[0].at.date() if s.timeline else None,
+            self._firm_date(s.assigned_at) if s.assigned_at else None,
+            self._firm_date(s.timeline[0].at) if s.timeline else None,
         ]
         since = min([day for day in starts if day is not None] or [today])
         for role, person in self._roles_to_read():
