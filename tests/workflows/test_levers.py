@@ -250,10 +250,12 @@ async def test_hours_logged_are_read_up_to_the_firms_today_not_the_utc_date(
     """A firm's time entries are dated on its own clock. East of UTC the morning's are dated a
     day after the UTC date (Sydney, Auckland); a read up to the UTC date would miss them.
 
-    The zone is a day off UTC for at least the next hour: UTC-12 before 11:00 UTC, UTC+14 after.
+    The zone is a day off UTC when the daily read runs, a simulated day and a minute from now:
+    UTC-12 is until 12:00 UTC, UTC+14 from 10:00 UTC.
     """
     sandbox.reset()
-    zone = "Etc/GMT+12" if datetime.now(UTC).hour < 11 else "Etc/GMT-14"
+    read_hour = (datetime.now(UTC) + timedelta(hours=24, minutes=1)).hour
+    zone = "Etc/GMT+12" if read_hour < 11 else "Etc/GMT-14"
     config = firm_in_zone(relay_firm(sandbox.config), zone)
     async with running_worker(skipping.client, config) as worker:
         job = details(
