@@ -25,7 +25,6 @@ import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -238,8 +237,7 @@ def create_app(
     else:
         factory = client or connect
     gateway = TemporalGateway(factory)
-    zone = ZoneInfo(config.firm.time_zone)
-    firm_today = today or (lambda: datetime.now(UTC).astimezone(zone).date())
+    firm_today = today or (lambda: config.firm.today_at(datetime.now(UTC)))
 
     app = FastAPI(
         title="Engagement dispatch webhooks",

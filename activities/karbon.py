@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio import activity
@@ -26,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import error_for_status, redact, transport_error
 from activities.roles import PmActivities
 from dispatch import limits
+from dispatch.capacity import local_date
 from dispatch.config import FirmConfig, FirmConfigError, KarbonConnector, ServiceType, secret
 from dispatch.ids import foreign_source
 from dispatch.models import (
@@ -574,7 +574,7 @@ def _email(value: Any) -> str | None:
 def _check_dates(key: str, due: date, start: date | None, time_zone: str) -> None:
     """Impossible dates make the work item undispatchable (the workflow says why) rather than
     reaching the dispatcher, whose decisions scan the days up to the due date."""
-    today = datetime.now(ZoneInfo(time_zone)).date()
+    today = local_date(datetime.now(UTC), time_zone)
     problem = limits.due_date_problem(due, today, may_be_past=True)
     if problem is None and start is not None:
         problem = limits.start_date_problem(start, due)

@@ -28,9 +28,8 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import httpx
 from temporalio import activity
@@ -759,7 +758,7 @@ class XpmActivities(PmActivities):
 
     def _date_problem(self, job: XpmJob, due: date) -> str | None:
         """Impossible dates make a job undispatchable instead of reaching the dispatcher."""
-        today = datetime.now(ZoneInfo(self.config.firm.time_zone)).date()
+        today = self.config.firm.today_at(datetime.now(UTC))
         problem = limits.due_date_problem(due, today, may_be_past=True)
         if problem:
             return f"due date {problem}"
