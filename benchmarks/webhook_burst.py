@@ -86,6 +86,9 @@ SERVICES = [
 Sent = tuple[str, bytes, dict[str, str]]
 T = TypeVar("T")
 QUERY_TIMEOUT = timedelta(seconds=60)
+SETTLE_SECONDS = 30.0
+"""How long a side effect may stay ``pending`` in an engagement's state after the sandbox saw it
+done: the vendor call returns, then the workflow records it at its next task."""
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -454,12 +457,18 @@ async def check(client: Client, config: FirmConfig, effects: SideEffects) -> Che
     limit = asyncio.Semaphore(16)
 
     async def state_of(workflow_id: str) -> EngagementState:
-        async with limit:
-            handle = client.get_workflow_handle(workflow_id)
-            return await patiently(
-                workflow_id,
-                lambda: handle.query(EngagementWorkflow.state, rpc_timeout=QUERY_TIMEOUT),
-            )
+        handle = client.get_workflow_handle(workflow_id)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            async with limit:
+                state = await patiently(
+                    workflow_id,
+                    lambda: handle.query(EngagementWorkflow.state, rpc_timeout=QUERY_TIMEOUT),
+                )
+            settled = all(e.state != "pending" for e in state.side_effects)
+            if settled or time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(0.5)
 
     ids = sorted(effects.follow)
     states = await asyncio.gather(*(state_of(i) for i in ids), return_exceptions=True)
@@ -474,7 +483,8 @@ async def check(client: Client, config: FirmConfig, effects: SideEffects) -> Che
             found.state_mismatches.append(f"{workflow_id}: no CRM record")
             continue
         status = state.status.value
-        bad = [e.name for e in state.side_effects if e.state in ("failed", "pending")]
+        unsettled = [e for e in state.side_effects if e.state in ("failed", "pending")]
+        bad = [f"{e.name} {e.state}" for e in unsettled]
         if {"assigned": "Assigned"}.get(said.status, "NeedsPartnerReview") != status or bad:
             found.state_mismatches.append(f"{workflow_id}: {status} {bad}")
     found.over_capacity = await over_capacity(config, known)
