@@ -20,7 +20,12 @@ from app.temporal import data_converter
 from tests.harness import patches_in
 from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
-from workflows.engagement.base import ANSWER_IN_FLIGHT_PATCH, PM_LOAD_LOCAL_PATCH
+from workflows.engagement.base import (
+    ANSWER_IN_FLIGHT_PATCH,
+    ENGAGEMENT_PATCHES,
+    PATCHES_IN_ONE,
+    PM_LOAD_LOCAL_PATCH,
+)
 
 FOLDER = Path(__file__).parent / "histories"
 
@@ -86,6 +91,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     # A Karbon engagement (read from Karbon, the write-back's echo read again): before and after
     # the read became a local activity.
     assert {"v5/karbon_loaded", "v6/karbon_loaded", "v6/accepted_and_completed"} <= names
+    # Each patch its own marker (v6), then one marker for all of them (v7).
+    assert {"v7/karbon_loaded", "v7/accepted_and_completed", "v7/answer_in_flight"} <= names
 
 
 @pytest.mark.parametrize(
@@ -93,6 +100,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     [
         ("answer_in_flight", ANSWER_IN_FLIGHT_PATCH, "v4", "v5"),
         ("karbon_loaded", PM_LOAD_LOCAL_PATCH, "v5", "v6"),
+        ("karbon_loaded", ENGAGEMENT_PATCHES, "v6", "v7"),
+        ("answer_in_flight", ENGAGEMENT_PATCHES, "v6", "v7"),
     ],
 )
 def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
@@ -109,6 +118,10 @@ def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
 
     assert patch not in recorded(before)
     assert patch in recorded(after)
+    if patch == ENGAGEMENT_PATCHES:
+        # The one marker replaces the others: none of them is recorded beside it.
+        assert recorded(before) & PATCHES_IN_ONE
+        assert not recorded(after) & PATCHES_IN_ONE
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

@@ -26,6 +26,7 @@ from tests.harness import (
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
+from workflows.engagement.base import ENGAGEMENT_PATCHES
 
 
 async def test_assignment_fires_every_side_effect_once(
@@ -156,6 +157,19 @@ async def test_karbon_engagement_is_loaded_and_written_back(
                 if e.HasField("activity_task_scheduled_event_attributes")
             ]
             assert "pm_write_back" in scheduled and "pm_load_engagement" not in scheduled
+            # One patch marker and one TemporalChangeVersion upsert for the engagement's six
+            # patches (each marker and upsert is a history event, the upsert a visibility write).
+            markers = [
+                e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+                for e in history.events
+                if e.marker_recorded_event_attributes.marker_name == "core_patch"
+            ]
+            assert [json.loads(m)["id"] for m in markers] == [ENGAGEMENT_PATCHES]
+            upserts = [
+                e.upsert_workflow_search_attributes_event_attributes.search_attributes
+                for e in history.events
+            ]
+            assert sum("TemporalChangeVersion" in a.indexed_fields for a in upserts) == 1
     finally:
         await karbon.aclose()
 

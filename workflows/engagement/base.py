@@ -82,6 +82,23 @@ PM_LOAD_LOCAL_PATCH = "pm-load-local"
 """The engagement is read from the PM system by a local activity: one short read that needs no
 task-queue round trip (a workflow task and an activity task fewer per read, and Karbon reads
 twice per engagement: on ``Inserted`` and on the ``Updated`` echo of the write-back)."""
+ENGAGEMENT_PATCHES = "engagement-patches-1"
+"""One marker that stands for every patch above (``PATCHES_IN_ONE``). An engagement that
+records it takes each of their new paths without recording their own markers: one marker and
+one ``TemporalChangeVersion`` upsert at its start instead of four to six of each, every one a
+history event and the upsert a visibility write as well (docs/benchmarks.md). An engagement that
+started before it does not have it and asks for each patch as before, so its history replays.
+A new patch gets its own id as usual; the next one-marker id then names it too."""
+PATCHES_IN_ONE = frozenset(
+    {
+        LEDGER_PATCH,
+        LEVERS_PATCH,
+        LOCAL_READS_PATCH,
+        REVIEWER_INDEX_PATCH,
+        ANSWER_IN_FLIGHT_PATCH,
+        PM_LOAD_LOCAL_PATCH,
+    }
+)
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200
@@ -133,6 +150,17 @@ class EngagementBase:
     _decisions: list[PartnerDecision]
     _due_moves: list[DueDateMove]
     _last_candidates: list[CandidateScore]
+    _all_patches: bool | None
+
+    def _patched(self, patch_id: str) -> bool:
+        """``workflow.patched(patch_id)``, or true without a marker of its own for an
+        engagement that recorded ``ENGAGEMENT_PATCHES``. The one marker is asked for first, at
+        the engagement's first ``_patched``: in an older history it is absent, so it is false
+        there and each patch replays its own marker."""
+        assert patch_id in PATCHES_IN_ONE, patch_id
+        if self._all_patches is None:
+            self._all_patches = workflow.patched(ENGAGEMENT_PATCHES)
+        return self._all_patches or workflow.patched(patch_id)
 
     @property
     def _pending(self) -> PendingRequest | None:

@@ -61,7 +61,7 @@ class DispatchClient(Checkpoints):
         if (
             pending is not None
             and pending.request_id in self._results
-            and workflow.patched(ANSWER_IN_FLIGHT_PATCH)
+            and self._patched(ANSWER_IN_FLIGHT_PATCH)
         ):
             waited[pending.request_id] = self._results.pop(pending.request_id)
         unasked = [r for r in self._results.values() if r.outcome == "assigned"]
@@ -309,7 +309,7 @@ class DispatchClient(Checkpoints):
             self._set_status(DispatchStatus.ASSIGNED, result.reason)
         else:
             self._note("reviewer assigned", result.reason)
-            if workflow.patched(REVIEWER_INDEX_PATCH):
+            if self._patched(REVIEWER_INDEX_PATCH):
                 # The Reviewer search attribute follows a reviewer-only change too.
                 self._set_status(s.status, "reviewer assigned", note=False)
         await self._announce(result, changed, reassigned=reassigned)

@@ -49,7 +49,7 @@ class PmChanges(DispatchClient):
         return True
 
     async def _load(self) -> EngagementDetails | None:
-        read = options.PM.run_local if workflow.patched(PM_LOAD_LOCAL_PATCH) else options.PM.run
+        read = options.PM.run_local if self._patched(PM_LOAD_LOCAL_PATCH) else options.PM.run
         try:
             return await read(
                 PmActivities.load_engagement,

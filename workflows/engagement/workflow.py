@@ -79,6 +79,8 @@ class EngagementWorkflow(PmChanges):
         self._levers = False
         """Open hours and partner options (``LEVERS_PATCH``); set at the start of ``run``."""
         self._local_reads = False
+        self._all_patches: bool | None = None
+        """``ENGAGEMENT_PATCHES``, asked for with the first patch (``_patched``)."""
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
         self._decisions: list[PartnerDecision] = []
@@ -291,9 +293,9 @@ class EngagementWorkflow(PmChanges):
 
     @workflow.run
     async def run(self, input: EngagementInput) -> EngagementState:
-        self._v2 = workflow.patched(LEDGER_PATCH)
-        self._levers = self._v2 and workflow.patched(LEVERS_PATCH)
-        self._local_reads = workflow.patched(LOCAL_READS_PATCH)
+        self._v2 = self._patched(LEDGER_PATCH)
+        self._levers = self._v2 and self._patched(LEVERS_PATCH)
+        self._local_reads = self._patched(LOCAL_READS_PATCH)
         try:
             if input.state is not None and self._details is not None:
                 await self._resume()
