@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,8 +24,37 @@ from sandbox.seed import SandboxSeed, seed_from_firm
 DEMO_BASE = "http://127.0.0.1:8100"
 
 
+_PICKED: set[int] = set()
+_PICKER = random.SystemRandom()  # independent of the tests' seeded ``random``
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; macOS starts at 49152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A local port that is free now, below the kernel's ephemeral range and never handed out
+    twice in this process. ``bind(0)`` picks from the ephemeral range, where any outgoing
+    connection (a worker's to Temporal, a webhook to the sandbox) can take the port between
+    the pick and the bind by the process it was picked for: the webhook server then fails with
+    "address already in use"."""
+    high = _ephemeral_ports_start()
+    low = max(10000, high - 20000)
+    for _ in range(500 if high - low >= 1000 else 0):
+        port = _PICKER.randrange(low, high)
+        if port in _PICKED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
+    with socket.socket() as s:  # no room below the ephemeral range: take the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -18,6 +18,7 @@ from app.cli import build_parser
 from app.stack import RestartPolicy, Stack, StackError, metrics_base
 from dispatch.config import load_firm_config
 from tests.harness import eventually
+from tests.sandbox_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
@@ -33,9 +34,7 @@ time.sleep(120)
 def free_ports(count: int) -> int:
     """The first of ``count`` consecutive free ports."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+        base = free_port()
         if base + count > 65535:
             continue
         sockets = [socket.socket() for _ in range(count)]

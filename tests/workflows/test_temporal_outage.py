@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,19 +27,12 @@ from dispatch.config import FirmConfig
 from starter import create_app
 from tests.conftest import temporal_cli
 from tests.harness import isolated, workdays_ahead
-from tests.sandbox_server import RunningSandbox
+from tests.sandbox_server import RunningSandbox, free_port
 from tests.workflows.conftest import relay_firm
 from tests.workflows.test_webhook_server import post_signed, relay_event
 
 ANSWER_WITHIN = 10.0
 """Generous on a shared 2-core machine; the old behaviour took 30 s (hung) or ~10 s."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
