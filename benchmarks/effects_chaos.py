@@ -2,16 +2,18 @@
 
     .venv/bin/python -m benchmarks.effects_chaos --engagements 300
     .venv/bin/python -m benchmarks.effects_chaos --engagements 300 --no-activity-feed
+    .venv/bin/python -m benchmarks.effects_chaos --engagements 300 --all-activities
 
 For each of N engagements it asks for the six side effects the engagement workflow fires after
 an assignment: the client confirmation and a staff notice by email (SendGrid), the calendar
 block (Google, and Outlook through Graph), the CRM record and the Slack DM. Each runs as a
-connector activity with retries on a worker in its own process, which is SIGKILLed every
-``--kill-every`` seconds and restarted (for the first ``--kill-for`` seconds, then it drains),
-while the sandbox answers ~10 % of every vendor call with 429/500/503. Engagements arrive at
-``--rate`` per second. Timeouts and retry policies are the engagement workflow's
-(workflows/options.py), so an attempt killed mid-call is retried when its start-to-close runs
-out, as in production.
+connector activity with retries (the CRM record and the calendar blocks as local activities, as
+the engagement runs them; ``--all-activities``: as activities) on a worker in its own process,
+which is SIGKILLed every ``--kill-every`` seconds and restarted (for the first ``--kill-for``
+seconds, then it drains), while the sandbox answers ~10 % of every vendor call with
+429/500/503. Engagements arrive at ``--rate`` per second. Timeouts and retry policies are the
+engagement workflow's (workflows/options.py), so an attempt killed mid-call is retried when its
+start-to-close runs out (a local one when its workflow task times out), as in production.
 
 Prints, per connector: effects asked for, effects in the vendor's store, duplicates (the same
 meaning more than once) and their rate, effects missing, and the time to drain. With
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -34,11 +37,11 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -48,6 +51,7 @@ from activities.outlook_calendar import OutlookCalendarActivities
 from activities.sendgrid_mail import SendGridActivities
 from activities.slack import ASSIGNMENT_EVENT, SlackActivities
 from app.secrets_demo import export_demo_secrets
+from app.temporal import data_converter
 from dispatch.config import (
     GoogleCalendarConnector,
     SendGridConnector,
@@ -78,12 +82,17 @@ INTEGRATIONS = {
     "slack": options.CHAT,
     "outlook": options.CALENDAR,
 }
+LOCAL = frozenset({"crm", "google", "outlook"})
+"""Run as local activities, as the engagement runs them (patch ``side-effects-local``): a
+worker killed mid-call leaves its workflow task to time out, and the next worker runs the call
+again from attempt 1."""
 
 
-def call_of(kind: str, activity_name: str, arg: BaseModel) -> EffectCall:
+def call_of(kind: str, activity_name: str, arg: BaseModel, *, local: bool) -> EffectCall:
     """The activity with the engagement workflow's timeouts and retry policy for its kind."""
     integration = INTEGRATIONS[kind]
     return EffectCall(
+        local=local and kind in LOCAL,
         activity=activity_name,
         arg=arg.model_dump(mode="json"),
         attempt_timeout=integration.attempt.total_seconds(),
@@ -101,7 +110,9 @@ def call_of(kind: str, activity_name: str, arg: BaseModel) -> EffectCall:
 async def run_worker(address: str, sandbox_url: str, queue: str) -> None:
     export_demo_secrets()
     config = rebase_connectors(load_firm_config(), DEMO_BASE, sandbox_url)
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    # The same converter as the driver's client (pydantic, and the payload codec that every
+    # client of this project uses): with another one the worker cannot read what it is sent.
+    client = await Client.connect(address, data_converter=data_converter())
     c = config.connectors
     assert isinstance(c.email, SendGridConnector) and isinstance(c.crm, WebhookCrm)
     assert isinstance(c.chat, SlackConnector) and isinstance(c.calendar, GoogleCalendarConnector)
@@ -247,7 +258,14 @@ def duplicates(counts: Iterable[int]) -> int:
     return sum(n - 1 for n in counts if n > 1)
 
 
-async def main(n: int, rate: float, kill_every: float, kill_for: float, feed: bool) -> None:
+async def main(
+    n: int,
+    rate: float,
+    kill_every: float,
+    kill_for: float,
+    feed: bool,
+    local: bool = True,
+) -> dict[str, Any]:
     export_demo_secrets()
     env = await start_dev_server()
     address = env.client.service_client.config.target_host
@@ -274,7 +292,7 @@ async def main(n: int, rate: float, kill_every: float, kill_for: float, feed: bo
                 handles[kind].append(
                     await env.client.start_workflow(
                         EffectWorkflow.run,
-                        call_of(kind, name, arg),
+                        call_of(kind, name, arg, local=local),
                         id=f"{queue}-{kind}-{i}",
                         task_queue=f"{queue}-outlook" if kind == "outlook" else queue,
                     )
@@ -297,12 +315,14 @@ async def main(n: int, rate: float, kill_every: float, kill_for: float, feed: bo
     print(
         f"\n{n} engagements at {rate:g}/s, worker SIGKILLed {kills} times "
         f"(every {kill_every:g} s), {faults} vendor calls answered 429/500/503, Email Activity API "
-        f"{'on' if feed else 'off'} ({lookups} lookups); drained in {drained:.0f} s"
+        f"{'on' if feed else 'off'} ({lookups} lookups); drained in {drained:.0f} s; "
+        f"local activities: {', '.join(sorted(LOCAL)) if local else 'none'}"
     )
     print(
         f"{'effect':14}{'asked':>7}{'landed':>8}{'dupes':>7}{'rate':>8}{'missing':>9}"
         f"{'unknown':>9}{'failed':>8}{'p50 s':>8}{'last s':>8}"
     )
+    figures: dict[str, dict[str, float]] = {}
     for kind in KINDS:
         landed = counts[kind]
         dupes = duplicates(landed.values())
@@ -313,6 +333,15 @@ async def main(n: int, rate: float, kill_every: float, kill_for: float, feed: bo
             f"{n - len(landed):9}{outcomes['unknown']:9}{outcomes['failed']:8}"
             f"{statistics.median(times):8.0f}{times[-1]:8.0f}"
         )
+        figures[kind] = {
+            "asked": n,
+            "landed": sum(landed.values()),
+            "duplicates": dupes,
+            "missing": n - len(landed),
+            "unknown": outcomes["unknown"],
+            "failed": outcomes["failed"],
+        }
+    return {"kills": kills, "drained_s": drained, "effects": figures}
 
 
 if __name__ == "__main__":
@@ -329,14 +358,23 @@ if __name__ == "__main__":
         "--kill-for", type=float, default=120.0, help="seconds of killing, then drain in peace"
     )
     parser.add_argument("--no-activity-feed", action="store_true")
+    parser.add_argument(
+        "--all-activities",
+        action="store_true",
+        help="every effect as an activity (before side-effects-local: the CRM and calendars too)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    asyncio.run(
+    figures = asyncio.run(
         main(
             args.engagements,
             args.rate,
             args.kill_every,
             args.kill_for,
             not args.no_activity_feed,
+            not args.all_activities,
         )
     )
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2))
     sys.stdout.flush()

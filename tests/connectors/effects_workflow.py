@@ -26,6 +26,8 @@ class EffectCall(BaseModel):
     max_interval: float = 1.0
     max_attempts: int = 40
     """0: unlimited (then ``total_timeout`` bounds the retries)."""
+    local: bool = False
+    """Run it as a local activity, as the engagement runs its idempotent side effects."""
 
 
 @workflow.defn
@@ -33,7 +35,8 @@ class EffectWorkflow:
     @workflow.run
     async def run(self, call: EffectCall) -> dict[str, Any]:
         total = call.total_timeout
-        result: dict[str, Any] = await workflow.execute_activity(
+        execute = workflow.execute_local_activity if call.local else workflow.execute_activity
+        result: dict[str, Any] = await execute(
             call.activity,
             call.arg,
             start_to_close_timeout=timedelta(seconds=call.attempt_timeout),
