@@ -82,18 +82,8 @@ PM_LOAD_LOCAL_PATCH = "pm-load-local"
 """The engagement is read from the PM system by a local activity: one short read that needs no
 task-queue round trip (a workflow task and an activity task fewer per read, and Karbon reads
 twice per engagement: on ``Inserted`` and on the ``Updated`` echo of the write-back)."""
-SIDE_EFFECTS_LOCAL_PATCH = "side-effects-local"
-"""The PM write-back, the calendar blocks and the CRM records run as local activities. Each is
-made harmless to repeat by its own key (the work item's fields read and compared, the event id
-derived from ``event_key``, the CRM's Idempotency-Key), so one that a dead worker left half
-done may run again on the next worker. As activities each cost the server two more writes
-(started, completed) and the engagement a workflow task per batch of completions: in a
-month-end burst that was a third of the server's work per engagement (docs/benchmarks.md).
-The chat messages stay activities (a retry looks for an earlier post from attempt 2 on, and a
-local activity run again by another worker starts at attempt 1), and so does the client email
-(it records its intent by heartbeat)."""
 ENGAGEMENT_PATCHES = "engagement-patches-1"
-"""One marker that stands for every patch above (``PATCHES_IN_ONE``). An engagement that
+"""One marker that stands for the six patches above (``PATCHES_IN_ONE``). An engagement that
 records it takes each of their new paths without recording their own markers: one marker and
 one ``TemporalChangeVersion`` upsert at its start instead of four to six of each, every one a
 history event and the upsert a visibility write as well (docs/benchmarks.md). An engagement that
@@ -109,6 +99,16 @@ PATCHES_IN_ONE = frozenset(
         PM_LOAD_LOCAL_PATCH,
     }
 )
+SIDE_EFFECTS_LOCAL_PATCH = "side-effects-local"
+"""The PM write-back, the calendar blocks and the CRM records run as local activities. Each is
+made harmless to repeat by its own key (the work item's fields read and compared, the event id
+derived from ``event_key``, the CRM's Idempotency-Key), so one that a dead worker left half
+done may run again on the next worker. As activities each cost the server two more writes
+(started, completed) and the engagement a workflow task per batch of completions: in a
+month-end burst, a fifth of the server's writes per engagement (docs/benchmarks.md).
+The chat messages stay activities (a retry looks for an earlier post from attempt 2 on, and a
+local activity run again by another worker starts at attempt 1), and so does the client email
+(it records its intent by heartbeat)."""
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200
