@@ -2,18 +2,16 @@
 
     .venv/bin/python -m benchmarks.effects_chaos --engagements 300
     .venv/bin/python -m benchmarks.effects_chaos --engagements 300 --no-activity-feed
-    .venv/bin/python -m benchmarks.effects_chaos --engagements 300 --all-activities
 
 For each of N engagements it asks for the six side effects the engagement workflow fires after
 an assignment: the client confirmation and a staff notice by email (SendGrid), the calendar
 block (Google, and Outlook through Graph), the CRM record and the Slack DM. Each runs as a
-connector activity with retries (the CRM record and the calendar blocks as local activities, as
-the engagement runs them; ``--all-activities``: as activities) on a worker in its own process,
-which is SIGKILLed every ``--kill-every`` seconds and restarted (for the first ``--kill-for``
-seconds, then it drains), while the sandbox answers ~10 % of every vendor call with
-429/500/503. Engagements arrive at ``--rate`` per second. Timeouts and retry policies are the
-engagement workflow's (workflows/options.py), so an attempt killed mid-call is retried when its
-start-to-close runs out (a local one when its workflow task times out), as in production.
+connector activity with retries on a worker in its own process, which is SIGKILLed every
+``--kill-every`` seconds and restarted (for the first ``--kill-for`` seconds, then it drains),
+while the sandbox answers ~10 % of every vendor call with 429/500/503. Engagements arrive at
+``--rate`` per second. Timeouts and retry policies are the engagement workflow's
+(workflows/options.py), so an attempt killed mid-call is retried when its start-to-close runs
+out, as in production.
 
 Prints, per connector: effects asked for, effects in the vendor's store, duplicates (the same
 meaning more than once) and their rate, effects missing, and the time to drain. With
@@ -82,17 +80,12 @@ INTEGRATIONS = {
     "slack": options.CHAT,
     "outlook": options.CALENDAR,
 }
-LOCAL = frozenset({"crm", "google", "outlook"})
-"""Run as local activities, as the engagement runs them (patch ``side-effects-local``): a
-worker killed mid-call leaves its workflow task to time out, and the next worker runs the call
-again from attempt 1."""
 
 
-def call_of(kind: str, activity_name: str, arg: BaseModel, *, local: bool) -> EffectCall:
+def call_of(kind: str, activity_name: str, arg: BaseModel) -> EffectCall:
     """The activity with the engagement workflow's timeouts and retry policy for its kind."""
     integration = INTEGRATIONS[kind]
     return EffectCall(
-        local=local and kind in LOCAL,
         activity=activity_name,
         arg=arg.model_dump(mode="json"),
         attempt_timeout=integration.attempt.total_seconds(),
@@ -264,7 +257,6 @@ async def main(
     kill_every: float,
     kill_for: float,
     feed: bool,
-    local: bool = True,
 ) -> dict[str, Any]:
     export_demo_secrets()
     env = await start_dev_server()
@@ -292,7 +284,7 @@ async def main(
                 handles[kind].append(
                     await env.client.start_workflow(
                         EffectWorkflow.run,
-                        call_of(kind, name, arg, local=local),
+                        call_of(kind, name, arg),
                         id=f"{queue}-{kind}-{i}",
                         task_queue=f"{queue}-outlook" if kind == "outlook" else queue,
                     )
@@ -315,8 +307,7 @@ async def main(
     print(
         f"\n{n} engagements at {rate:g}/s, worker SIGKILLed {kills} times "
         f"(every {kill_every:g} s), {faults} vendor calls answered 429/500/503, Email Activity API "
-        f"{'on' if feed else 'off'} ({lookups} lookups); drained in {drained:.0f} s; "
-        f"local activities: {', '.join(sorted(LOCAL)) if local else 'none'}"
+        f"{'on' if feed else 'off'} ({lookups} lookups); drained in {drained:.0f} s"
     )
     print(
         f"{'effect':14}{'asked':>7}{'landed':>8}{'dupes':>7}{'rate':>8}{'missing':>9}"
@@ -358,11 +349,6 @@ if __name__ == "__main__":
         "--kill-for", type=float, default=120.0, help="seconds of killing, then drain in peace"
     )
     parser.add_argument("--no-activity-feed", action="store_true")
-    parser.add_argument(
-        "--all-activities",
-        action="store_true",
-        help="every effect as an activity (before side-effects-local: the CRM and calendars too)",
-    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     figures = asyncio.run(
@@ -372,7 +358,6 @@ if __name__ == "__main__":
             args.kill_every,
             args.kill_for,
             not args.no_activity_feed,
-            not args.all_activities,
         )
     )
     if args.json is not None:

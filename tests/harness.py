@@ -170,24 +170,18 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def _marker_values(history: WorkflowHistory, marker: str, details: str, key: str) -> set[str]:
-    found = set()
-    for event in history.events:
-        attributes = event.marker_recorded_event_attributes
-        if event.HasField("marker_recorded_event_attributes") and attributes.marker_name == marker:
-            for payload in attributes.details[details].payloads:
-                found.add(json.loads(payload.data)[key])
-    return found
-
-
-def local_activities_in(history: WorkflowHistory) -> set[str]:
-    """The activity types a history ran as local activities."""
-    return _marker_values(history, "core_local_activity", "data", "activity_type")
-
-
 def patches_in(history: WorkflowHistory) -> set[str]:
     """The ids of the ``workflow.patched`` markers a history recorded."""
-    return _marker_values(history, "core_patch", "patch-data", "id")
+    found = set()
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if (
+            event.HasField("marker_recorded_event_attributes")
+            and marker.marker_name == "core_patch"
+        ):
+            for payload in marker.details["patch-data"].payloads:
+                found.add(json.loads(payload.data)["id"])
+    return found
 
 
 def story(state: EngagementState) -> str:

@@ -25,7 +25,6 @@ from workflows.engagement.base import (
     ENGAGEMENT_PATCHES,
     PATCHES_IN_ONE,
     PM_LOAD_LOCAL_PATCH,
-    SIDE_EFFECTS_LOCAL_PATCH,
 )
 
 FOLDER = Path(__file__).parent / "histories"
@@ -94,8 +93,6 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     assert {"v5/karbon_loaded", "v6/karbon_loaded", "v6/accepted_and_completed"} <= names
     # Each patch its own marker (v6), then one marker for all of them (v7).
     assert {"v7/karbon_loaded", "v7/accepted_and_completed", "v7/answer_in_flight"} <= names
-    # The write-back, calendar blocks and CRM records as activities (v7), then local (v8).
-    assert {"v8/karbon_loaded", "v8/accepted_and_completed", "v8/cancelled_in_temporal"} <= names
 
 
 @pytest.mark.parametrize(
@@ -105,8 +102,6 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         ("karbon_loaded", PM_LOAD_LOCAL_PATCH, "v5", "v6"),
         ("karbon_loaded", ENGAGEMENT_PATCHES, "v6", "v7"),
         ("answer_in_flight", ENGAGEMENT_PATCHES, "v6", "v7"),
-        ("karbon_loaded", SIDE_EFFECTS_LOCAL_PATCH, "v7", "v8"),
-        ("reassigned_to_partner_review", SIDE_EFFECTS_LOCAL_PATCH, "v7", "v8"),
     ],
 )
 def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(

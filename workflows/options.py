@@ -41,9 +41,8 @@ class Integration:
     ) -> Awaitable[R]:
         """The same as a local activity: for quick reads (the worker's own config, one PM
         record) that need no task-queue round trip; the workflow task waits for them instead.
-        For a side effect only when its own key makes a repeat harmless and it needs neither a
-        heartbeat nor the attempt number (``run_effect``): a local activity that a dead worker
-        left half done runs again on the next worker from attempt 1."""
+        Not for side effects: a local activity cannot heartbeat, and the exactly-once email
+        records its intent by heartbeat."""
         return workflow.execute_local_activity_method(
             activity,
             arg,
@@ -52,12 +51,6 @@ class Integration:
             retry_policy=self.retry_policy,
             summary=summary,
         )
-
-    def run_effect(
-        self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str, *, local: bool
-    ) -> Awaitable[R]:
-        """An idempotent side effect: a local activity when ``local``, else an activity."""
-        return (self.run_local if local else self.run)(activity, arg, summary)
 
     def run(self, activity: Callable[[Any, P], Awaitable[R]], arg: P, summary: str) -> Awaitable[R]:
         """Schedule the activity with this integration's timeouts and retries."""

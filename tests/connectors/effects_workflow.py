@@ -26,8 +26,6 @@ class EffectCall(BaseModel):
     max_interval: float = 1.0
     max_attempts: int = 40
     """0: unlimited (then ``total_timeout`` bounds the retries)."""
-    local: bool = False
-    """Run it as a local activity, as the engagement runs its idempotent side effects."""
 
 
 @workflow.defn
@@ -35,8 +33,7 @@ class EffectWorkflow:
     @workflow.run
     async def run(self, call: EffectCall) -> dict[str, Any]:
         total = call.total_timeout
-        execute = workflow.execute_local_activity if call.local else workflow.execute_activity
-        result: dict[str, Any] = await execute(
+        result: dict[str, Any] = await workflow.execute_activity(
             call.activity,
             call.arg,
             start_to_close_timeout=timedelta(seconds=call.attempt_timeout),

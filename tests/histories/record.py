@@ -1,6 +1,6 @@
 """Record the workflow histories the replay test guards (run by hand, output committed).
 
-    .venv/bin/python -m tests.histories.record            # into tests/histories/v8/
+    .venv/bin/python -m tests.histories.record            # into tests/histories/v7/
     .venv/bin/python -m tests.histories.record --only dispatcher_rebuilt
 
 Each scenario runs the real worker against the sandbox: on the dev server, or on the
@@ -56,9 +56,8 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v8"
-"""v8: after ``side-effects-local`` (write-back, calendar blocks, CRM records: local activities).
-v7: after ``engagement-patches-1`` (one marker for the engagement's six patches).
+CURRENT = "v7"
+"""v7: after ``engagement-patches-1`` (one marker for the engagement's six patches).
 v6: after ``pm-load-local`` (the engagement read from the PM system by a local activity).
 v5: after ``answer-in-flight-kept`` (an answer that arrives with its request's send is taken).
 v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""

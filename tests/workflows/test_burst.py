@@ -121,13 +121,6 @@ async def test_burst_never_overbooks_and_duplicates_nothing(
     assert all(n == 1 for n in per_engagement.values()), per_engagement.most_common(3)
     expected_posts = sum(2 if s.reviewer else 1 for s in assigned) + len(waiting)
     assert len(posts) == expected_posts
-    # One calendar event per role. The block is a local activity: a workflow task that fails
-    # or times out on a loaded worker runs it again, and the event id (derived from the role's
-    # event key) makes Google answer the repeat 409 instead of making a second event.
-    inserts = sandbox.requests(prefix="/google/calendar/v3", method="POST")
-    made = Counter(json.loads(str(r["body"]))["id"] for r in inserts if r["status"] == 200)
-    assert all(n == 1 for n in made.values()), made.most_common(3)
-    assert len(made) == sum(2 if s.reviewer else 1 for s in assigned)
-    repeats = Counter(r["status"] for r in inserts if r["status"] != 200)
-    assert set(repeats) <= {409}, repeats
+    events_made = sandbox.requests(prefix="/google/calendar/v3", method="POST")
+    assert len(events_made) == sum(2 if s.reviewer else 1 for s in assigned)
     assert len(sandbox.requests(prefix="/sendgrid/v3/mail/send")) == len(assigned)

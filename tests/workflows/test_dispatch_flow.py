@@ -20,14 +20,13 @@ from tests.harness import (
     details,
     eventually,
     karbon_work_item,
-    local_activities_in,
     running_worker,
     workdays_ahead,
 )
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
-from workflows.engagement.base import ENGAGEMENT_PATCHES, SIDE_EFFECTS_LOCAL_PATCH
+from workflows.engagement.base import ENGAGEMENT_PATCHES
 
 
 async def test_assignment_fires_every_side_effect_once(
@@ -151,35 +150,26 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             assert written["SecondaryStatus"] == "Assigned"
             assert {e.kind: e.state for e in state.side_effects}["pm_write_back"] == "done"
             # The read from Karbon is a local activity: no activity task on the queue for it.
-            # So are the idempotent side effects (the write-back, the calendar blocks, the CRM
-            # record); the DMs and the client email stay activities.
             history = await handle.fetch_history()
             scheduled = [
                 e.activity_task_scheduled_event_attributes.activity_type.name
                 for e in history.events
                 if e.HasField("activity_task_scheduled_event_attributes")
             ]
-            assert "chat_notify_assignment" in scheduled
-            local = {"pm_load_engagement", "pm_write_back", "calendar_block", "crm_log"}
-            assert not local & set(scheduled)
-            assert {"pm_write_back", "calendar_block", "crm_log"} <= local_activities_in(history)
+            assert "pm_write_back" in scheduled and "pm_load_engagement" not in scheduled
             # One patch marker and one TemporalChangeVersion upsert for the engagement's six
-            # patches (each marker and upsert is a history event, the upsert a visibility write),
-            # and one for the local side effects.
+            # patches (each marker and upsert is a history event, the upsert a visibility write).
             markers = [
                 e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
                 for e in history.events
                 if e.marker_recorded_event_attributes.marker_name == "core_patch"
             ]
-            assert [json.loads(m)["id"] for m in markers] == [
-                ENGAGEMENT_PATCHES,
-                SIDE_EFFECTS_LOCAL_PATCH,
-            ]
+            assert [json.loads(m)["id"] for m in markers] == [ENGAGEMENT_PATCHES]
             upserts = [
                 e.upsert_workflow_search_attributes_event_attributes.search_attributes
                 for e in history.events
             ]
-            assert sum("TemporalChangeVersion" in a.indexed_fields for a in upserts) == 2
+            assert sum("TemporalChangeVersion" in a.indexed_fields for a in upserts) == 1
     finally:
         await karbon.aclose()
 

@@ -78,7 +78,7 @@ class Announcements(EngagementBase):
         assert d is not None and s.preparer is not None
         return (
             f"pm_write_back:{s.request_seq}",
-            options.PM.run_effect(
+            options.PM.run(
                 PmActivities.write_back,
                 PmWriteBackInput(
                     workflow_id=s.workflow_id,
@@ -88,7 +88,6 @@ class Announcements(EngagementBase):
                     status=DispatchStatus.ASSIGNED,
                 ),
                 "PM write-back",
-                local=self._local_effects(),
             ),
         )
 
@@ -129,7 +128,7 @@ class Announcements(EngagementBase):
             effects.append(
                 (
                     f"calendar_{role.value}:{seq}",
-                    options.CALENDAR.run_effect(
+                    options.CALENDAR.run(
                         CalendarActivities.block,
                         CalendarBlockInput(
                             workflow_id=s.workflow_id,
@@ -143,7 +142,6 @@ class Announcements(EngagementBase):
                             time_zone=context.time_zone,
                         ),
                         f"calendar block for {role.value}",
-                        local=self._local_effects(),
                     ),
                 )
             )
@@ -196,7 +194,7 @@ class Announcements(EngagementBase):
             return
         await self._effect(
             f"calendar_remove_{role.value}:{self._state.request_seq}",
-            options.CALENDAR.run_effect(
+            options.CALENDAR.run(
                 CalendarActivities.remove,
                 CalendarRemoveInput(
                     workflow_id=self._state.workflow_id,
@@ -205,7 +203,6 @@ class Announcements(EngagementBase):
                     time_zone=self._context.time_zone,
                 ),
                 f"remove {role.value} calendar block",
-                local=self._local_effects(),
             ),
         )
         self._state.calendar_keys = {

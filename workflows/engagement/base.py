@@ -83,7 +83,7 @@ PM_LOAD_LOCAL_PATCH = "pm-load-local"
 task-queue round trip (a workflow task and an activity task fewer per read, and Karbon reads
 twice per engagement: on ``Inserted`` and on the ``Updated`` echo of the write-back)."""
 ENGAGEMENT_PATCHES = "engagement-patches-1"
-"""One marker that stands for the six patches above (``PATCHES_IN_ONE``). An engagement that
+"""One marker that stands for every patch above (``PATCHES_IN_ONE``). An engagement that
 records it takes each of their new paths without recording their own markers: one marker and
 one ``TemporalChangeVersion`` upsert at its start instead of four to six of each, every one a
 history event and the upsert a visibility write as well (docs/benchmarks.md). An engagement that
@@ -99,16 +99,6 @@ PATCHES_IN_ONE = frozenset(
         PM_LOAD_LOCAL_PATCH,
     }
 )
-SIDE_EFFECTS_LOCAL_PATCH = "side-effects-local"
-"""The PM write-back, the calendar blocks and the CRM records run as local activities. Each is
-made harmless to repeat by its own key (the work item's fields read and compared, the event id
-derived from ``event_key``, the CRM's Idempotency-Key), so one that a dead worker left half
-done may run again on the next worker. As activities each cost the server two more writes
-(started, completed) and the engagement a workflow task per batch of completions: in a
-month-end burst, a fifth of the server's writes per engagement (docs/benchmarks.md).
-The chat messages stay activities (a retry looks for an earlier post from attempt 2 on, and a
-local activity run again by another worker starts at attempt 1), and so does the client email
-(it records its intent by heartbeat)."""
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200
@@ -171,10 +161,6 @@ class EngagementBase:
         if self._all_patches is None:
             self._all_patches = workflow.patched(ENGAGEMENT_PATCHES)
         return self._all_patches or workflow.patched(patch_id)
-
-    def _local_effects(self) -> bool:
-        """Idempotent side effects as local activities (``SIDE_EFFECTS_LOCAL_PATCH``)."""
-        return workflow.patched(SIDE_EFFECTS_LOCAL_PATCH)
 
     @property
     def _pending(self) -> PendingRequest | None:
@@ -262,7 +248,7 @@ class EngagementBase:
         status: DispatchStatus,
     ) -> Awaitable[Any]:
         s = self._state
-        return options.CRM.run_effect(
+        return options.CRM.run(
             CrmActivities.log,
             CrmLogInput(
                 idempotency_key=side_effect_key(s.workflow_id, f"crm-{event}", s.request_seq),
@@ -276,7 +262,6 @@ class EngagementBase:
                 occurred_at=workflow.now(),
             ),
             "CRM log",
-            local=self._local_effects(),
         )
 
     async def _log(
