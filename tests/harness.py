@@ -24,8 +24,9 @@ from temporalio.worker import Interceptor
 from activities.firm import FirmActivities
 from activities.karbon import KarbonClient
 from activities.registry import tracker_for
-from dispatch.capacity import WorkCalendar
+from dispatch.capacity import WorkCalendar, available_hours
 from dispatch.config import FirmConfig, KarbonConnector
+from dispatch.decision import person_of
 from dispatch.ids import dispatcher_workflow_id, engagement_workflow_id
 from dispatch.models import (
     BlockReason,
@@ -84,6 +85,15 @@ class RunningWorker:
             firm.capacity_snapshot, SnapshotInput(firm_id=self.config.firm.id)
         )
         return fresh
+
+    async def jobs_past_capacity(self, hours: float, due: date) -> int:
+        """How many jobs of ``hours`` due ``due`` are sure to leave some waiting: more than the
+        whole firm's free hours hold. A fixed count overflows on some days and not others (on a
+        Monday morning the whole week is free; on a Thursday evening little of it is)."""
+        snap = await self.capacity()
+        calendar = WorkCalendar.of(snap.workdays, snap.holidays)
+        free = sum(available_hours(person_of(c), [], due, snap.today, calendar) for c in snap.staff)
+        return int(free // hours) + 1
 
     async def ledger(self) -> tuple[LedgerView, list[LedgerEntryView]]:
         """The dispatcher's ledger, every page of it."""

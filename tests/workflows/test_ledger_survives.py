@@ -350,8 +350,8 @@ async def test_a_partner_pick_that_does_not_fit_leaves_no_phantom_booking(
     config = relay_firm(sandbox.config)
     async with running_worker(client, config) as worker:
         due = workdays_ahead(config, 3)
-        # Enough to fill every bookkeeper; the last ones wait for a partner.
-        ids = await wave(worker, "p", 12, due)
+        # More than the firm's free hours hold: the last ones wait for a partner.
+        ids = await wave(worker, "p", await worker.jobs_past_capacity(HOURS, due), due)
         states = {w: await worker.state(w) for w in ids}
         waiting = [w for w, s in states.items() if s.status is DispatchStatus.NEEDS_PARTNER_REVIEW]
         assert waiting, "the firm should have run out of bookkeeping hours"

@@ -136,7 +136,8 @@ async def test_work_handed_over_for_review_frees_the_preparer_for_waiting_work(
     config = relay_firm(sandbox.config)
     async with running_worker(client, config) as worker:
         since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
-        jobs, states = await wave(worker, 12, workdays_ahead(config, 3))
+        due = workdays_ahead(config, 3)
+        jobs, states = await wave(worker, await worker.jobs_past_capacity(HOURS, due), due)
         waiting = [w for w, s in states.items() if s.status is DispatchStatus.NEEDS_PARTNER_REVIEW]
         assigned = [w for w, s in states.items() if s.status is DispatchStatus.ASSIGNED]
         assert waiting and assigned, "the firm should have run out of bookkeeping hours"
