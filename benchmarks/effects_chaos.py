@@ -252,11 +252,7 @@ def duplicates(counts: Iterable[int]) -> int:
 
 
 async def main(
-    n: int,
-    rate: float,
-    kill_every: float,
-    kill_for: float,
-    feed: bool,
+    n: int, rate: float, kill_every: float, kill_for: float, feed: bool
 ) -> dict[str, Any]:
     export_demo_secrets()
     env = await start_dev_server()

@@ -20,6 +20,7 @@ from tests.harness import (
     details,
     eventually,
     karbon_work_item,
+    patches_in,
     running_worker,
     workdays_ahead,
 )
@@ -159,12 +160,7 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             assert "pm_write_back" in scheduled and "pm_load_engagement" not in scheduled
             # One patch marker and one TemporalChangeVersion upsert for the engagement's six
             # patches (each marker and upsert is a history event, the upsert a visibility write).
-            markers = [
-                e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
-                for e in history.events
-                if e.marker_recorded_event_attributes.marker_name == "core_patch"
-            ]
-            assert [json.loads(m)["id"] for m in markers] == [ENGAGEMENT_PATCHES]
+            assert patches_in(history) == {ENGAGEMENT_PATCHES}
             upserts = [
                 e.upsert_workflow_search_attributes_event_attributes.search_attributes
                 for e in history.events
