@@ -10,6 +10,7 @@ or a dispatcher already running: put the new behaviour behind ``workflow.patched
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ from worker import WORKFLOWS
 from workflows.engagement.base import (
     ANSWER_IN_FLIGHT_PATCH,
     ENGAGEMENT_PATCHES,
+    ENGAGEMENT_PATCHES_2,
     PATCHES_IN_ONE,
+    PATCHES_IN_TWO,
     PM_LOAD_LOCAL_PATCH,
 )
 
@@ -93,6 +96,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     assert {"v5/karbon_loaded", "v6/karbon_loaded", "v6/accepted_and_completed"} <= names
     # Each patch its own marker (v6), then one marker for all of them (v7).
     assert {"v7/karbon_loaded", "v7/accepted_and_completed", "v7/answer_in_flight"} <= names
+    # Search attributes and memo upserted only where they change (v8).
+    assert {"v8/karbon_loaded", "v8/accepted_and_completed", "v8/partner_moved_due_date"} <= names
 
 
 @pytest.mark.parametrize(
@@ -102,6 +107,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         ("karbon_loaded", PM_LOAD_LOCAL_PATCH, "v5", "v6"),
         ("karbon_loaded", ENGAGEMENT_PATCHES, "v6", "v7"),
         ("answer_in_flight", ENGAGEMENT_PATCHES, "v6", "v7"),
+        ("karbon_loaded", ENGAGEMENT_PATCHES_2, "v7", "v8"),
+        ("accepted_and_completed", ENGAGEMENT_PATCHES_2, "v7", "v8"),
     ],
 )
 def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
@@ -122,6 +129,34 @@ def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
         # The one marker replaces the others: none of them is recorded beside it.
         assert recorded(before) & PATCHES_IN_ONE
         assert not recorded(after) & PATCHES_IN_ONE
+    if patch == ENGAGEMENT_PATCHES_2:
+        # The newer one marker alone: neither the older one nor any patch it names beside it.
+        assert recorded(after) == {ENGAGEMENT_PATCHES_2}
+        assert not recorded(before) & PATCHES_IN_TWO
+
+
+def _memo_fields_written(history: WorkflowHistory) -> Counter[str]:
+    return Counter(
+        key
+        for e in history.events
+        if e.HasField("workflow_properties_modified_event_attributes")
+        for key in e.workflow_properties_modified_event_attributes.upserted_memo.fields
+    )
+
+
+def test_before_index_changes_only_every_upsert_wrote_every_field_and_after_only_changes() -> None:
+    """The same Karbon story, recorded before and after ``index-changes-only``: before, every
+    upsert (the echo's read included) wrote the whole memo again; after, only what changed."""
+    ids = {name: workflow_id for name, workflow_id, _ in HISTORIES}
+
+    def history(version: str) -> WorkflowHistory:
+        name = f"{version}/karbon_loaded"
+        return WorkflowHistory.from_json(ids[name], TEXTS[name])
+
+    before, after = _memo_fields_written(history("v7")), _memo_fields_written(history("v8"))
+    assert before["client_id"] == before["service_type"] == 3  # loaded, assigned, echo
+    assert after["client_id"] == after["service_type"] == after["due_date"] == 1
+    assert set(after) == set(before)
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

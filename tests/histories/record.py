@@ -56,8 +56,10 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v7"
-"""v7: after ``engagement-patches-1`` (one marker for the engagement's six patches).
+CURRENT = "v8"
+"""v8: after ``engagement-patches-2`` (``index-changes-only``: search attributes and memo upserted
+with the values that changed).
+v7: after ``engagement-patches-1`` (one marker for the engagement's six patches).
 v6: after ``pm-load-local`` (the engagement read from the PM system by a local activity).
 v5: after ``answer-in-flight-kept`` (an answer that arrives with its request's send is taken).
 v4: after the partner's due-date move (the ``move_due`` Update and ``pm_move_due_date``)."""
@@ -283,7 +285,9 @@ async def fill(worker: RunningWorker, tag: str, n: int, days: int) -> list[str]:
 async def partner_pick_does_not_fit(worker: RunningWorker) -> str:
     """Waiting for a partner, the partner picks someone full: told so, and back in the queue;
     then someone else's work is cancelled and it assigns itself."""
-    ids = await fill(worker, "rec-pick", 12, 3)
+    # More than the firm's free hours hold, so someone waits whatever the day and hour.
+    n = await worker.jobs_past_capacity(16, workdays_ahead(worker.config, 3))
+    ids = await fill(worker, "rec-pick", n, 3)
     states = {w: await worker.state(w) for w in ids}
     target = next(w for w, s in states.items() if s.status is DispatchStatus.NEEDS_PARTNER_REVIEW)
     full = next(s.preparer.id for s in states.values() if s.preparer is not None)

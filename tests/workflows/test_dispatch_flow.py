@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
+from typing import Any
 
-from temporalio.client import Client
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
 
 from activities.firm import FirmActivities
@@ -27,7 +30,7 @@ from tests.harness import (
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
-from workflows.engagement.base import ENGAGEMENT_PATCHES
+from workflows.engagement.base import ENGAGEMENT_PATCHES_2
 
 
 async def test_assignment_fires_every_side_effect_once(
@@ -158,16 +161,65 @@ async def test_karbon_engagement_is_loaded_and_written_back(
                 if e.HasField("activity_task_scheduled_event_attributes")
             ]
             assert "pm_write_back" in scheduled and "pm_load_engagement" not in scheduled
-            # One patch marker and one TemporalChangeVersion upsert for the engagement's six
+            # One patch marker and one TemporalChangeVersion upsert for the engagement's seven
             # patches (each marker and upsert is a history event, the upsert a visibility write).
-            assert patches_in(history) == {ENGAGEMENT_PATCHES}
+            assert patches_in(history) == {ENGAGEMENT_PATCHES_2}
             upserts = [
                 e.upsert_workflow_search_attributes_event_attributes.search_attributes
                 for e in history.events
             ]
             assert sum("TemporalChangeVersion" in a.indexed_fields for a in upserts) == 1
+
+            # Karbon's Updated echo of our own write-back: read again, nothing changed, so
+            # nothing is upserted again (before, three search attributes and seven memo fields
+            # were written again with the same values).
+            before = len(history.events)
+            await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(event_key=f"{key}:echo"))
+
+            async def echo_read() -> bool | None:
+                reads = sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}", method="GET")
+                return True if len(reads) >= 2 else None
+
+            await eventually(echo_read, what="the echo read")
+            after = await eventually(
+                lambda: _completed_task_after(handle, before), what="the echo's workflow task"
+            )
+            assert not [e for e in after if _is_upsert(e)], [e.event_type for e in after]
+
+            # What does not change is written once (the payloads may be encrypted, so the
+            # fields are counted, not compared), and what the list shows is whole.
+            history = await handle.fetch_history()
+            fields = Counter(
+                key
+                for e in history.events
+                if e.HasField("workflow_properties_modified_event_attributes")
+                for key in e.workflow_properties_modified_event_attributes.upserted_memo.fields
+            )
+            assert [fields[k] for k in ("client_id", "service_type", "due_date")] == [1, 1, 1]
+            assert fields["preparer_id"] == 2  # none yet, then Priya
+            memo = await (await handle.describe()).memo()
+            assert memo["client_id"] == "cl-bayside-dental"
+            assert memo["service_type"] == "s_corp_return"
+            assert memo["preparer_id"] == "priya"
+            assert state.due_date is not None and memo["due_date"] == state.due_date.isoformat()
+            assert memo["why"] == state.decisions[0].reason
     finally:
         await karbon.aclose()
+
+
+def _is_upsert(event: HistoryEvent) -> bool:
+    return event.HasField("workflow_properties_modified_event_attributes") or event.HasField(
+        "upsert_workflow_search_attributes_event_attributes"
+    )
+
+
+async def _completed_task_after(
+    handle: WorkflowHandle[Any, Any], first: int
+) -> list[HistoryEvent] | None:
+    """The events after the first ``first``, once a workflow task has completed among them."""
+    events = (await handle.fetch_history()).events[first:]
+    completed = any(e.HasField("workflow_task_completed_event_attributes") for e in events)
+    return list(events) if completed else None
 
 
 async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(

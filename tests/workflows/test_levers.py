@@ -42,7 +42,7 @@ from tests.workflows.test_ledger_survives import HOURS, assert_truth, settled
 from worker import WORKFLOWS
 from workflows.dispatcher import DAY_LEFT_PATCH, OPEN_HOURS_PATCH, PARTNER_OPTIONS_PATCH
 from workflows.engagement import EngagementWorkflow
-from workflows.engagement.base import ENGAGEMENT_PATCHES, LEVERS_PATCH, PATCHES_IN_ONE
+from workflows.engagement.base import ENGAGEMENT_PATCHES_2, LEVERS_PATCH, PATCHES_IN_TWO
 
 skipping = test_checkpoints.skipping
 """The time-skipping server (a fresh one per test), for the daily read of hours logged."""
@@ -81,7 +81,7 @@ async def replays(client: Client, workflow_id: str, patch: str) -> None:
     handle = client.get_workflow_handle(workflow_id)
     history: WorkflowHistory = await handle.fetch_history()
     recorded = patches_in(history)
-    assert patch in recorded or (patch in PATCHES_IN_ONE and ENGAGEMENT_PATCHES in recorded)
+    assert patch in recorded or (patch in PATCHES_IN_TWO and ENGAGEMENT_PATCHES_2 in recorded)
     await Replayer(workflows=WORKFLOWS, data_converter=data_converter()).replay_workflow(history)
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -99,6 +100,20 @@ PATCHES_IN_ONE = frozenset(
         PM_LOAD_LOCAL_PATCH,
     }
 )
+CHANGES_ONLY_PATCH = "index-changes-only"
+"""Search attributes and memo are upserted with the values that changed, and not at all when
+none did. Before, every status change and every read from the PM system wrote all of them
+again: Karbon's ``Updated`` echo of our own write-back re-wrote three search attributes and
+seven memo fields with the same values (two history events and a visibility write each time,
+and seven payloads through the codec)."""
+ENGAGEMENT_PATCHES_2 = "engagement-patches-2"
+"""The one marker for ``PATCHES_IN_TWO``: the six of ``engagement-patches-1`` and
+``index-changes-only``. Asked for before ``engagement-patches-1``, which an engagement started
+between the two still answers to."""
+PATCHES_IN_TWO = PATCHES_IN_ONE | {CHANGES_ONLY_PATCH}
+PATCH_BUNDLES = ((ENGAGEMENT_PATCHES_2, PATCHES_IN_TWO), (ENGAGEMENT_PATCHES, PATCHES_IN_ONE))
+"""Newest first: the first bundle marker an engagement answers to names the patches it takes
+without markers of their own."""
 LOGGED_READ_EVERY = timedelta(hours=24)
 """How often the hours logged on the job are read for the open-hours ledger."""
 SEEN_EVENTS = 200
@@ -150,17 +165,22 @@ class EngagementBase:
     _decisions: list[PartnerDecision]
     _due_moves: list[DueDateMove]
     _last_candidates: list[CandidateScore]
-    _all_patches: bool | None
+    _bundle: frozenset[str] | None
+    _upserted: dict[str, Any]
 
     def _patched(self, patch_id: str) -> bool:
         """``workflow.patched(patch_id)``, or true without a marker of its own for an
-        engagement that recorded ``ENGAGEMENT_PATCHES``. The one marker is asked for first, at
-        the engagement's first ``_patched``: in an older history it is absent, so it is false
-        there and each patch replays its own marker."""
-        assert patch_id in PATCHES_IN_ONE, patch_id
-        if self._all_patches is None:
-            self._all_patches = workflow.patched(ENGAGEMENT_PATCHES)
-        return self._all_patches or workflow.patched(patch_id)
+        engagement that recorded a bundle marker naming it (``PATCH_BUNDLES``). The bundles are
+        asked for first, newest first, at the engagement's first ``_patched``: a new engagement
+        records the newest alone; in an older history the newer ones are absent, so they are
+        false there and it replays the bundle, or each patch's own marker, it recorded."""
+        assert patch_id in PATCHES_IN_TWO, patch_id
+        if self._bundle is None:
+            self._bundle = next(
+                (patches for marker, patches in PATCH_BUNDLES if workflow.patched(marker)),
+                frozenset(),
+            )
+        return patch_id in self._bundle or workflow.patched(patch_id)
 
     @property
     def _pending(self) -> PendingRequest | None:
@@ -377,9 +397,24 @@ class EngagementBase:
             self._note(status.value, detail)
         self._memo(why=detail)
 
-    def _index(self, updates: list[Any]) -> None:
-        if self._indexed:
+    def _index(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
+        if not self._indexed:
+            return
+        changed = self._changes({f"sa:{u.key.name}": u.value for u in updates})
+        if changed is not None:
+            updates = [u for u in updates if f"sa:{u.key.name}" in changed]
+        if updates:
             workflow.upsert_search_attributes(updates)
+
+    def _changes(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Of ``values`` (search attributes and memo fields this run upserts), those that
+        differ from what this run last upserted; None (upsert them all) for an engagement that
+        started before ``CHANGES_ONLY_PATCH``. Either way they are remembered: a run starts
+        with nothing remembered, so its first upsert of each is whole (a continued run)."""
+        upserted = self._upserted
+        changed = {k: v for k, v in values.items() if k not in upserted or upserted[k] != v}
+        upserted.update(values)
+        return changed if self._patched(CHANGES_ONLY_PATCH) else None
 
     def _memo(self, why: str | None = None) -> None:
         s = self._state
@@ -401,7 +436,10 @@ class EngagementBase:
             picks = partner_review.partner_candidates(s.decisions, shown)
             if picks:
                 memo[partner_review.MEMO_KEY] = partner_review.review_memo(s.request_seq, picks)
-        workflow.upsert_memo(memo)
+        changed = self._changes({f"memo:{k}": v for k, v in memo.items()})
+        upsert = memo if changed is None else {k: memo[k] for k in memo if f"memo:{k}" in changed}
+        if upsert:
+            workflow.upsert_memo(upsert)
         # The Web UI's "current details" (served by a query, never written to history, so it
         # needs no patch): where the engagement stands, by ids, as the memo.
         workflow.set_current_details(

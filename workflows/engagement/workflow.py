@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -79,8 +80,11 @@ class EngagementWorkflow(PmChanges):
         self._levers = False
         """Open hours and partner options (``LEVERS_PATCH``); set at the start of ``run``."""
         self._local_reads = False
-        self._all_patches: bool | None = None
-        """``ENGAGEMENT_PATCHES``, asked for with the first patch (``_patched``)."""
+        self._bundle: frozenset[str] | None = None
+        """The patches the engagement's bundle marker names, asked for with the first patch
+        (``_patched``)."""
+        self._upserted: dict[str, Any] = {}
+        """Search attributes and memo fields as this run last upserted them (not carried)."""
         self._pm_updates: list[PmUpdate] = []
         self._reassignments: list[tuple[Role, str, str]] = []
         self._decisions: list[PartnerDecision] = []
