@@ -173,16 +173,9 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             # Karbon's Updated echo of our own write-back: read again, nothing changed, so
             # nothing is upserted again (before, three search attributes and seven memo fields
             # were written again with the same values).
-            before = len(history.events)
             await handle.signal(EngagementWorkflow.pm_updated, PmUpdate(event_key=f"{key}:echo"))
-
-            async def echo_read() -> bool | None:
-                reads = sandbox.requests(prefix=f"/karbon/v3/WorkItems/{key}", method="GET")
-                return True if len(reads) >= 2 else None
-
-            await eventually(echo_read, what="the echo read")
             after = await eventually(
-                lambda: _completed_task_after(handle, before), what="the echo's workflow task"
+                lambda: _echo_handled(handle), what="the echo read and its workflow task"
             )
             assert not [e for e in after if _is_upsert(e)], [e.event_type for e in after]
 
@@ -213,13 +206,22 @@ def _is_upsert(event: HistoryEvent) -> bool:
     )
 
 
-async def _completed_task_after(
-    handle: WorkflowHandle[Any, Any], first: int
-) -> list[HistoryEvent] | None:
-    """The events after the first ``first``, once a workflow task has completed among them."""
-    events = (await handle.fetch_history()).events[first:]
-    completed = any(e.HasField("workflow_task_completed_event_attributes") for e in events)
-    return list(events) if completed else None
+async def _echo_handled(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent] | None:
+    """The events after the ``pm_updated`` signal, once the read it caused is recorded (its
+    local activity's marker comes with the workflow task that handled the signal)."""
+    events = list((await handle.fetch_history()).events)
+    signalled = [
+        i
+        for i, e in enumerate(events)
+        if e.workflow_execution_signaled_event_attributes.signal_name == "pm_updated"
+    ]
+    if not signalled:
+        return None
+    after = events[signalled[0] + 1 :]
+    read = any(
+        e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in after
+    )
+    return after if read else None
 
 
 async def test_no_room_goes_to_partner_then_assigns_itself_when_hours_free_up(
