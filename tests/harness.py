@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -192,6 +193,17 @@ def patches_in(history: WorkflowHistory) -> set[str]:
             for payload in marker.details["patch-data"].payloads:
                 found.add(json.loads(payload.data)["id"])
     return found
+
+
+def memo_fields_written(history: WorkflowHistory) -> Counter[str]:
+    """How many times each memo field was upserted in a history (counted, not compared: the
+    payloads may be encrypted)."""
+    return Counter(
+        key
+        for e in history.events
+        if e.HasField("workflow_properties_modified_event_attributes")
+        for key in e.workflow_properties_modified_event_attributes.upserted_memo.fields
+    )
 
 
 def story(state: EngagementState) -> str:

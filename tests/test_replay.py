@@ -10,7 +10,6 @@ or a dispatcher already running: put the new behaviour behind ``workflow.patched
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from app.temporal import data_converter
-from tests.harness import patches_in
+from tests.harness import memo_fields_written, patches_in
 from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
 from workflows.engagement.base import (
@@ -135,15 +134,6 @@ def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
         assert not recorded(before) & PATCHES_IN_TWO
 
 
-def _memo_fields_written(history: WorkflowHistory) -> Counter[str]:
-    return Counter(
-        key
-        for e in history.events
-        if e.HasField("workflow_properties_modified_event_attributes")
-        for key in e.workflow_properties_modified_event_attributes.upserted_memo.fields
-    )
-
-
 def test_before_index_changes_only_every_upsert_wrote_every_field_and_after_only_changes() -> None:
     """The same Karbon story, recorded before and after ``index-changes-only``: before, every
     upsert (the echo's read included) wrote the whole memo again; after, only what changed."""
@@ -153,7 +143,7 @@ def test_before_index_changes_only_every_upsert_wrote_every_field_and_after_only
         name = f"{version}/karbon_loaded"
         return WorkflowHistory.from_json(ids[name], TEXTS[name])
 
-    before, after = _memo_fields_written(history("v7")), _memo_fields_written(history("v8"))
+    before, after = memo_fields_written(history("v7")), memo_fields_written(history("v8"))
     assert before["client_id"] == before["service_type"] == 3  # loaded, assigned, echo
     assert after["client_id"] == after["service_type"] == after["due_date"] == 1
     assert set(after) == set(before)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from typing import Any
 
 from temporalio.api.history.v1 import HistoryEvent
@@ -23,6 +22,7 @@ from tests.harness import (
     details,
     eventually,
     karbon_work_item,
+    memo_fields_written,
     patches_in,
     running_worker,
     workdays_ahead,
@@ -179,15 +179,8 @@ async def test_karbon_engagement_is_loaded_and_written_back(
             )
             assert not [e for e in after if _is_upsert(e)], [e.event_type for e in after]
 
-            # What does not change is written once (the payloads may be encrypted, so the
-            # fields are counted, not compared), and what the list shows is whole.
-            history = await handle.fetch_history()
-            fields = Counter(
-                key
-                for e in history.events
-                if e.HasField("workflow_properties_modified_event_attributes")
-                for key in e.workflow_properties_modified_event_attributes.upserted_memo.fields
-            )
+            # What does not change is written once, and what the list shows is whole.
+            fields = memo_fields_written(await handle.fetch_history())
             assert [fields[k] for k in ("client_id", "service_type", "due_date")] == [1, 1, 1]
             assert fields["preparer_id"] == 2  # none yet, then Priya
             memo = await (await handle.describe()).memo()
