@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.liveness import heartbeating
 from activities.roles import ChatActivities, TimeTrackerActivities
 from dispatch import ENGAGEMENT_ID_PREFIX, TASK_QUEUE
 from dispatch.capacity import week_start
@@ -121,6 +122,10 @@ class FirmActivities:
     @activity.defn(name="firm_capacity_snapshot")
     async def capacity_snapshot(self, input: SnapshotInput) -> CapacitySnapshot:
         """Staff, their weekly capacity and logged hours (this week and last), and the rules."""
+        async with heartbeating():
+            return await self._capacity_snapshot(input)
+
+    async def _capacity_snapshot(self, input: SnapshotInput) -> CapacitySnapshot:
         config = self._config
         now = self._clock()
         today = now.astimezone(self._zone).date()
@@ -320,6 +325,10 @@ class FirmActivities:
         without (a reconciliation) by query, which changes nothing. Engagements are found in
         visibility by type and task queue (the worker that serves this firm).
         """
+        async with heartbeating():
+            return await self._collect_holdings(input)
+
+    async def _collect_holdings(self, input: CollectHoldingsInput) -> CollectedHoldings:
         if input.settle_seconds:
             await asyncio.sleep(input.settle_seconds)
         client = activity.client()
@@ -368,7 +377,6 @@ class FirmActivities:
                     except (RPCError, WorkflowUpdateFailedError, TimeoutError) as err:
                         if attempt == 2:
                             log.warning("engagement %s did not answer: %s", workflow_id, err)
-                    activity.heartbeat(workflow_id)
                     await asyncio.sleep(0.5 * (attempt + 1))
             return None
 
@@ -387,6 +395,10 @@ class FirmActivities:
     async def closed_engagements(self, input: ClosedEngagementsInput) -> ClosedEngagements:
         """Engagements of this worker's queue that closed since ``since`` by any means but a
         continue-as-new (terminated, timed out, failed, cancelled, completed)."""
+        async with heartbeating():
+            return await self._closed_engagements(input)
+
+    async def _closed_engagements(self, input: ClosedEngagementsInput) -> ClosedEngagements:
         client = activity.client()
         task_queue = activity.info().task_queue or TASK_QUEUE
         since = input.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -2,7 +2,8 @@
 
 A solve takes up to the policy's time limit of CPU (seconds), far past the 2 s a workflow task
 may take, and it is not replay-safe code to run in the workflow sandbox. It runs in a thread
-(``asyncio.to_thread``) so the worker's event loop keeps serving other activities meanwhile.
+(``asyncio.to_thread``) so the worker's event loop keeps serving other activities meanwhile,
+and keeps beating (``activities.liveness``): CP-SAT releases the GIL while it searches.
 
 The result is only the plan (who takes which role) plus the solver's status: the dispatcher
 rebuilds each explained decision itself with ``dispatch.optimizer.apply_plan``, re-checking
@@ -17,6 +18,7 @@ import asyncio
 
 from temporalio import activity
 
+from activities.liveness import heartbeating
 from dispatch.decision import Ledger
 from dispatch.models import OptimizeBatchInput, OptimizedBatch, PlannedRole
 from dispatch.optimizer import OptimizerWeights, optimize_batch
@@ -32,7 +34,8 @@ class OptimizerActivities:
     @activity.defn(name=ACTIVITY_NAME)
     async def optimize_assignments(self, input: OptimizeBatchInput) -> OptimizedBatch:
         """Assign a batch jointly (or say why the greedy rule's plan is the answer)."""
-        return await asyncio.to_thread(self._optimize, input)
+        async with heartbeating():
+            return await asyncio.to_thread(self._optimize, input)
 
     def _optimize(self, input: OptimizeBatchInput) -> OptimizedBatch:
         plan = optimize_batch(

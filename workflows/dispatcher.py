@@ -655,6 +655,7 @@ class DispatcherWorkflow:
                 # Bounded overall: a worker without the optimiser (or none polling) must not
                 # hold the firm's dispatch; the greedy rule answers instead.
                 schedule_to_close_timeout=timedelta(seconds=4 * limit + 90),
+                heartbeat_timeout=options.HEARTBEAT,
                 retry_policy=RetryPolicy(maximum_attempts=2),
                 summary=f"assign {len(requests)} jointly",
             )

@@ -27,6 +27,9 @@ class Integration:
     total: timedelta
     """schedule_to_close: every try together."""
     max_interval: timedelta
+    heartbeat: timedelta | None = None
+    """heartbeat_timeout: a worker that dies mid-attempt is noticed this soon (the activity
+    beats in the background, ``activities.liveness``), not when ``attempt`` runs out."""
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -59,10 +62,15 @@ class Integration:
             arg,
             start_to_close_timeout=self.attempt,
             schedule_to_close_timeout=self.total,
+            heartbeat_timeout=self.heartbeat,
             retry_policy=self.retry_policy,
             summary=summary,
         )
 
+
+HEARTBEAT = timedelta(seconds=20)
+"""For the dispatcher's own activities: while one of them waits on a dead worker, the firm's
+dispatch waits too. Generous against a busy worker's event loop (it beats every 2 s)."""
 
 PM = Integration(timedelta(seconds=30), timedelta(minutes=15), timedelta(seconds=60))
 """Karbon allows ~120 requests/min; bursts meet 429s that Retry-After paces."""
@@ -79,12 +87,16 @@ FIRM = Integration(timedelta(seconds=90), timedelta(minutes=5), timedelta(second
 """Reads of the firm config and the capacity snapshot. The snapshot pages through the time
 tracker (Harvest allows 100 requests per 15 s), so one attempt may take a while."""
 
-SNAPSHOT = Integration(timedelta(seconds=60), timedelta(minutes=2), timedelta(seconds=10))
+SNAPSHOT = Integration(
+    timedelta(seconds=60), timedelta(minutes=2), timedelta(seconds=10), heartbeat=HEARTBEAT
+)
 """The dispatcher's capacity read. The activity degrades a tracker outage to the last figures
 itself; this bound only covers a worker that cannot run it at all, and then the dispatcher
 keeps the snapshot it has and tries again a minute later."""
 
-LEDGER = Integration(timedelta(minutes=10), timedelta(minutes=30), timedelta(seconds=30))
+LEDGER = Integration(
+    timedelta(minutes=10), timedelta(minutes=30), timedelta(seconds=30), heartbeat=HEARTBEAT
+)
 """Collecting the engagements' holdings for a rebuild: one page of up to 500 engagements per
 attempt, each asked with its own short timeout."""
 
