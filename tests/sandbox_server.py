@@ -74,6 +74,11 @@ class RunningSandbox:
     def reset(self) -> None:
         httpx.post(f"{self.base_url}/_sandbox/reset").raise_for_status()
 
+    def faults(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the fault rules (``sandbox/faults.py``); ``[]`` heals every vendor."""
+        answer = httpx.post(f"{self.base_url}/_sandbox/faults", json={"rules": rules})
+        answer.raise_for_status()
+
 
 @contextmanager
 def run_sandbox(

@@ -20,6 +20,7 @@ from app.temporal import data_converter
 from tests.harness import memo_fields_written, patches_in
 from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
+from workflows.dispatcher import NOTICE_BESIDE_PATCH
 from workflows.engagement.base import (
     ANSWER_IN_FLIGHT_PATCH,
     ENGAGEMENT_PATCHES,
@@ -97,6 +98,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     assert {"v7/karbon_loaded", "v7/accepted_and_completed", "v7/answer_in_flight"} <= names
     # Search attributes and memo upserted only where they change (v8).
     assert {"v8/karbon_loaded", "v8/accepted_and_completed", "v8/partner_moved_due_date"} <= names
+    # The partner's outage notice sent beside the decisions (v9, the dispatcher's only).
+    assert {"v9/dispatcher_outage", "v9/dispatcher_outage_chat_down"} <= names
 
 
 @pytest.mark.parametrize(
@@ -108,6 +111,7 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         ("answer_in_flight", ENGAGEMENT_PATCHES, "v6", "v7"),
         ("karbon_loaded", ENGAGEMENT_PATCHES_2, "v7", "v8"),
         ("accepted_and_completed", ENGAGEMENT_PATCHES_2, "v7", "v8"),
+        ("dispatcher_outage", NOTICE_BESIDE_PATCH, "v8", "v9"),
     ],
 )
 def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
@@ -147,6 +151,32 @@ def test_before_index_changes_only_every_upsert_wrote_every_field_and_after_only
     assert before["client_id"] == before["service_type"] == 3  # loaded, assigned, echo
     assert after["client_id"] == after["service_type"] == after["due_date"] == 1
     assert set(after) == set(before)
+
+
+def decided_while_telling(name: str) -> int:
+    """Answers the dispatcher sent between scheduling the partner's outage notice and hearing
+    how it went."""
+    history = json.loads(TEXTS[name])
+    telling, sent = set(), 0
+    for event in history["events"]:
+        kind = event["eventType"]
+        if kind == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED":
+            attrs = event["activityTaskScheduledEventAttributes"]
+            if attrs["activityType"]["name"] == "firm_capacity_outage_notice":
+                telling.add(event["eventId"])
+        elif kind in ("EVENT_TYPE_ACTIVITY_TASK_COMPLETED", "EVENT_TYPE_ACTIVITY_TASK_FAILED"):
+            attrs = next(v for k, v in event.items() if k.endswith("EventAttributes"))
+            telling.discard(attrs["scheduledEventId"])
+        elif kind == "EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED" and telling:
+            sent += 1
+    return sent
+
+
+def test_before_notice_beside_decisions_dispatch_waited_for_the_notice_and_after_not() -> None:
+    """Recorded before ``outage-notice-beside-decisions``, no answer went out while the notice
+    was on its way; after it, with Slack refusing the notice, the decisions went on."""
+    assert decided_while_telling("v8/dispatcher_outage") == 0
+    assert decided_while_telling("v9/dispatcher_outage_chat_down") >= 2
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

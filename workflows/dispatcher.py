@@ -134,6 +134,10 @@ PARTNER_OPTIONS_PATCH = "partner-options"
 CONTINUE_WHEN_BUSY_PATCH = "dispatch-continue-when-busy"
 """Continue as new when the history is long even while requests keep arriving (they are carried);
 before it the dispatcher waited until it was idle, which a busy season may never give it."""
+NOTICE_BESIDE_PATCH = "outage-notice-beside-decisions"
+"""The managing partner's notice that the time tracker is down (or back) is sent beside the
+decisions, not before them: a chat outage at the same moment held dispatch for the notice's
+retries (up to ``options.CHAT_NOTICE.total``, five minutes)."""
 HISTORY_EVENTS_MAX = 2000
 """Continue as new past this many events whatever the server suggests: a worker that lost the
 dispatcher from its cache replays the whole history inside one workflow task, and that replay
@@ -171,6 +175,10 @@ class DispatcherWorkflow:
         self._snapshot_failed_at: datetime | None = None
         self._outage_since: datetime | None = None
         self._outage_told = False
+        self._notice: asyncio.Task[None] | None = None
+        """The partner's last outage notice (the next one waits for it)."""
+        self._notices_pending = 0
+        """Notices not yet sent (nor given up): a run does not continue as new before them."""
         self._recent: OrderedDict[str, AssignmentResult] = OrderedDict()
         self._arrived: dict[str, datetime] = {}
         self._rebuild_asked = False
@@ -277,7 +285,11 @@ class DispatcherWorkflow:
             await self._rebuild_if_needed()
             if not self._ready:
                 continue
-            if self._history_long() and workflow.patched(CONTINUE_WHEN_BUSY_PATCH):
+            if (
+                self._history_long()
+                and not self._notices_pending
+                and workflow.patched(CONTINUE_WHEN_BUSY_PATCH)
+            ):
                 await self._continue_while_busy()
             if self._inbox or self._syncs or self._book.live:
                 await self._process()
@@ -285,6 +297,9 @@ class DispatcherWorkflow:
             if await self._housekeeping():
                 continue
             if self._continue or workflow.info().is_continue_as_new_suggested():
+                if self._notices_pending:
+                    await self._notice_or_message()
+                    continue
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (self._inbox or self._syncs or self._book.live):
                     self._continue_as_new()
@@ -763,7 +778,7 @@ class DispatcherWorkflow:
             ]
             self._book.tracker_as_of = fresh.taken_at
             if self._outage_since is not None:
-                await self._tell_outage(fresh, recovered=True)
+                await self._tell(fresh, recovered=True)
             self._outage_since = None
             self._outage_told = False
         else:
@@ -772,12 +787,41 @@ class DispatcherWorkflow:
                 self._outage_since = workflow.now()
             if not self._outage_told:
                 self._outage_told = True
-                await self._tell_outage(fresh, recovered=False)
+                await self._tell(fresh, recovered=False)
         return fresh, True
 
-    async def _tell_outage(self, snapshot: CapacitySnapshot, *, recovered: bool) -> None:
-        """Once per outage (and once when it heals): the managing partner hears of it."""
+    async def _tell(self, snapshot: CapacitySnapshot, *, recovered: bool) -> None:
+        """Once per outage (and once when it heals): the managing partner hears of it, in the
+        background, in order (an outage's end is never told before its start)."""
         since = self._outage_since or workflow.now()
+        if not workflow.patched(NOTICE_BESIDE_PATCH):
+            await self._tell_outage(snapshot, recovered=recovered, since=since)
+            return
+        earlier = self._notice
+
+        async def in_turn() -> None:
+            try:
+                if earlier is not None:
+                    await earlier
+                await self._tell_outage(snapshot, recovered=recovered, since=since)
+            finally:
+                self._notices_pending -= 1
+
+        self._notices_pending += 1
+        self._notice = asyncio.create_task(in_turn())
+
+    async def _notice_or_message(self) -> None:
+        """Time to continue as new, but a notice is still on its way (a run that ended would
+        drop it): go on deciding meanwhile. Bounded by the notice's own total timeout."""
+        await workflow.wait_condition(
+            lambda: (
+                not self._notices_pending or bool(self._inbox or self._syncs or self._rebuild_asked)
+            ),
+        )
+
+    async def _tell_outage(
+        self, snapshot: CapacitySnapshot, *, recovered: bool, since: datetime
+    ) -> None:
         try:
             await options.CHAT_NOTICE.run(
                 FirmActivities.capacity_outage_notice,
@@ -980,6 +1024,7 @@ class DispatcherWorkflow:
 __all__ = [
     "CONTINUE_WHEN_BUSY_PATCH",
     "DAY_LEFT_PATCH",
+    "NOTICE_BESIDE_PATCH",
     "OPEN_HOURS_PATCH",
     "OPTIMIZE_ACTIVITY",
     "PARTNER_OPTIONS_PATCH",

@@ -43,6 +43,7 @@ from dispatch.models import (
 from tests.conftest import start_dev_server, temporal_test_server
 from tests.harness import (
     RunningWorker,
+    chat_posts,
     details,
     eventually,
     karbon_work_item,
@@ -56,8 +57,10 @@ from tests.workflows.conftest import relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v8"
-"""v8: after ``engagement-patches-2`` (``index-changes-only``: search attributes and memo upserted
+CURRENT = "v9"
+"""v9: after the dispatcher's ``outage-notice-beside-decisions`` (the partner's notice of a
+tracker outage sent beside the decisions); only the two dispatcher outage scenarios.
+v8: after ``engagement-patches-2`` (``index-changes-only``: search attributes and memo upserted
 with the values that changed).
 v7: after ``engagement-patches-1`` (one marker for the engagement's six patches).
 v6: after ``pm-load-local`` (the engagement read from the PM system by a local activity).
@@ -390,19 +393,35 @@ async def dispatcher_rebuilt(worker: RunningWorker) -> tuple[str, str]:
     return worker.dispatcher.id, run
 
 
-async def dispatcher_outage(worker: RunningWorker, sandbox: RunningSandbox) -> tuple[str, str]:
-    """The time tracker fails mid-season: decisions go on with the last figures."""
-    await fill(worker, "rec-out1", 2, 8)
+async def dispatcher_outage(
+    worker: RunningWorker, sandbox: RunningSandbox, chat_down: bool = False
+) -> tuple[str, str]:
+    """The time tracker fails mid-season: decisions go on with the last figures. With
+    ``chat_down`` Slack refuses the partner's notices until the tracker is back, so both
+    notices are still on their way while engagements are decided."""
+    tag = "rec-cd" if chat_down else "rec-out"  # one server records both: ids apart
+    await fill(worker, f"{tag}1", 2, 8)
+    slack = [{"route": "/slack", "status": 503}] if chat_down else []
     async with httpx.AsyncClient() as http:
-        rules = {"rules": [{"route": "/harvest", "status": 503}]}
-        (await http.post(f"{sandbox.base_url}/_sandbox/faults", json=rules)).raise_for_status()
+
+        async def rules(rules: list[dict[str, object]]) -> None:
+            url = f"{sandbox.base_url}/_sandbox/faults"
+            (await http.post(url, json={"rules": rules})).raise_for_status()
+
+        await rules([{"route": "/harvest", "status": 503}, *slack])
         await asyncio.sleep(1.5)
-        await fill(worker, "rec-out2", 2, 8)
-        (
-            await http.post(f"{sandbox.base_url}/_sandbox/faults", json={"rules": []})
-        ).raise_for_status()
-    await asyncio.sleep(6)
-    await fill(worker, "rec-out3", 1, 8)
+        await fill(worker, f"{tag}2", 2, 8)
+        await rules(slack)
+        await asyncio.sleep(6)
+        await fill(worker, f"{tag}3", 1, 8)
+        await rules([])
+    if chat_down:
+
+        async def both_told() -> bool | None:
+            texts = [str(p.get("text", "")) for p in chat_posts(sandbox)]
+            return True if sum("Time tracker" in t for t in texts) >= 2 else None
+
+        await eventually(both_told, timeout=120, what="both outage notices")
     run = (await worker.dispatcher.describe()).run_id or ""
     return worker.dispatcher.id, run
 
@@ -486,14 +505,19 @@ async def main(only: set[str] | None) -> None:
                 async with running_worker(env.client, config) as worker:
                     workflow_id, run_id = await dispatcher_rebuilt(worker)
                     await save(env.client, workflow_id, "dispatcher_rebuilt", folder, run_id)
-            if wanted("dispatcher_outage"):
+            quick = config.model_copy(
+                update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
+            )
+            for name, chat_down in (
+                ("dispatcher_outage", False),
+                ("dispatcher_outage_chat_down", True),
+            ):
+                if not wanted(name):
+                    continue
                 sandbox.reset()
-                quick = config.model_copy(
-                    update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
-                )
                 async with running_worker(env.client, quick) as worker:
-                    workflow_id, run_id = await dispatcher_outage(worker, sandbox)
-                    await save(env.client, workflow_id, "dispatcher_outage", folder, run_id)
+                    workflow_id, run_id = await dispatcher_outage(worker, sandbox, chat_down)
+                    await save(env.client, workflow_id, name, folder, run_id)
         finally:
             await env.shutdown()
         if wanted("continued_as_new"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -11,7 +12,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from dispatch.models import DispatchStatus
 from tests.conftest import start_dev_server
-from tests.harness import details, eventually, running_worker, workdays_ahead
+from tests.harness import (
+    RunningWorker,
+    chat_posts,
+    details,
+    eventually,
+    running_worker,
+    workdays_ahead,
+)
 from tests.sandbox_server import RunningSandbox
 from tests.workflows.conftest import relay_firm
 
@@ -38,22 +46,7 @@ async def test_dispatcher_continues_as_new_without_losing_reservations(
         first_run = (await worker.dispatcher.describe()).run_id
         handles = []
         for wave in range(4):  # several waves, so several batches and histories
-            handles += await asyncio.gather(
-                *(
-                    worker.start(
-                        details(
-                            f"can-{wave}-{n}",
-                            service_type="monthly_bookkeeping",
-                            hours=1,
-                            due=workdays_ahead(config, 10),
-                            client_id=f"cl-{wave}-{n}",
-                        )
-                    )
-                    for n in range(8)
-                )
-            )
-            for handle in handles[-8:]:
-                await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
+            handles += await assigned_wave(worker, f"can-{wave}", 8)
 
         async def runs() -> list[WorkflowExecutionStatus | None] | None:
             found = [
@@ -86,3 +79,77 @@ async def test_engagement_restarts_a_stopped_dispatcher(
         assert state.preparer is not None
         description = await worker.dispatcher.describe()
         assert description.status is WorkflowExecutionStatus.RUNNING
+
+
+async def test_a_notice_on_its_way_is_not_dropped_by_continue_as_new(
+    short_history_env: WorkflowEnvironment, sandbox: RunningSandbox
+) -> None:
+    """The tracker and Slack are both down: the partner's notice is retried while the dispatcher
+    goes on deciding, its history passes the 40 events after which the server suggests a
+    continue-as-new, and the run that owes the notice waits for it before continuing (a run
+    that ended would drop it). Slack back: the notice goes out once, then the run continues."""
+    sandbox.reset()
+    client = short_history_env.client
+    config = relay_firm(sandbox.config)
+    config = config.model_copy(
+        update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
+    )
+    async with running_worker(client, config) as worker:
+        since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
+        sandbox.faults([{"route": "/harvest", "status": 401}, SLACK_DOWN])
+        await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
+
+        async def notice_pending() -> str | None:
+            description = await worker.dispatcher.describe()
+            names = {a.activity_type.name for a in description.raw_description.pending_activities}
+            return description.run_id if "firm_capacity_outage_notice" in names else None
+
+        handles = await assigned_wave(worker, "nb-0")
+        owing = await eventually(notice_pending, what="the outage notice on its way")
+        for wave in (1, 2):
+            handles += await assigned_wave(worker, f"nb-{wave}")
+        description = await worker.dispatcher.describe()
+        assert description.raw_description.workflow_execution_info.history_length > 40
+        assert await notice_pending() == owing, "the run continued as new with a notice owed"
+
+        sandbox.faults([])
+
+        async def continued() -> bool | None:
+            run = worker.client.get_workflow_handle(worker.dispatcher.id, run_id=owing)
+            status = (await run.describe()).status
+            return True if status is WorkflowExecutionStatus.CONTINUED_AS_NEW else None
+
+        await eventually(continued, timeout=120, what="the run that owed the notice to continue")
+        told = [
+            p
+            for p in chat_posts(sandbox, since)
+            if "Time tracker unavailable" in str(p.get("text", ""))
+        ]
+        assert len(told) == 1, "the notice owed was dropped (or told twice)"
+        bookings = await worker.bookings()
+        booked = {r.workflow_id for s in bookings.staff for r in s.reservations}
+        assert booked == {h.id for h in handles}
+
+
+SLACK_DOWN = {"route": "/slack", "status": 503}
+
+
+async def assigned_wave(worker: RunningWorker, tag: str, n: int = 6) -> list[Any]:
+    """``n`` one-hour bookkeeping jobs, each waited for until it is assigned."""
+    handles = await asyncio.gather(
+        *(
+            worker.start(
+                details(
+                    f"{tag}-{i}",
+                    service_type="monthly_bookkeeping",
+                    hours=1,
+                    due=workdays_ahead(worker.config, 10),
+                    client_id=f"cl-{tag}-{i}",
+                )
+            )
+            for i in range(n)
+        )
+    )
+    for handle in handles:
+        await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
+    return list(handles)

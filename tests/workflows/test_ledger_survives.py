@@ -13,7 +13,6 @@ import uuid
 from datetime import date
 from typing import Any
 
-import httpx
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
@@ -72,12 +71,6 @@ async def wave(worker: RunningWorker, tag: str, n: int, due: date) -> list[str]:
     for handle in handles:
         await worker.wait_state(handle.id, settled, timeout=60)
     return [h.id for h in handles]
-
-
-async def faults(sandbox: RunningSandbox, rules: list[dict[str, Any]]) -> None:
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(f"{sandbox.base_url}/_sandbox/faults", json={"rules": rules})
-        answer.raise_for_status()
 
 
 async def assert_truth(worker: RunningWorker, live: list[str]) -> dict[str, float]:
@@ -199,7 +192,7 @@ async def test_a_time_tracker_outage_degrades_and_heals(
         first = await wave(worker, "o1", 3, due)
         since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
         # A revoked token: every time-tracker call answers 401 from now on.
-        await faults(sandbox, [{"route": "/harvest", "status": 401}])
+        sandbox.faults([{"route": "/harvest", "status": 401}])
         await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
         second = await wave(worker, "o2", 4, due)
         states = [await worker.state(w) for w in second]
@@ -215,11 +208,61 @@ async def test_a_time_tracker_outage_degrades_and_heals(
         assert len(told) == 1, "the managing partner hears of an outage once"
         await assert_truth(worker, first + second)
         # The tracker is back: the next decision uses fresh figures again.
-        await faults(sandbox, [])
+        sandbox.faults([])
         await asyncio.sleep(6)  # a failing tracker is retried every few seconds at this TTL
         third = await wave(worker, "o3", 1, due)
         state = await worker.state(third[0])
         assert state.capacity_note is None
+
+
+async def test_a_chat_outage_beside_a_tracker_outage_does_not_hold_decisions(
+    client: Client, sandbox: RunningSandbox
+) -> None:
+    """The partner's notice of the tracker outage goes out beside the decisions: while Slack
+    refuses it (retried for up to five minutes) engagements are still decided, and once Slack
+    is back the partner reads "unavailable" once, then "back", in that order."""
+    sandbox.reset()
+    config = relay_firm(sandbox.config)
+    config = config.model_copy(
+        update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
+    )
+    slack_down = {"route": "/slack", "status": 503}
+    async with running_worker(client, config) as worker:
+        due = workdays_ahead(config, 8)
+        first = await wave(worker, "n1", 1, due)
+        since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
+        sandbox.faults([{"route": "/harvest", "status": 401}, slack_down])
+        await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
+
+        second = await wave(worker, "n2", 2, due)
+        states = [await worker.state(w) for w in second]
+        assert all(s.capacity_note and "time tracker" in s.capacity_note for s in states)
+        # Decided while the notice is still on its way (before, dispatch waited for it).
+        pending = (await worker.dispatcher.describe()).raw_description.pending_activities
+        assert "firm_capacity_outage_notice" in {a.activity_type.name for a in pending}
+
+        # The tracker heals while Slack is still down: the "back" notice waits its turn.
+        sandbox.faults([slack_down])
+        await asyncio.sleep(6)  # a failing tracker is retried every few seconds at this TTL
+        third = await wave(worker, "n3", 1, due)
+        assert (await worker.state(third[0])).capacity_note is None
+        sandbox.faults([])
+
+        def told() -> list[str]:
+            return [
+                text
+                for p in chat_posts(sandbox, since)
+                if "Time tracker" in (text := str(p.get("text", "")))
+            ]
+
+        async def both() -> list[str] | None:
+            return told() if len(told()) >= 2 else None
+
+        texts = await eventually(both, timeout=120, what="both notices", last=told)
+        assert len(texts) == 2, texts
+        assert "unavailable" in texts[0] and "back" in texts[1], texts
+        assert (await worker.dispatcher.describe()).status == WorkflowExecutionStatus.RUNNING
+        await assert_truth(worker, first + second + third)
 
 
 async def test_a_terminated_engagement_gives_its_hours_back(
