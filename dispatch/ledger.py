@@ -98,6 +98,9 @@ class FirmLedger:
     client_history: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
     tracker: list[TrackerFigures] = field(default_factory=list)
     tracker_as_of: datetime | None = None
+    outage_since: datetime | None = None
+    """When the time tracker began failing, while it still fails: carried, so a run that
+    continues as new mid-outage neither tells the partner again nor forgets to say it is back."""
     counters: dict[str, int] = field(default_factory=dict)
     rebuilt_at: datetime | None = None
     reconciled_at: datetime | None = None
@@ -374,6 +377,8 @@ class FirmLedger:
             "rc": _time(self.reconciled_at),
             "cc": _time(self.closed_checked_at),
         }
+        if self.outage_since is not None:  # only then: packs without an outage are unchanged
+            body["os"] = _time(self.outage_since)
         body["s"] = list(staff)
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         packed = base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
@@ -424,6 +429,7 @@ class FirmLedger:
             client_history=OrderedDict((c, [staff[i] for i in people]) for c, people in body["h"]),
             tracker=[TrackerFigures.model_validate(f) for f in body["k"]],
             tracker_as_of=_parse_time(body["ka"]),
+            outage_since=_parse_time(body.get("os")),
             counters=dict(body["c"]),
             rebuilt_at=_parse_time(body["ra"]),
             reconciled_at=_parse_time(body["rc"]),

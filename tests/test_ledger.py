@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
-from datetime import date, timedelta
+import zlib
+from datetime import UTC, date, datetime, timedelta
 
 from dispatch.ledger import FirmLedger
 from dispatch.models import (
@@ -190,6 +193,15 @@ def test_the_carried_ledger_round_trips() -> None:
     assert again.client_history == book.client_history
     assert again.tracker == book.tracker
     assert sorted(again.working.reservations, key=str) == sorted(book.working.reservations, key=str)
+
+
+def test_an_outage_start_is_carried_and_a_pack_without_one_is_as_before() -> None:
+    book = season(20, 5, 2)
+    quiet = book.pack()
+    assert "os" not in json.loads(zlib.decompress(base64.b64decode(quiet.packed)))
+    assert FirmLedger.unpack(quiet).outage_since is None  # and packs from before it read so
+    book.outage_since = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
+    assert FirmLedger.unpack(book.pack()).outage_since == book.outage_since
 
 
 def test_the_carried_ledger_stays_small_at_5000_engagements_and_50_staff() -> None:

@@ -173,8 +173,9 @@ class DispatcherWorkflow:
         self._snapshot: CapacitySnapshot | None = None
         self._snapshot_at: datetime | None = None
         self._snapshot_failed_at: datetime | None = None
-        self._outage_since: datetime | None = None
-        self._outage_told = False
+        self._outage_told = self._book.outage_since is not None
+        """An outage carried from the run before was told there (a run with a notice owed does
+        not continue as new)."""
         self._notice: asyncio.Task[None] | None = None
         """The partner's last outage notice (the next one waits for it)."""
         self._notices_pending = 0
@@ -777,14 +778,14 @@ class DispatcherWorkflow:
                 for c in fresh.staff
             ]
             self._book.tracker_as_of = fresh.taken_at
-            if self._outage_since is not None:
+            if self._book.outage_since is not None:
                 await self._tell(fresh, recovered=True)
-            self._outage_since = None
+            self._book.outage_since = None
             self._outage_told = False
         else:
             self._snapshot_failed_at = workflow.now()
-            if self._outage_since is None:
-                self._outage_since = workflow.now()
+            if self._book.outage_since is None:
+                self._book.outage_since = workflow.now()
             if not self._outage_told:
                 self._outage_told = True
                 await self._tell(fresh, recovered=False)
@@ -793,7 +794,7 @@ class DispatcherWorkflow:
     async def _tell(self, snapshot: CapacitySnapshot, *, recovered: bool) -> None:
         """Once per outage (and once when it heals): the managing partner hears of it, in the
         background, in order (an outage's end is never told before its start)."""
-        since = self._outage_since or workflow.now()
+        since = self._book.outage_since or workflow.now()
         if not workflow.patched(NOTICE_BESIDE_PATCH):
             await self._tell_outage(snapshot, recovered=recovered, since=since)
             return

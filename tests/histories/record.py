@@ -53,7 +53,7 @@ from tests.harness import (
 )
 from tests.interceptors import RECORDED_WITH
 from tests.sandbox_server import RunningSandbox, run_sandbox
-from tests.workflows.conftest import relay_firm
+from tests.workflows.conftest import quick_snapshots, relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
@@ -505,9 +505,7 @@ async def main(only: set[str] | None) -> None:
                 async with running_worker(env.client, config) as worker:
                     workflow_id, run_id = await dispatcher_rebuilt(worker)
                     await save(env.client, workflow_id, "dispatcher_rebuilt", folder, run_id)
-            quick = config.model_copy(
-                update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
-            )
+            quick = quick_snapshots(sandbox.config)
             for name, chat_down in (
                 ("dispatcher_outage", False),
                 ("dispatcher_outage_chat_down", True),

@@ -26,5 +26,12 @@ def relay_firm(config: FirmConfig) -> FirmConfig:
     return config.model_copy(update={"connectors": connectors})
 
 
+def quick_snapshots(config: FirmConfig) -> FirmConfig:
+    """``relay_firm`` whose capacity snapshot lives 1 s: a tracker outage is met at once."""
+    config = relay_firm(config)
+    policy = config.policy.model_copy(update={"snapshot_ttl_seconds": 1})
+    return config.model_copy(update={"policy": policy})
+
+
 def next_monday() -> date:
     return MONDAY

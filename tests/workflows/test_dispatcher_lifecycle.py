@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
@@ -21,7 +21,7 @@ from tests.harness import (
     workdays_ahead,
 )
 from tests.sandbox_server import RunningSandbox
-from tests.workflows.conftest import relay_firm
+from tests.workflows.conftest import quick_snapshots, relay_firm
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -90,10 +90,7 @@ async def test_a_notice_on_its_way_is_not_dropped_by_continue_as_new(
     that ended would drop it). Slack back: the notice goes out once, then the run continues."""
     sandbox.reset()
     client = short_history_env.client
-    config = relay_firm(sandbox.config)
-    config = config.model_copy(
-        update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
-    )
+    config = quick_snapshots(sandbox.config)
     async with running_worker(client, config) as worker:
         since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
         sandbox.faults([{"route": "/harvest", "status": 401}, SLACK_DOWN])
@@ -153,3 +150,66 @@ async def assigned_wave(worker: RunningWorker, tag: str, n: int = 6) -> list[Any
     for handle in handles:
         await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
     return list(handles)
+
+
+async def test_an_outage_that_outlives_a_run_is_told_once_and_its_end_too(
+    short_history_env: WorkflowEnvironment, sandbox: RunningSandbox
+) -> None:
+    """The tracker stays down across continue-as-new (the outage's start is carried): the
+    partner hears "unavailable" once, not once per run, and "back" when it heals, even in a run
+    that never saw it fail."""
+    sandbox.reset()
+    client = short_history_env.client
+    config = quick_snapshots(sandbox.config)
+    async with running_worker(client, config) as worker:
+        since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
+
+        def told(words: str) -> int:
+            return sum(words in str(p.get("text", "")) for p in chat_posts(sandbox, since))
+
+        async def run_id() -> str | None:
+            return (await worker.dispatcher.describe()).run_id
+
+        async def waves_until_continued(tag: str) -> list[Any]:
+            """Waves of work until the run that decided them continues as new."""
+            handles: list[Any] = []
+            first = await run_id()
+            for wave in range(8):
+                handles += await assigned_wave(worker, f"{tag}-{wave}")
+                try:
+                    await eventually(lambda: _changed(run_id, first), timeout=3, what="a new run")
+                    return handles
+                except AssertionError:
+                    continue
+            raise AssertionError("the dispatcher never continued as new")
+
+        sandbox.faults([{"route": "/harvest", "status": 401}])
+        await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
+        handles = await waves_until_continued("od")
+        await eventually(
+            lambda: _true(told("Time tracker unavailable") >= 1), what="the outage told"
+        )
+        # A new run, the tracker still down: decided on the last figures, nobody told again.
+        await asyncio.sleep(1.5)
+        handles += await waves_until_continued("oe")
+        states = [await worker.state(h.id) for h in handles[-6:]]
+        assert all(s.capacity_note and "time tracker" in s.capacity_note for s in states)
+        assert told("Time tracker unavailable") == 1, "told again by the run that continued"
+        # Healed before the newest run ever read it: that run says it is back.
+        sandbox.faults([])
+        await asyncio.sleep(1.5)
+        handles += await assigned_wave(worker, "of")
+        await eventually(lambda: _true(told("Time tracker back") >= 1), what="the end told")
+        assert told("Time tracker unavailable") == 1
+        assert told("Time tracker back") == 1
+        bookings = await worker.bookings()
+        booked = {r.workflow_id for s in bookings.staff for r in s.reservations}
+        assert booked == {h.id for h in handles}
+
+
+async def _changed(current: Callable[[], Awaitable[str | None]], before: str | None) -> bool | None:
+    return True if await current() != before else None
+
+
+async def _true(value: bool) -> bool | None:
+    return True if value else None

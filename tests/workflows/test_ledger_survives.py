@@ -40,7 +40,7 @@ from tests.harness import (
     workdays_ahead,
 )
 from tests.sandbox_server import RunningSandbox
-from tests.workflows.conftest import relay_firm
+from tests.workflows.conftest import quick_snapshots, relay_firm
 from worker import build_worker, ensure_dispatcher
 from workflows.dispatcher import RESULT_SIGNAL, DispatcherWorkflow
 from workflows.engagement import EngagementWorkflow
@@ -183,10 +183,7 @@ async def test_a_time_tracker_outage_degrades_and_heals(
     client: Client, sandbox: RunningSandbox
 ) -> None:
     sandbox.reset()
-    config = relay_firm(sandbox.config)
-    config = config.model_copy(
-        update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
-    )
+    config = quick_snapshots(sandbox.config)
     async with running_worker(client, config) as worker:
         due = workdays_ahead(config, 8)
         first = await wave(worker, "o1", 3, due)
@@ -222,10 +219,7 @@ async def test_a_chat_outage_beside_a_tracker_outage_does_not_hold_decisions(
     refuses it (retried for up to five minutes) engagements are still decided, and once Slack
     is back the partner reads "unavailable" once, then "back", in that order."""
     sandbox.reset()
-    config = relay_firm(sandbox.config)
-    config = config.model_copy(
-        update={"policy": config.policy.model_copy(update={"snapshot_ttl_seconds": 1})}
-    )
+    config = quick_snapshots(sandbox.config)
     slack_down = {"route": "/slack", "status": 503}
     async with running_worker(client, config) as worker:
         due = workdays_ahead(config, 8)
