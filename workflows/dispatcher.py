@@ -177,9 +177,8 @@ class DispatcherWorkflow:
         """An outage carried from the run before was told there (a run with a notice owed does
         not continue as new)."""
         self._notice: asyncio.Task[None] | None = None
-        """The partner's last outage notice (the next one waits for it)."""
-        self._notices_pending = 0
-        """Notices not yet sent (nor given up): a run does not continue as new before them."""
+        """The partner's last outage notice; each waits for the one before, so while this one
+        is not done some notice is owed, and a run does not continue as new."""
         self._recent: OrderedDict[str, AssignmentResult] = OrderedDict()
         self._arrived: dict[str, datetime] = {}
         self._rebuild_asked = False
@@ -288,7 +287,7 @@ class DispatcherWorkflow:
                 continue
             if (
                 self._history_long()
-                and not self._notices_pending
+                and not self._notice_owed()
                 and workflow.patched(CONTINUE_WHEN_BUSY_PATCH)
             ):
                 await self._continue_while_busy()
@@ -298,7 +297,7 @@ class DispatcherWorkflow:
             if await self._housekeeping():
                 continue
             if self._continue or workflow.info().is_continue_as_new_suggested():
-                if self._notices_pending:
+                if self._notice_owed():
                     await self._notice_or_message()
                     continue
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -801,22 +800,21 @@ class DispatcherWorkflow:
         earlier = self._notice
 
         async def in_turn() -> None:
-            try:
-                if earlier is not None:
-                    await earlier
-                await self._tell_outage(snapshot, recovered=recovered, since=since)
-            finally:
-                self._notices_pending -= 1
+            if earlier is not None:
+                await earlier
+            await self._tell_outage(snapshot, recovered=recovered, since=since)
 
-        self._notices_pending += 1
         self._notice = asyncio.create_task(in_turn())
+
+    def _notice_owed(self) -> bool:
+        return self._notice is not None and not self._notice.done()
 
     async def _notice_or_message(self) -> None:
         """Time to continue as new, but a notice is still on its way (a run that ended would
         drop it): go on deciding meanwhile. Bounded by the notice's own total timeout."""
         await workflow.wait_condition(
             lambda: (
-                not self._notices_pending or bool(self._inbox or self._syncs or self._rebuild_asked)
+                not self._notice_owed() or bool(self._inbox or self._syncs or self._rebuild_asked)
             ),
         )
 
