@@ -139,6 +139,36 @@ class RunningWorker:
     async def state(self, workflow_id: str) -> EngagementState:
         return await self.client.get_workflow_handle(workflow_id).query(EngagementWorkflow.state)
 
+    async def bookkeeping(
+        self,
+        tag: str,
+        n: int,
+        *,
+        hours: float,
+        due: date,
+        until: Callable[[EngagementState], bool],
+        timeout: float = 30.0,
+    ) -> list[WorkflowHandle[Any, Any]]:
+        """``n`` monthly bookkeeping jobs (``{tag}-{i}``, each its own client) started together,
+        then each waited for ``until``."""
+        handles = await asyncio.gather(
+            *(
+                self.start(
+                    details(
+                        f"{tag}-{i}",
+                        service_type="monthly_bookkeeping",
+                        hours=hours,
+                        due=due,
+                        client_id=f"cl-{tag}-{i}",
+                    )
+                )
+                for i in range(n)
+            )
+        )
+        for handle in handles:
+            await self.wait_state(handle.id, until, timeout=timeout)
+        return list(handles)
+
     async def wait_state(
         self, workflow_id: str, done: Callable[[EngagementState], bool], timeout: float = 30.0
     ) -> EngagementState:
@@ -330,3 +360,9 @@ def chat_posts(sandbox: RunningSandbox, since: int = 0) -> list[dict[str, Any]]:
         for r in sandbox.requests(prefix="/slack/api/chat.postMessage")
         if int(r["seq"]) > since and r["status"] == 200
     ]
+
+
+def chat_texts(sandbox: RunningSandbox, containing: str, since: int = 0) -> list[str]:
+    """Texts of the Slack messages posted after request ``since`` that contain ``containing``."""
+    texts = (str(p.get("text", "")) for p in chat_posts(sandbox, since))
+    return [t for t in texts if containing in t]

@@ -21,9 +21,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
@@ -43,7 +42,7 @@ from dispatch.models import (
 from tests.conftest import start_dev_server, temporal_test_server
 from tests.harness import (
     RunningWorker,
-    chat_posts,
+    chat_texts,
     details,
     eventually,
     karbon_work_item,
@@ -266,22 +265,8 @@ async def partner_moved_due_date_twice(worker: RunningWorker) -> str:
 
 
 async def fill(worker: RunningWorker, tag: str, n: int, days: int) -> list[str]:
-    handles = await asyncio.gather(
-        *(
-            worker.start(
-                details(
-                    f"{tag}-{i}",
-                    service_type="monthly_bookkeeping",
-                    hours=16,
-                    due=workdays_ahead(worker.config, days),
-                    client_id=f"cl-{tag}-{i}",
-                )
-            )
-            for i in range(n)
-        )
-    )
-    for handle in handles:
-        await worker.wait_state(handle.id, settled, timeout=60)
+    due = workdays_ahead(worker.config, days)
+    handles = await worker.bookkeeping(tag, n, hours=16, due=due, until=settled, timeout=60)
     return [h.id for h in handles]
 
 
@@ -401,25 +386,18 @@ async def dispatcher_outage(
     notices are still on their way while engagements are decided."""
     tag = "rec-cd" if chat_down else "rec-out"  # one server records both: ids apart
     await fill(worker, f"{tag}1", 2, 8)
-    slack = [{"route": "/slack", "status": 503}] if chat_down else []
-    async with httpx.AsyncClient() as http:
-
-        async def rules(rules: list[dict[str, object]]) -> None:
-            url = f"{sandbox.base_url}/_sandbox/faults"
-            (await http.post(url, json={"rules": rules})).raise_for_status()
-
-        await rules([{"route": "/harvest", "status": 503}, *slack])
-        await asyncio.sleep(1.5)
-        await fill(worker, f"{tag}2", 2, 8)
-        await rules(slack)
-        await asyncio.sleep(6)
-        await fill(worker, f"{tag}3", 1, 8)
-        await rules([])
+    slack: list[dict[str, Any]] = [{"route": "/slack", "status": 503}] if chat_down else []
+    sandbox.faults([{"route": "/harvest", "status": 503}, *slack])
+    await asyncio.sleep(1.5)
+    await fill(worker, f"{tag}2", 2, 8)
+    sandbox.faults(slack)
+    await asyncio.sleep(6)
+    await fill(worker, f"{tag}3", 1, 8)
+    sandbox.faults([])
     if chat_down:
 
         async def both_told() -> bool | None:
-            texts = [str(p.get("text", "")) for p in chat_posts(sandbox)]
-            return True if sum("Time tracker" in t for t in texts) >= 2 else None
+            return True if len(chat_texts(sandbox, "Time tracker")) >= 2 else None
 
         await eventually(both_told, timeout=120, what="both outage notices")
     run = (await worker.dispatcher.describe()).run_id or ""

@@ -10,11 +10,11 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from dispatch.models import DispatchStatus
+from dispatch.models import DispatchStatus, EngagementState
 from tests.conftest import start_dev_server
 from tests.harness import (
     RunningWorker,
-    chat_posts,
+    chat_texts,
     details,
     eventually,
     running_worker,
@@ -117,11 +117,7 @@ async def test_a_notice_on_its_way_is_not_dropped_by_continue_as_new(
             return True if status is WorkflowExecutionStatus.CONTINUED_AS_NEW else None
 
         await eventually(continued, timeout=120, what="the run that owed the notice to continue")
-        told = [
-            p
-            for p in chat_posts(sandbox, since)
-            if "Time tracker unavailable" in str(p.get("text", ""))
-        ]
+        told = chat_texts(sandbox, "Time tracker unavailable", since)
         assert len(told) == 1, "the notice owed was dropped (or told twice)"
         bookings = await worker.bookings()
         booked = {r.workflow_id for s in bookings.staff for r in s.reservations}
@@ -133,23 +129,12 @@ SLACK_DOWN = {"route": "/slack", "status": 503}
 
 async def assigned_wave(worker: RunningWorker, tag: str, n: int = 6) -> list[Any]:
     """``n`` one-hour bookkeeping jobs, each waited for until it is assigned."""
-    handles = await asyncio.gather(
-        *(
-            worker.start(
-                details(
-                    f"{tag}-{i}",
-                    service_type="monthly_bookkeeping",
-                    hours=1,
-                    due=workdays_ahead(worker.config, 10),
-                    client_id=f"cl-{tag}-{i}",
-                )
-            )
-            for i in range(n)
-        )
-    )
-    for handle in handles:
-        await worker.wait_state(handle.id, lambda s: s.status is DispatchStatus.ASSIGNED)
-    return list(handles)
+    due = workdays_ahead(worker.config, 10)
+    return await worker.bookkeeping(tag, n, hours=1, due=due, until=assigned)
+
+
+def assigned(state: EngagementState) -> bool:
+    return state.status is DispatchStatus.ASSIGNED
 
 
 async def test_an_outage_that_outlives_a_run_is_told_once_and_its_end_too(
@@ -165,7 +150,7 @@ async def test_an_outage_that_outlives_a_run_is_told_once_and_its_end_too(
         since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
 
         def told(words: str) -> int:
-            return sum(words in str(p.get("text", "")) for p in chat_posts(sandbox, since))
+            return len(chat_texts(sandbox, words, since))
 
         async def run_id() -> str | None:
             return (await worker.dispatcher.describe()).run_id

@@ -32,7 +32,7 @@ from dispatch.models import (
 )
 from tests.harness import (
     RunningWorker,
-    chat_posts,
+    chat_texts,
     details,
     eventually,
     isolated,
@@ -54,22 +54,7 @@ def settled(state: EngagementState) -> bool:
 
 
 async def wave(worker: RunningWorker, tag: str, n: int, due: date) -> list[str]:
-    handles = await asyncio.gather(
-        *(
-            worker.start(
-                details(
-                    f"{tag}-{i}",
-                    service_type="monthly_bookkeeping",
-                    hours=HOURS,
-                    due=due,
-                    client_id=f"cl-{tag}-{i}",
-                )
-            )
-            for i in range(n)
-        )
-    )
-    for handle in handles:
-        await worker.wait_state(handle.id, settled, timeout=60)
+    handles = await worker.bookkeeping(tag, n, hours=HOURS, due=due, until=settled, timeout=60)
     return [h.id for h in handles]
 
 
@@ -197,11 +182,7 @@ async def test_a_time_tracker_outage_degrades_and_heals(
         assert all(s.capacity_note and "time tracker" in s.capacity_note for s in states)
         description = await worker.dispatcher.describe()
         assert description.status is not None and description.status.name == "RUNNING"
-        told = [
-            p
-            for p in chat_posts(sandbox, since)
-            if "Time tracker unavailable" in str(p.get("text", ""))
-        ]
+        told = chat_texts(sandbox, "Time tracker unavailable", since)
         assert len(told) == 1, "the managing partner hears of an outage once"
         await assert_truth(worker, first + second)
         # The tracker is back: the next decision uses fresh figures again.
@@ -243,11 +224,7 @@ async def test_a_chat_outage_beside_a_tracker_outage_does_not_hold_decisions(
         sandbox.faults([])
 
         def told() -> list[str]:
-            return [
-                text
-                for p in chat_posts(sandbox, since)
-                if "Time tracker" in (text := str(p.get("text", "")))
-            ]
+            return chat_texts(sandbox, "Time tracker", since)
 
         async def both() -> list[str] | None:
             return told() if len(told()) >= 2 else None
