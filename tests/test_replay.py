@@ -20,7 +20,7 @@ from app.temporal import data_converter
 from tests.harness import memo_fields_written, patches_in
 from tests.interceptors import RECORDED_WITH
 from worker import WORKFLOWS
-from workflows.dispatcher import NOTICE_BESIDE_PATCH
+from workflows.dispatcher import NOTICE_BESIDE_PATCH, PROBE_PATCH
 from workflows.engagement.base import (
     ANSWER_IN_FLIGHT_PATCH,
     ENGAGEMENT_PATCHES,
@@ -100,6 +100,8 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
     assert {"v8/karbon_loaded", "v8/accepted_and_completed", "v8/partner_moved_due_date"} <= names
     # The partner's outage notice sent beside the decisions (v9, the dispatcher's only).
     assert {"v9/dispatcher_outage", "v9/dispatcher_outage_chat_down"} <= names
+    # The tracker read again during an outage with no work waiting (v10, the dispatcher's only).
+    assert {"v10/dispatcher_outage", "v10/dispatcher_outage_healed_idle"} <= names
 
 
 @pytest.mark.parametrize(
@@ -112,6 +114,7 @@ def test_histories_of_both_protocols_and_of_the_dispatcher_are_committed() -> No
         ("karbon_loaded", ENGAGEMENT_PATCHES_2, "v7", "v8"),
         ("accepted_and_completed", ENGAGEMENT_PATCHES_2, "v7", "v8"),
         ("dispatcher_outage", NOTICE_BESIDE_PATCH, "v8", "v9"),
+        ("dispatcher_outage", PROBE_PATCH, "v9", "v10"),
     ],
 )
 def test_a_patch_has_a_history_from_before_it_and_one_that_took_it(
@@ -177,6 +180,31 @@ def test_before_notice_beside_decisions_dispatch_waited_for_the_notice_and_after
     was on its way; after it, with Slack refusing the notice, the decisions went on."""
     assert decided_while_telling("v8/dispatcher_outage") == 0
     assert decided_while_telling("v9/dispatcher_outage_chat_down") >= 2
+
+
+def reads_on_a_timer(name: str) -> int:
+    """Tracker reads the dispatcher started on its own clock (a workflow task a timer woke),
+    not because a request or a message arrived."""
+    woke, cause, reads = "", "", 0
+    for event in json.loads(TEXTS[name])["events"]:
+        kind = event["eventType"]
+        if kind == "EVENT_TYPE_WORKFLOW_TASK_SCHEDULED":
+            woke = cause
+        elif not kind.startswith("EVENT_TYPE_WORKFLOW_TASK_"):
+            cause = kind
+        if kind == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" and woke == "EVENT_TYPE_TIMER_FIRED":
+            attrs = event["activityTaskScheduledEventAttributes"]
+            reads += attrs["activityType"]["name"] == "firm_capacity_snapshot"
+    return reads
+
+
+def test_before_the_probe_an_idle_outage_was_never_read_and_after_it_is() -> None:
+    """Recorded before ``tracker-probe-while-down``, nothing read the tracker on the
+    dispatcher's own clock (only a request did); after it, the outage is read again while idle,
+    and the healed tracker is found with no engagement arriving."""
+    assert reads_on_a_timer("v9/dispatcher_outage") == 0
+    assert reads_on_a_timer("v10/dispatcher_outage") >= 1
+    assert reads_on_a_timer("v10/dispatcher_outage_healed_idle") >= 1
 
 
 @pytest.mark.parametrize(("name", "workflow_id", "path"), HISTORIES, ids=[h[0] for h in HISTORIES])

@@ -21,7 +21,8 @@ the engagements' request numbers, that is:
 * carried across continue-as-new packed (ids, numbers, dates: never the capacity snapshot, never
   explanations), so the carried input stays far below the payload limit at 5,000 engagements;
 * never failed by an activity: a time-tracker outage degrades to the last tracker figures (their
-  age in every decision, the managing partner told once), a failed rebuild is retried before
+  age in every decision, the managing partner told once, the tracker read again until it is
+  back, with or without work waiting, and the partner told so), a failed rebuild is retried before
   anything is decided, a failed housekeeping step waits for the next round.
 
 Requests nobody can take are parked (one per engagement, the newest) and retried whenever
@@ -138,6 +139,10 @@ NOTICE_BESIDE_PATCH = "outage-notice-beside-decisions"
 """The managing partner's notice that the time tracker is down (or back) is sent beside the
 decisions, not before them: a chat outage at the same moment held dispatch for the notice's
 retries (up to ``options.CHAT_NOTICE.total``, five minutes)."""
+PROBE_PATCH = "tracker-probe-while-down"
+"""While an outage the managing partner was told of is open, the tracker is read again every
+retry interval even when no work needs it, so the partner hears it is back when it heals; before
+it, only the next engagement (or parked work) read it, and a quiet weekend hid the end."""
 HISTORY_EVENTS_MAX = 2000
 """Continue as new past this many events whatever the server suggests: a worker that lost the
 dispatcher from its cache replays the whole history inside one workflow task, and that replay
@@ -350,7 +355,21 @@ class DispatcherWorkflow:
             moments.append((book.reconciled_at or book.rebuilt_at or workflow.now()) + RECONCILE)
         if self._degraded() and book.parked and self._snapshot_failed_at is not None:
             moments.append(self._snapshot_failed_at + self._retry_interval())
+        probe = self._probe_at()
+        if probe is not None:
+            moments.append(probe)
         return min(moments) if moments else None
+
+    def _probe_at(self) -> datetime | None:
+        """When to read the tracker again during an outage the partner was told of (so the end
+        is told when it comes, not with the next engagement); at once in a run that has not
+        read it yet (the outage was carried from the run before)."""
+        if self._book.outage_since is None or not self._outage_told:
+            return None
+        if not workflow.patched(PROBE_PATCH):
+            return None
+        failed = self._snapshot_failed_at
+        return failed + self._retry_interval() if failed is not None else workflow.now()
 
     def _continue_as_new(self) -> None:
         self._book.count("continued")
@@ -927,6 +946,12 @@ class DispatcherWorkflow:
         and continue as new (the daily upgrade point). True when something ran."""
         now = workflow.now()
         book = self._book
+        probe = self._probe_at()
+        if probe is not None and now >= probe:
+            # Always a read: the outage keeps the snapshot stale, and its retry time is due. A
+            # failed read moves the next probe on, a good one ends the outage (no spin either way).
+            await self._read_tracker_again()
+            return True
         if not book.entries and not book.parked:
             return False
         if now - (book.reconciled_at or book.rebuilt_at or now) >= RECONCILE:
@@ -942,13 +967,17 @@ class DispatcherWorkflow:
             return True
         failed = self._snapshot_failed_at
         if self._degraded() and book.parked and failed and now - failed >= self._retry_interval():
-            # Retried in the background: when the tracker is back, parked work gets its try.
-            snapshot, fresh = await self._ensure_snapshot(needed=True)
-            if snapshot is not None and fresh:
-                parked = self._ordered([], book.parked_due_first(self._batch_limit(snapshot)))
-                await self._send(self._decide(parked, snapshot))
+            await self._read_tracker_again()
             return True
         return False
+
+    async def _read_tracker_again(self) -> None:
+        """Retried in the background: when the tracker is back, parked work gets its try."""
+        snapshot, fresh = await self._ensure_snapshot(needed=True)
+        book = self._book
+        if snapshot is not None and fresh and book.parked:
+            parked = self._ordered([], book.parked_due_first(self._batch_limit(snapshot)))
+            await self._send(self._decide(parked, snapshot))
 
     async def _release_closed(self, since: datetime) -> None:
         """Engagements that closed without giving their hours back (terminated, timed out)."""

@@ -56,8 +56,10 @@ from tests.workflows.conftest import quick_snapshots, relay_firm
 from workflows.engagement import EngagementWorkflow
 
 HERE = Path(__file__).parent
-CURRENT = "v9"
-"""v9: after the dispatcher's ``outage-notice-beside-decisions`` (the partner's notice of a
+CURRENT = "v10"
+"""v10: after the dispatcher's ``tracker-probe-while-down`` (the tracker read again during an
+outage with no work waiting, so its end is told); only the dispatcher outage scenarios.
+v9: after the dispatcher's ``outage-notice-beside-decisions`` (the partner's notice of a
 tracker outage sent beside the decisions); only the two dispatcher outage scenarios.
 v8: after ``engagement-patches-2`` (``index-changes-only``: search attributes and memo upserted
 with the values that changed).
@@ -404,6 +406,23 @@ async def dispatcher_outage(
     return worker.dispatcher.id, run
 
 
+async def dispatcher_outage_healed_idle(worker: RunningWorker, sandbox: RunningSandbox) -> str:
+    """The time tracker fails and heals while nothing waits to be decided: the dispatcher's own
+    reads during the outage find it back, and the partner is told before the next engagement."""
+    await fill(worker, "rec-hi1", 2, 8)
+    sandbox.faults([{"route": "/harvest", "status": 503}])
+    await asyncio.sleep(1.5)
+    await fill(worker, "rec-hi2", 2, 8)
+    sandbox.faults([])
+
+    async def back_told() -> bool | None:
+        return True if chat_texts(sandbox, "Time tracker back") else None
+
+    await eventually(back_told, timeout=30, what="the tracker told back")
+    await fill(worker, "rec-hi3", 1, 8)
+    return (await worker.dispatcher.describe()).run_id or ""
+
+
 async def continued_as_new(worker: RunningWorker) -> tuple[str, str, str]:
     """An engagement and the dispatcher, each continued as new (a server that asks early)."""
     eng = details("rec-long", due=workdays_ahead(worker.config, 10))
@@ -494,6 +513,12 @@ async def main(only: set[str] | None) -> None:
                 async with running_worker(env.client, quick) as worker:
                     workflow_id, run_id = await dispatcher_outage(worker, sandbox, chat_down)
                     await save(env.client, workflow_id, name, folder, run_id)
+            if wanted("dispatcher_outage_healed_idle"):
+                sandbox.reset()
+                async with running_worker(env.client, quick) as worker:
+                    run_id = await dispatcher_outage_healed_idle(worker, sandbox)
+                    name = "dispatcher_outage_healed_idle"
+                    await save(env.client, worker.dispatcher.id, name, folder, run_id)
         finally:
             await env.shutdown()
         if wanted("continued_as_new"):
