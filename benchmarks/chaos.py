@@ -22,7 +22,10 @@ Then, once every engagement's side effects are in the sandbox (or ``--drain-time
 faults are cleared and it prints: engagements lost, people over capacity and ledger mismatches
 (from what the engagements hold), duplicates per side effect (PM write-back, calendar events,
 Slack DMs, client emails, CRM records) and their rate, the time to drain, and for an outage the
-decisions that carried the capacity note and whether the dispatcher showed it. Exits 1 when a
+decisions that carried the capacity note, whether the dispatcher showed it, and how long after
+the heal the managing partner heard the tracker is back (waited for ``--back-wait`` seconds,
+whether or not work arrives after the heal: an outage outlasting the arrivals shows whether the
+dispatcher finds the end on its own). Exits 1 when a
 promise fails (lost, over capacity, ledger, duplicate PM writes or calendar events, a failed
 workflow).
 """
@@ -74,7 +77,7 @@ from benchmarks.webhook_burst import (
 )
 from dispatch.config import KarbonConnector
 from dispatch.models import LedgerQuery
-from workflows.dispatcher import DispatcherWorkflow
+from workflows.dispatcher import SNAPSHOT_RETRY, DispatcherWorkflow
 
 CHAOS_RESTARTS = RestartPolicy(first_delay=1.0, max_delay=2.0)
 KINDS = ("pm", "calendar", "chat", "email", "crm")
@@ -93,6 +96,8 @@ class Plan:
     tracker_outage: float = 0.0
     outage_at: float = 20.0
     drain_timeout: float = 1800.0
+    back_wait: float = 180.0
+    """After the tracker heals, how long the partner's "back" is waited for (0: not waited)."""
 
 
 @dataclass
@@ -112,6 +117,9 @@ class Outcome:
     """Seconds into the outage when the dispatcher first showed the capacity note."""
     partner_told: tuple[int, int]
     """Messages to the managing partner: the tracker is down, the tracker is back."""
+    back_after: float | None = None
+    """Seconds from the tracker healing to the partner's "back" (None: not within
+    ``Plan.back_wait``), whether or not any engagement arrived after the heal."""
     supervisor: list[str] = field(default_factory=list)
 
     @property
@@ -164,12 +172,14 @@ async def restart_server(running: Running, at: float) -> int:
     return int(kill(server))
 
 
-async def tracker_outage(running: Running, plan: Plan, down: asyncio.Event) -> float | None:
+async def tracker_outage(
+    running: Running, plan: Plan, down: asyncio.Event
+) -> tuple[float | None, float | None]:
     """The time tracker down for ``plan.tracker_outage`` seconds (``down`` is set once it is);
-    how far into the outage the dispatcher first said so."""
+    how far into the outage the dispatcher first said so, and when (monotonic) it healed."""
     if plan.tracker_outage <= 0:
         down.set()
-        return None
+        return None, None
     await asyncio.sleep(plan.outage_at)
     rule = {"route": TRACKER_ROUTE, "status": 503, "rate": 1.0}
     await faults(running, [rule, *vendor_faults(plan.fault_rate)])
@@ -192,7 +202,19 @@ async def tracker_outage(running: Running, plan: Plan, down: asyncio.Event) -> f
         await asyncio.sleep(min(5.0, max(left, 0.0)))
     await faults(running, vendor_faults(plan.fault_rate))
     say("time tracker back")
-    return seen
+    return seen, time.monotonic()
+
+
+async def told_back_after(running: Running, healed: float | None, wait: float) -> float | None:
+    """Seconds from the heal until the managing partner was told the tracker is back (the
+    dispatcher reads a failing tracker again every minute at the default time to live)."""
+    if healed is None:
+        return None
+    while (waited := time.monotonic() - healed) < wait:
+        if (await partner_notices(running))[1] > 0:
+            return waited
+        await asyncio.sleep(1.0)
+    return None
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -230,7 +252,8 @@ async def run_chaos(running: Running, plan: Plan) -> Outcome:
         done = await until_done(effects, sandbox, ids, every=2.0, timeout=plan.drain_timeout)
         drained = max(done.values(), default=time.monotonic()) - began
         stop.set()
-        kills, restarts, seen = await asyncio.gather(killer, restarter, outage)
+        kills, restarts, (seen, healed) = await asyncio.gather(killer, restarter, outage)
+        back_after = await told_back_after(running, healed, plan.back_wait)
         applied = await faults_applied(running)
         await faults(running, [])
         await effects.poll(sandbox)
@@ -248,6 +271,7 @@ async def run_chaos(running: Running, plan: Plan) -> Outcome:
         failed_workflows=await failed_workflows(running),
         outage_seen=seen,
         partner_told=await partner_notices(running),
+        back_after=back_after,
         supervisor=list(running.reports),
     )
 
@@ -319,10 +343,13 @@ def report(plan: Plan, o: Outcome, workers: int) -> None:
     rows.append(("retries the CRM recognised (no new record)", f"{o.repeats}", ""))
     if plan.tracker_outage:
         shown = "never" if o.outage_seen is None else f"after {o.outage_seen:.0f} s"
+        retry = SNAPSHOT_RETRY.total_seconds()
+        back = f"not in {plan.back_wait:.0f} s" if o.back_after is None else f"{o.back_after:.0f} s"
         rows += [
             ("engagements whose decision carries the note", f"{o.truth.capacity_notes}", "> 0"),
             ("dispatcher showed the capacity note", shown, ""),
             ("managing partner told: down / back", "{} / {}".format(*o.partner_told), "1 / 1"),
+            ("partner told it is back, after the heal", back, f"≈ ≤ {retry:.0f} s"),
         ]
     for name, value, target in rows:
         print(f"  {name:44} {value:>28}  {target}")
@@ -345,6 +372,7 @@ async def main(args: argparse.Namespace) -> int:
         tracker_outage=args.tracker_outage,
         outage_at=args.outage_at,
         drain_timeout=args.drain_timeout,
+        back_wait=args.back_wait,
     )
     async with running_stack(
         via=args.via, workers=args.workers, policy=CHAOS_RESTARTS, keep=args.keep
@@ -375,6 +403,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--outage-at", type=float, default=20.0, help="seconds in")
     parser.add_argument("--drain-timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--back-wait",
+        type=float,
+        default=180.0,
+        help='seconds to wait after the heal for the partner\'s "back" (0: do not wait)',
+    )
     return parser.parse_args(argv)
 
 

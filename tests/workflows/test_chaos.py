@@ -29,6 +29,7 @@ PLAN = Plan(
     tracker_outage=20.0,
     outage_at=0.0,
     drain_timeout=900.0,
+    back_wait=0.0,  # "back" is told up to a minute after the heal: covered by the ledger tests
 )
 
 
