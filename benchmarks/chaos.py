@@ -349,7 +349,7 @@ def report(plan: Plan, o: Outcome, workers: int) -> None:
             ("engagements whose decision carries the note", f"{o.truth.capacity_notes}", "> 0"),
             ("dispatcher showed the capacity note", shown, ""),
             ("managing partner told: down / back", "{} / {}".format(*o.partner_told), "1 / 1"),
-            ("partner told it is back, after the heal", back, f"≈ ≤ {retry:.0f} s"),
+            ("partner told it is back, after the heal", back, f"a read every {retry:.0f} s"),
         ]
     for name, value, target in rows:
         print(f"  {name:44} {value:>28}  {target}")

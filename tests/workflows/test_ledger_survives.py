@@ -25,6 +25,7 @@ from dispatch.models import (
     DispatchStatus,
     EngagementState,
     ForceAssignRequest,
+    LedgerQuery,
     PartnerDecision,
     PmUpdate,
     Role,
@@ -222,9 +223,15 @@ async def test_a_chat_outage_beside_a_tracker_outage_does_not_hold_decisions(
         pending = (await worker.dispatcher.describe()).raw_description.pending_activities
         assert "firm_capacity_outage_notice" in {a.activity_type.name for a in pending}
 
-        # The tracker heals while Slack is still down: the "back" notice waits its turn.
+        # The tracker heals while Slack is still down: the "back" notice waits its turn. The
+        # dispatcher finds the heal on its own (its reads during an outage go on while idle).
         sandbox.faults([slack_down])
-        await asyncio.sleep(6)  # a failing tracker is retried every few seconds at this TTL
+
+        async def healed() -> bool | None:
+            view = await worker.dispatcher.query(DispatcherWorkflow.ledger, LedgerQuery(limit=1))
+            return True if view.capacity_note is None else None
+
+        await eventually(healed, what="the dispatcher to read the healed tracker")
         third = await wave(worker, "n3", 1, due)
         assert (await worker.state(third[0])).capacity_note is None
         sandbox.faults([])
