@@ -136,6 +136,7 @@ class FirmActivities:
         source = "config"
         active = [s for s in config.staff if s.active]
         tracker_ok, tracker_error = True, None
+        retry_after: float | None = None
         tracker_as_of: datetime | None = now
         fallback: dict[str, TrackerFigures] = {}
         if self._tracker is not None:
@@ -156,6 +157,7 @@ class FirmActivities:
                 # so in every decision and tells the managing partner once.
                 tracker_ok = False
                 tracker_error = _short_error(err)
+                retry_after = _asked_to_wait(err)
                 fallback, tracker_as_of = self._fallback(input)
                 log.warning("time tracker unavailable for the capacity snapshot: %s", tracker_error)
             else:
@@ -213,6 +215,7 @@ class FirmActivities:
             tracker_ok=tracker_ok,
             tracker_as_of=tracker_as_of,
             tracker_error=tracker_error,
+            tracker_retry_after_seconds=retry_after,
             time_zone=config.firm.time_zone,
             workday_start_hour=config.firm.workday_start_hour,
         )
@@ -467,6 +470,18 @@ def _without_reasons(member: StaffMember) -> StaffMember:
     return member.model_copy(
         update={"absences": [a.model_copy(update={"reason": "absence"}) for a in member.absences]}
     )
+
+
+ASKED_WAIT_MAX = timedelta(hours=1)
+"""A tracker's "ask again in" is believed up to an hour (Toggl's quota window); longer is cut."""
+
+
+def _asked_to_wait(err: BaseException) -> float | None:
+    """The wait the tracker asked for (a connector's ``next_retry_delay`` from Retry-After or a
+    quota's reset), so the dispatcher does not read a rate-limited tracker every minute."""
+    if not isinstance(err, ApplicationError) or err.next_retry_delay is None:
+        return None
+    return min(max(err.next_retry_delay, timedelta(0)), ASKED_WAIT_MAX).total_seconds()
 
 
 def _short_error(err: BaseException) -> str:

@@ -302,6 +302,9 @@ class CapacitySnapshot(Model):
     tracker_as_of: datetime | None = None
     """When the tracker figures in use were read (``taken_at`` when fresh)."""
     tracker_error: str | None = None
+    tracker_retry_after_seconds: float | None = Field(default=None, ge=0, le=3600)
+    """When the failing tracker said when to ask again (Retry-After, a quota's reset): the
+    dispatcher reads it no sooner (None: it did not say)."""
     time_zone: str | None = None
     """The firm's clock, with ``workday_start_hour`` and ``policy.workday_end_hour``: how much
     of today is still ahead when deciding (None on snapshots read before it was sent: the

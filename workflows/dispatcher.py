@@ -115,7 +115,8 @@ old dispatcher was lost is listed (visibility is eventually consistent)."""
 REBUILD_RETRY = (timedelta(seconds=5), timedelta(minutes=5))
 SNAPSHOT_RETRY = timedelta(seconds=60)
 """While the tracker fails (or no snapshot could be read), read again this often (sooner when
-the firm's snapshot time to live is shorter, but never more than every 5 s)."""
+the firm's snapshot time to live is shorter, but never more than every 5 s; later when the
+tracker said when to ask again)."""
 CLOSED_CHECK = timedelta(hours=1)
 RECONCILE = timedelta(hours=24)
 REBUILD_PAGES = 100
@@ -734,7 +735,11 @@ class DispatcherWorkflow:
         if snapshot is None:
             return SNAPSHOT_RETRY
         ttl = timedelta(seconds=snapshot.policy.snapshot_ttl_seconds)
-        return max(min(SNAPSHOT_RETRY, ttl), timedelta(seconds=5))
+        interval = max(min(SNAPSHOT_RETRY, ttl), timedelta(seconds=5))
+        # A tracker that said when to ask again (rate limit, quota) is not asked sooner. Only
+        # snapshots read by this code carry it, so histories recorded before replay unchanged.
+        asked = None if snapshot.tracker_ok else snapshot.tracker_retry_after_seconds
+        return max(interval, timedelta(seconds=asked)) if asked else interval
 
     def _degraded(self) -> bool:
         snapshot = self._snapshot

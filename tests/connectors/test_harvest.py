@@ -18,12 +18,14 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.firm import FirmActivities
 from activities.harvest import HarvestActivities, names_job
 from app.secrets_demo import demo_secret
 from dispatch.config import HarvestConnector
 from dispatch.models import (
     JobHours,
     JobHoursInput,
+    SnapshotInput,
     TrackerReadInput,
     TrackerReadResult,
     TrackerStaff,
@@ -633,3 +635,23 @@ async def test_uneven_hours_add_up_exactly(uneven_sandbox: RunningSandbox) -> No
     assert set(by_id["tom"].logged_by_date) == set(workdays(seed.week_start, 3))
     expected = store_sums(store_of(uneven_sandbox), input.start, input.end)
     assert by_id["rae"].logged_by_date == expected["Rae@Firm.example"]
+
+
+@pytest.mark.parametrize(("asked", "believed"), [(30, 30.0), (86_400, 300.0)])
+async def test_the_snapshot_keeps_how_long_a_refusing_harvest_asked_to_wait(
+    sandbox: RunningSandbox, asked: int, believed: float
+) -> None:
+    """Harvest's Retry-After on a refusal reaches the capacity snapshot, so the dispatcher does
+    not ask again sooner; a day is cut to the connectors' five-minute cap. A plain 5xx says
+    nothing, and the dispatcher keeps its own interval."""
+    firm = FirmActivities(sandbox.config, HarvestActivities(connector_of(sandbox)))
+    sandbox.faults([{"route": "/harvest", "status": 503, "retry_after": asked}])
+    snapshot = await firm.capacity_snapshot(SnapshotInput(firm_id="f"))
+    assert not snapshot.tracker_ok
+    assert snapshot.tracker_retry_after_seconds == believed
+    sandbox.faults([{"route": "/harvest", "status": 503}])
+    snapshot = await firm.capacity_snapshot(SnapshotInput(firm_id="f"))
+    assert not snapshot.tracker_ok and snapshot.tracker_retry_after_seconds is None
+    sandbox.faults([])
+    snapshot = await firm.capacity_snapshot(SnapshotInput(firm_id="f"))
+    assert snapshot.tracker_ok and snapshot.tracker_retry_after_seconds is None

@@ -9,6 +9,7 @@ sum of what the live engagements hold.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import date
 from typing import Any
@@ -172,12 +173,10 @@ async def test_a_time_tracker_outage_degrades_and_heals(
     config = quick_snapshots(sandbox.config)
     async with running_worker(client, config) as worker:
         due = workdays_ahead(config, 8)
-        first = await wave(worker, "o1", 3, due)
-        since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
-        # A revoked token: every time-tracker call answers 401 from now on.
-        sandbox.faults([{"route": "/harvest", "status": 401}])
-        await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
-        second = await wave(worker, "o2", 4, due)
+        # A revoked token: every time-tracker call answers 401 from then on.
+        first, second, since = await tracker_fails(
+            worker, sandbox, [{"route": "/harvest", "status": 401}], "o", (3, 4)
+        )
         states = [await worker.state(w) for w in second]
         assert all(s.status is DispatchStatus.ASSIGNED for s in states)
         assert all(s.capacity_note and "time tracker" in s.capacity_note for s in states)
@@ -189,15 +188,42 @@ async def test_a_time_tracker_outage_degrades_and_heals(
         # The tracker is back. Nothing is waiting to be decided, yet the dispatcher reads it
         # again during the outage (every few seconds at this TTL): the partner hears it healed.
         sandbox.faults([])
-        back = await eventually(
-            lambda: _some(chat_texts(sandbox, "Time tracker back", since)),
-            timeout=30,
-            what="the partner told the tracker is back, with no work arriving",
-        )
-        assert len(back) == 1
+        await told_back_once(sandbox, since)
         third = await wave(worker, "o3", 1, due)
         state = await worker.state(third[0])
         assert state.capacity_note is None
+
+
+async def test_a_tracker_that_asks_to_wait_is_not_read_sooner(
+    client: Client, sandbox: RunningSandbox
+) -> None:
+    """Harvest answers 503 with Retry-After: 12 (its "ask me later"): during the outage the
+    dispatcher reads it no more often than that, not every 5 s as this 1 s snapshot TTL would
+    have it, and still finds it back once it heals."""
+    sandbox.reset()
+    config = quick_snapshots(sandbox.config)
+    async with running_worker(client, config) as worker:
+        asks = [{"route": "/harvest", "status": 503, "retry_after": 12}]
+        first, second, since = await tracker_fails(worker, sandbox, asks, "w", (1, 2))
+        assert all([(await worker.state(w)).capacity_note for w in second])
+        # The reads while idle, each when it was first seen (a read is one call: the first
+        # one fails), watched from now, so each is timed as it happens.
+        after = max(int(r["seq"]) for r in sandbox.requests())
+        seen: dict[int, float] = {}
+        loop = asyncio.get_running_loop()
+        watch_until = loop.time() + 30
+        while loop.time() < watch_until:
+            for r in sandbox.requests(prefix="/harvest"):
+                if r["status"] == 503 and int(r["seq"]) > after:
+                    seen.setdefault(int(r["seq"]), loop.time())
+            await asyncio.sleep(0.25)
+        moments = sorted(seen.values())
+        gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
+        assert len(moments) >= 2, f"the outage was not read again while idle: {moments}"
+        assert min(gaps) >= 10, f"read sooner than the tracker asked (12 s): gaps {gaps}"
+        sandbox.faults([])
+        await told_back_once(sandbox, since)
+        await assert_truth(worker, first + second)
 
 
 async def test_a_chat_outage_beside_a_tracker_outage_does_not_hold_decisions(
@@ -455,5 +481,29 @@ async def test_an_absurd_due_date_does_not_stop_dispatching(
         assert state.status is DispatchStatus.ASSIGNED
 
 
-async def _some(found: list[str]) -> list[str] | None:
-    return found or None
+async def tracker_fails(
+    worker: RunningWorker,
+    sandbox: RunningSandbox,
+    faults: list[dict[str, Any]],
+    tag: str,
+    sizes: tuple[int, int],
+) -> tuple[list[str], list[str], int]:
+    """A wave decided on live figures; then the tracker fails (``faults``) and a second wave is
+    decided on the last ones. Returns both waves and the sandbox's last request before."""
+    due = workdays_ahead(worker.config, 8)
+    first = await wave(worker, f"{tag}1", sizes[0], due)
+    since = max((int(r["seq"]) for r in sandbox.requests()), default=0)
+    sandbox.faults(faults)
+    await asyncio.sleep(1.5)  # the snapshot is older than its 1 s time to live
+    second = await wave(worker, f"{tag}2", sizes[1], due)
+    return first, second, since
+
+
+async def told_back_once(sandbox: RunningSandbox, since: int) -> None:
+    """The managing partner hears the tracker is back, with no work arriving, and once."""
+
+    async def back() -> list[str] | None:
+        return chat_texts(sandbox, "Time tracker back", since) or None
+
+    told = await eventually(back, timeout=30, what="the partner told the tracker is back")
+    assert len(told) == 1, told
