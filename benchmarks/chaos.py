@@ -406,7 +406,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--back-wait",
         type=float,
-        default=180.0,
+        default=Plan.back_wait,
         help='seconds to wait after the heal for the partner\'s "back" (0: do not wait)',
     )
     return parser.parse_args(argv)

@@ -179,9 +179,6 @@ class DispatcherWorkflow:
         self._snapshot: CapacitySnapshot | None = None
         self._snapshot_at: datetime | None = None
         self._snapshot_failed_at: datetime | None = None
-        self._outage_told = self._book.outage_since is not None
-        """An outage carried from the run before was told there (a run with a notice owed does
-        not continue as new)."""
         self._notice: asyncio.Task[None] | None = None
         """The partner's last outage notice; each waits for the one before, so while this one
         is not done some notice is owed, and a run does not continue as new."""
@@ -362,10 +359,10 @@ class DispatcherWorkflow:
         return min(moments) if moments else None
 
     def _probe_at(self) -> datetime | None:
-        """When to read the tracker again during an outage the partner was told of (so the end
-        is told when it comes, not with the next engagement); at once in a run that has not
-        read it yet (the outage was carried from the run before)."""
-        if self._book.outage_since is None or not self._outage_told:
+        """When to read the tracker again during an outage, so its end is told when it comes,
+        not with the next engagement; at once in a run that has not read it yet (the outage
+        was carried from the run before)."""
+        if self._book.outage_since is None:
             return None
         if not workflow.patched(PROBE_PATCH):
             return None
@@ -804,13 +801,12 @@ class DispatcherWorkflow:
             if self._book.outage_since is not None:
                 await self._tell(fresh, recovered=True)
             self._book.outage_since = None
-            self._outage_told = False
         else:
             self._snapshot_failed_at = workflow.now()
             if self._book.outage_since is None:
+                # A new outage. One carried from the run before was told there (a run with a
+                # notice owed does not continue as new).
                 self._book.outage_since = workflow.now()
-            if not self._outage_told:
-                self._outage_told = True
                 await self._tell(fresh, recovered=False)
         return fresh, True
 
@@ -1061,6 +1057,7 @@ __all__ = [
     "OPEN_HOURS_PATCH",
     "OPTIMIZE_ACTIVITY",
     "PARTNER_OPTIONS_PATCH",
+    "PROBE_PATCH",
     "RESULT_SIGNAL",
     "DispatcherWorkflow",
 ]
